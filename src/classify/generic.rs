@@ -1,0 +1,72 @@
+//! The generic classifier: status and headers only.
+
+use std::time::SystemTime;
+
+use http::response::Parts;
+
+use super::{Classification, Classify, QuotaClass};
+use crate::headers::{self, RateLimitInfo};
+
+/// Classifies from status and headers only; never reads a body.
+///
+/// The class comes from the status ([`QuotaClass::from_status`]; a 402 that carries a delay is
+/// a transient [`QuotaClass::RateLimited`], not an exhausted quota), the delay from
+/// [`headers::retry_after`] (or, for a rate-limited response without one, the reset of the
+/// exhausted window), the verdict from `x-should-retry` and a negative gRPC pushback, and the
+/// rate-limit state from [`RateLimitInfo::from_headers`].
+///
+/// ```
+/// use tower_quota::classify::{Classify, Generic, QuotaClass};
+/// use std::time::Duration;
+///
+/// let (parts, ()) = http::Response::builder()
+///     .status(429)
+///     .header("retry-after", "7")
+///     .body(())
+///     .unwrap()
+///     .into_parts();
+/// let c = Generic.classify(&parts, b"");
+/// assert_eq!(c.class(), QuotaClass::RateLimited);
+/// assert_eq!(c.retry_after(), Some(Duration::from_secs(7)));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Generic;
+
+impl Classify for Generic {
+    fn classify(&self, parts: &Parts, body: &[u8]) -> Classification {
+        self.classify_at(parts, body, SystemTime::now())
+    }
+
+    fn classify_at(&self, parts: &Parts, _body: &[u8], now: SystemTime) -> Classification {
+        from_head(parts, now)
+    }
+
+    fn wants_body(&self, _parts: &Parts) -> bool {
+        false
+    }
+}
+
+/// The classification every provider classifier starts from and refines.
+pub(crate) fn from_head(parts: &Parts, now: SystemTime) -> Classification {
+    let h = &parts.headers;
+    let mut c = Classification::new_at(QuotaClass::from_status(parts.status), now);
+    let delay = headers::retry_after(h, now);
+    c.set_retry_after(delay);
+    c.set_retryable(headers::should_retry(h));
+    if headers::grpc_pushback(h) == Some(headers::Pushback::DoNotRetry) {
+        c.set_retryable(Some(false));
+    }
+    let info = RateLimitInfo::from_headers(h, now);
+    if c.class() == QuotaClass::QuotaExhausted && delay.is_some() {
+        // A 402 with a delay (OpenRouter's in-flight budget) passes: wait and retry.
+        c.set_class(QuotaClass::RateLimited);
+    }
+    if c.class() == QuotaClass::RateLimited || c.class() == QuotaClass::QuotaExhausted {
+        let reset = info.exhausted_reset();
+        c.set_reset_after(reset);
+        if delay.is_none() && c.class() == QuotaClass::RateLimited {
+            c.set_retry_after(reset);
+        }
+    }
+    c.with_rate_limit(info)
+}

@@ -1,0 +1,78 @@
+//! Telling rate-limited from quota-exhausted from provider-down from auth and bad requests.
+//!
+//! A classifier ([`Classify`]) reads a response's status, headers and — for error statuses
+//! only — a bounded prefix of its body, and returns a [`Classification`].
+//! [`QuotaClassifyLayer`](crate::QuotaClassifyLayer) runs one on every response and attaches
+//! the verdict to the response's extensions.
+
+mod class;
+mod generic;
+
+pub use class::{Classification, QuotaClass, Scope};
+pub use generic::Generic;
+
+use std::time::SystemTime;
+
+use http::response::Parts;
+
+/// Decides what a response means for quotas and retries.
+///
+/// Implement [`classify`](Classify::classify); override [`classify_at`](Classify::classify_at)
+/// when the verdict depends on the wall-clock time (HTTP-dates, epoch resets), so that the
+/// layer's injectable clock reaches it; override [`wants_body`](Classify::wants_body) to change
+/// which responses have their body read (by default error statuses only: a 2xx body is never
+/// buffered).
+pub trait Classify {
+    /// Classifies a response from its head and (for the responses [`wants_body`] selects) a
+    /// prefix of its body, at most the layer's cap; empty otherwise.
+    ///
+    /// [`wants_body`]: Classify::wants_body
+    fn classify(&self, parts: &Parts, body: &[u8]) -> Classification;
+
+    /// Like [`classify`](Classify::classify), at the wall-clock time `now`.
+    fn classify_at(&self, parts: &Parts, body: &[u8], now: SystemTime) -> Classification {
+        let _ = now;
+        self.classify(parts, body)
+    }
+
+    /// Whether the classifier needs to read the body of this response. By default: 4xx and 5xx.
+    fn wants_body(&self, parts: &Parts) -> bool {
+        parts.status.is_client_error() || parts.status.is_server_error()
+    }
+}
+
+impl<C: Classify + ?Sized> Classify for &C {
+    fn classify(&self, parts: &Parts, body: &[u8]) -> Classification {
+        (**self).classify(parts, body)
+    }
+    fn classify_at(&self, parts: &Parts, body: &[u8], now: SystemTime) -> Classification {
+        (**self).classify_at(parts, body, now)
+    }
+    fn wants_body(&self, parts: &Parts) -> bool {
+        (**self).wants_body(parts)
+    }
+}
+
+impl<C: Classify + ?Sized> Classify for std::sync::Arc<C> {
+    fn classify(&self, parts: &Parts, body: &[u8]) -> Classification {
+        (**self).classify(parts, body)
+    }
+    fn classify_at(&self, parts: &Parts, body: &[u8], now: SystemTime) -> Classification {
+        (**self).classify_at(parts, body, now)
+    }
+    fn wants_body(&self, parts: &Parts) -> bool {
+        (**self).wants_body(parts)
+    }
+}
+
+impl<C: Classify + ?Sized> Classify for Box<C> {
+    fn classify(&self, parts: &Parts, body: &[u8]) -> Classification {
+        (**self).classify(parts, body)
+    }
+    fn classify_at(&self, parts: &Parts, body: &[u8], now: SystemTime) -> Classification {
+        (**self).classify_at(parts, body, now)
+    }
+    fn wants_body(&self, parts: &Parts) -> bool {
+        (**self).wants_body(parts)
+    }
+}

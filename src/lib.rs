@@ -1,0 +1,7 @@
+//! tower-quota: tower middleware for rate-limited LLM routers.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod classify;
+pub mod clock;
+pub mod headers;
