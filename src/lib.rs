@@ -5,3 +5,5 @@
 pub mod classify;
 pub mod clock;
 pub mod headers;
+
+pub use classify::QuotaClassifyLayer;

@@ -38,7 +38,7 @@ impl Classify for Generic {
     }
 
     fn classify_at(&self, parts: &Parts, _body: &[u8], now: SystemTime) -> Classification {
-        from_head(parts, now)
+        finish(base(parts, now))
     }
 
     fn wants_body(&self, _parts: &Parts) -> bool {
@@ -46,8 +46,9 @@ impl Classify for Generic {
     }
 }
 
-/// The classification every provider classifier starts from and refines.
-pub(crate) fn from_head(parts: &Parts, now: SystemTime) -> Classification {
+/// The classification every provider classifier starts from and refines: class from the
+/// status, explicit delay and verdict from the headers, rate-limit state.
+pub(crate) fn base(parts: &Parts, now: SystemTime) -> Classification {
     let h = &parts.headers;
     let mut c = Classification::new_at(QuotaClass::from_status(parts.status), now);
     let delay = headers::retry_after(h, now);
@@ -56,17 +57,30 @@ pub(crate) fn from_head(parts: &Parts, now: SystemTime) -> Classification {
     if headers::grpc_pushback(h) == Some(headers::Pushback::DoNotRetry) {
         c.set_retryable(Some(false));
     }
-    let info = RateLimitInfo::from_headers(h, now);
     if c.class() == QuotaClass::QuotaExhausted && delay.is_some() {
         // A 402 with a delay (OpenRouter's in-flight budget) passes: wait and retry.
         c.set_class(QuotaClass::RateLimited);
     }
-    if c.class() == QuotaClass::RateLimited || c.class() == QuotaClass::QuotaExhausted {
-        let reset = info.exhausted_reset();
-        c.set_reset_after(reset);
-        if delay.is_none() && c.class() == QuotaClass::RateLimited {
-            c.set_retry_after(reset);
-        }
+    c.with_rate_limit(RateLimitInfo::from_headers(h, now))
+}
+
+/// Derives what follows from the final class: a rate-limited response without an explicit
+/// delay waits for the reset of its exhausted window; an exhausted quota resets when its
+/// window does.
+pub(crate) fn finish(mut c: Classification) -> Classification {
+    let limited = matches!(
+        c.class(),
+        QuotaClass::RateLimited | QuotaClass::QuotaExhausted
+    );
+    if !limited {
+        return c;
     }
-    c.with_rate_limit(info)
+    let reset = c.rate_limit().exhausted_reset();
+    if c.reset_after().is_none() {
+        c.set_reset_after(reset);
+    }
+    if c.retry_after().is_none() && c.class() == QuotaClass::RateLimited {
+        c.set_retry_after(reset);
+    }
+    c
 }

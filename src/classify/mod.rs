@@ -5,15 +5,54 @@
 //! [`QuotaClassifyLayer`](crate::QuotaClassifyLayer) runs one on every response and attaches
 //! the verdict to the response's extensions.
 
+mod anthropic;
+mod auto;
+mod body;
 mod class;
+mod future;
 mod generic;
+pub mod grpc;
+mod json;
+mod layer;
+mod litellm;
+mod openai;
+mod openrouter;
+mod service;
 
+pub use anthropic::Anthropic;
+pub use auto::Auto;
+pub use body::PeekBody;
 pub use class::{Classification, QuotaClass, Scope};
+pub use future::ResponseFuture;
 pub use generic::Generic;
+pub use grpc::Grpc;
+pub use layer::{QuotaClassifyLayer, DEFAULT_MAX_BODY};
+pub use litellm::LiteLlm;
+pub use openai::OpenAi;
+pub use openrouter::OpenRouter;
+pub use service::QuotaClassify;
 
 use std::time::SystemTime;
 
 use http::response::Parts;
+use serde_json::Value;
+
+/// The body-reading classifiers share this: generic base, provider refinement of a JSON body
+/// (or the text markers when it is not JSON or not the provider's shape), then what follows
+/// from the final class.
+fn classify_with(
+    parts: &Parts,
+    body: &[u8],
+    now: SystemTime,
+    refine: fn(&mut Classification, &Parts, &Value) -> bool,
+) -> Classification {
+    let mut c = generic::base(parts, now);
+    let recognised = json::parse(body).is_some_and(|v| refine(&mut c, parts, &v));
+    if !recognised {
+        auto::refine_text(&mut c, body);
+    }
+    generic::finish(c)
+}
 
 /// Decides what a response means for quotas and retries.
 ///

@@ -1,0 +1,89 @@
+//! The automatic classifier, and the text fallback for bodies that are not JSON.
+
+use std::time::SystemTime;
+
+use http::response::Parts;
+
+use super::json::{self, contains_ci};
+use super::{
+    anthropic, generic, grpc, litellm, openai, openrouter, Classification, Classify, QuotaClass,
+    Scope,
+};
+
+/// Recognises each provider's shape and classifies accordingly: gRPC by its headers, then
+/// Anthropic (`"type": "error"`), the LiteLLM proxy (string status codes, `litellm.`
+/// exceptions, `x-litellm-*` headers), OpenRouter (numeric `code`, `metadata`,
+/// `availability`), and any other `{"error": {…}}` as OpenAI. A body that is not JSON — an
+/// HTML error page, or JSON cut short by the body cap — is searched for the markers of the
+/// cases that must not be retried (`insufficient_quota`, `budget_exceeded`,
+/// `free-models-per-day`, spend limits) and of upstream rate limits.
+///
+/// The default classifier of [`QuotaClassifyLayer`](crate::QuotaClassifyLayer).
+///
+/// ```
+/// use tower_quota::classify::{Auto, Classify, QuotaClass};
+///
+/// let (parts, ()) = http::Response::builder().status(429).body(()).unwrap().into_parts();
+/// let body = br#"{"error":{"message":"Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day","code":429}}"#;
+/// let c = Auto::default().classify(&parts, body);
+/// assert_eq!(c.class(), QuotaClass::QuotaExhausted);
+/// assert_eq!(c.api(), Some("openrouter"));
+/// assert!(c.reset_after().is_some());
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Auto;
+
+impl Classify for Auto {
+    fn classify(&self, parts: &Parts, body: &[u8]) -> Classification {
+        self.classify_at(parts, body, SystemTime::now())
+    }
+
+    fn classify_at(&self, parts: &Parts, body: &[u8], now: SystemTime) -> Classification {
+        let mut c = generic::base(parts, now);
+        if grpc::matches(parts) {
+            grpc::refine(&mut c, &parts.headers);
+            return generic::finish(c);
+        }
+        let recognised = match json::parse(body) {
+            Some(v) if anthropic::matches(&v) => anthropic::refine(&mut c, parts, &v),
+            Some(v) if litellm::matches(parts, &v) => litellm::refine(&mut c, parts, &v),
+            Some(v) if openrouter::matches(&v) => openrouter::refine(&mut c, parts, &v),
+            Some(v) => openai::refine(&mut c, parts, &v),
+            None => false,
+        };
+        if !recognised {
+            refine_text(&mut c, body);
+        }
+        generic::finish(c)
+    }
+}
+
+/// The markers looked for in an error body that is not JSON, and what each means.
+pub(crate) fn refine_text(c: &mut Classification, body: &[u8]) {
+    if body.is_empty() || c.class().is_success() {
+        return;
+    }
+    let quota = openai::QUOTA_CODES
+        .iter()
+        .chain(&[
+            "budget_exceeded",
+            "budget has been exceeded",
+            "enforced_spend_limit_reached",
+            "credit balance is too low",
+        ])
+        .find(|m| contains_ci(body, m));
+    if contains_ci(body, "free-models-per-day") {
+        c.set_code("free-models-per-day");
+        openrouter::daily_cap(c);
+    } else if let Some(marker) = quota {
+        c.set_code(marker);
+        c.set_class(QuotaClass::QuotaExhausted);
+        c.set_scope(Scope::Account);
+        c.set_retryable(Some(false));
+    } else if contains_ci(body, "rate-limited upstream") {
+        c.set_class(QuotaClass::RateLimited);
+        c.set_scope(Scope::Upstream);
+    } else if contains_ci(body, "overloaded_error") {
+        c.set_class(QuotaClass::Overloaded);
+    }
+}

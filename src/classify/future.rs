@@ -1,0 +1,177 @@
+//! The response future of [`QuotaClassify`](super::QuotaClassify).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::Buf;
+use http::response::Parts;
+use http::Response;
+use http_body::{Body, Frame};
+use pin_project_lite::pin_project;
+
+use super::{body::PeekBody, Classification, Classify};
+use crate::clock::WallClock;
+
+/// At most this many frames are held while peeking, whatever their size: a body trickling in
+/// one byte per frame is classified on what arrived by then.
+const MAX_PEEK_FRAMES: usize = 1024;
+
+pin_project! {
+    /// Waits for the inner response and, for the responses whose body the classifier reads,
+    /// for the first bytes of the body; then attaches the [`Classification`].
+    pub struct ResponseFuture<F, B: Body, C> {
+        #[pin]
+        state: State<F, B>,
+        classifier: C,
+        max_body: usize,
+        clock: WallClock,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B: Body> {
+        Inner { #[pin] future: F },
+        Peeking { peek: Option<Peek<B>> },
+        Done,
+    }
+}
+
+struct Peek<B: Body> {
+    parts: Parts,
+    body: Pin<Box<B>>,
+    prefix: Vec<u8>,
+    frames: VecDeque<Frame<B::Data>>,
+}
+
+impl<F, B: Body, C> ResponseFuture<F, B, C> {
+    pub(crate) fn new(future: F, classifier: C, max_body: usize, clock: WallClock) -> Self {
+        ResponseFuture {
+            state: State::Inner { future },
+            classifier,
+            max_body,
+            clock,
+        }
+    }
+}
+
+impl<F, B, C, E> Future for ResponseFuture<F, B, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+    C: Classify,
+{
+    type Output = Result<Response<PeekBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Inner { future } => {
+                    let (mut parts, body) = ready!(future.poll(cx))?.into_parts();
+                    if *this.max_body == 0
+                        || body.is_end_stream()
+                        || !this.classifier.wants_body(&parts)
+                    {
+                        let c = this.classifier.classify_at(&parts, &[], this.clock.now());
+                        attach(&mut parts, c);
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(Response::from_parts(parts, PeekBody::new(body))));
+                    }
+                    let peek = Peek {
+                        parts,
+                        body: Box::pin(body),
+                        prefix: Vec::new(),
+                        frames: VecDeque::new(),
+                    };
+                    this.state.set(State::Peeking { peek: Some(peek) });
+                }
+                StateProj::Peeking { peek: slot } => {
+                    let peek = slot.as_mut().expect("polled after completion");
+                    let (error, ended) = loop {
+                        match ready!(peek.body.as_mut().poll_frame(cx)) {
+                            None => break (None, true),
+                            Some(Err(e)) => break (Some(e), true),
+                            Some(Ok(frame)) => {
+                                let is_trailers = frame.is_trailers();
+                                if let Some(data) = frame.data_ref() {
+                                    copy_prefix(&mut peek.prefix, data, *this.max_body);
+                                }
+                                peek.frames.push_back(frame);
+                                if is_trailers {
+                                    break (None, true);
+                                }
+                                if peek.prefix.len() >= *this.max_body
+                                    || peek.frames.len() >= MAX_PEEK_FRAMES
+                                {
+                                    break (None, false);
+                                }
+                            }
+                        }
+                    };
+                    let Peek {
+                        mut parts,
+                        body,
+                        prefix,
+                        frames,
+                    } = slot.take().expect("polled after completion");
+                    let c = this
+                        .classifier
+                        .classify_at(&parts, &prefix, this.clock.now());
+                    attach(&mut parts, c);
+                    this.state.set(State::Done);
+                    let body = PeekBody::peeked(frames, error, body, ended);
+                    return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                }
+                StateProj::Done => panic!("ResponseFuture polled after completion"),
+            }
+        }
+    }
+}
+
+/// Appends the start of `data` to `prefix`, up to `cap` bytes in all, without consuming it.
+fn copy_prefix(prefix: &mut Vec<u8>, data: &impl Buf, cap: usize) {
+    let mut left = cap.saturating_sub(prefix.len()).min(data.remaining());
+    let chunk = data.chunk();
+    if chunk.len() >= left {
+        prefix.extend_from_slice(&chunk[..left]);
+        return;
+    }
+    // A `Buf` of several chunks: read them without consuming it.
+    let mut slices = [std::io::IoSlice::new(&[]); 64];
+    let n = data.chunks_vectored(&mut slices);
+    for slice in &slices[..n] {
+        let take = slice.len().min(left);
+        prefix.extend_from_slice(&slice[..take]);
+        left -= take;
+        if left == 0 {
+            break;
+        }
+    }
+}
+
+fn attach(parts: &mut Parts, c: Classification) {
+    if !c.class().is_success() {
+        tracing::debug!(
+            status = parts.status.as_u16(),
+            class = %c.class(),
+            scope = %c.scope(),
+            retry_after_ms = c.retry_after().map(|d| d.as_millis() as u64),
+            code = c.code(),
+            "classified response"
+        );
+    }
+    parts.extensions.insert(c);
+}
+
+impl<F, B: Body, C: fmt::Debug> fmt::Debug for ResponseFuture<F, B, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("classifier", &self.classifier)
+            .field("max_body", &self.max_body)
+            .finish_non_exhaustive()
+    }
+}
