@@ -21,15 +21,17 @@ pub(super) enum DimRef<'a> {
 }
 
 impl<'a> DimRef<'a> {
-    /// The dimension a vendor suffix names (`requests`, `tokens`, `input-tokens`, …).
-    fn from_suffix(suffix: &'a str) -> Self {
-        match suffix {
+    /// The dimension a vendor suffix names (`requests`, `tokens`, `input-tokens`, …); `None`
+    /// for an empty suffix.
+    fn from_suffix(suffix: &'a str) -> Option<Self> {
+        Some(match suffix {
+            "" => return None,
             "requests" => DimRef::Requests,
             "tokens" => DimRef::Tokens,
             "input-tokens" => DimRef::InputTokens,
             "output-tokens" => DimRef::OutputTokens,
             other => DimRef::Named(other),
-        }
+        })
     }
 
     fn matches(self, dimension: &Dimension) -> bool {
@@ -126,8 +128,10 @@ pub(super) fn parse(headers: &HeaderMap, now: SystemTime) -> RateLimitInfo {
                 // OpenAI / LiteLLM: `x-ratelimit-{limit,remaining,reset}-{dimension}`, the reset
                 // a Go duration (an epoch, by magnitude, if a bare number says so).
                 Some((word, suffix)) => {
-                    let reset = |v: &[u8]| epoch_or_delay(v, now).or_else(|| go_duration(v));
-                    info.fill(DimRef::from_suffix(suffix), field(word, value, reset));
+                    if let Some(dimension) = DimRef::from_suffix(suffix) {
+                        let reset = |v: &[u8]| epoch_or_delay(v, now).or_else(|| go_duration(v));
+                        info.fill(dimension, field(word, value, reset));
+                    }
                 }
                 // OpenRouter / Envoy: `X-RateLimit-{Limit,Remaining,Reset}`, the reset epoch
                 // ms, epoch s or delay-seconds by magnitude.
@@ -140,11 +144,13 @@ pub(super) fn parse(headers: &HeaderMap, now: SystemTime) -> RateLimitInfo {
             // Anthropic: `anthropic-ratelimit-{dimension}-{limit,remaining,reset}`, the reset
             // RFC 3339 (an epoch or delay by magnitude, if a bare number).
             if let Some((dimension, word)) = rest.rsplit_once('-') {
-                let reset = |v: &[u8]| match rfc3339(v) {
-                    Some(at) => Some(until(now, at)),
-                    None => epoch_or_delay(v, now),
-                };
-                info.fill(DimRef::from_suffix(dimension), field(word, value, reset));
+                if let Some(dimension) = DimRef::from_suffix(dimension) {
+                    let reset = |v: &[u8]| match rfc3339(v) {
+                        Some(at) => Some(until(now, at)),
+                        None => epoch_or_delay(v, now),
+                    };
+                    info.fill(dimension, field(word, value, reset));
+                }
             }
         } else if let Some(rest) = name.strip_prefix("ratelimit") {
             match rest {
@@ -370,6 +376,8 @@ mod tests {
                     ("x-ratelimit-bogus-requests", b"1"),
                     ("ratelimit-bogus", b"1"),
                     ("ratelimitx", b"1"),
+                    ("x-ratelimit-limit-", b"1"),
+                    ("anthropic-ratelimit--limit", b"1"),
                 ]),
                 vec![win(Requests, None, Some(0), None)],
             ),
