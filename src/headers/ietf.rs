@@ -9,8 +9,10 @@
 //! and the older drafts' dictionary form `RateLimit: limit=100, remaining=50, reset=30`.
 //!
 //! A field that fails to parse, or that has any item without a string or token name, without
-//! its required parameter (`q` in a policy, `r` in a state) or with a known parameter that is
-//! not an integer in range, is ignored as a whole: nothing of it is reported.
+//! its required parameter (`q` in a policy, `r` in a state) or with a known parameter (`q`,
+//! `w`, `r`, `t`) that is not an integer, or is negative (except `r`, where a negative value
+//! reads as zero), is ignored as a whole: nothing of it is reported. Other parameters (`pk`,
+//! `qu`) are ignored.
 
 use std::time::Duration;
 

@@ -6,6 +6,9 @@
 //! panics: garbage gives `None` (or is skipped), absurdly large values saturate at
 //! [`MAX_DELAY`].
 //!
+//! The value parsers are public too, for delays found elsewhere (a JSON error body, a
+//! vendor header): [`parse_delay_seconds`], [`parse_go_duration`], [`parse_rfc3339`].
+//!
 //! ```
 //! use std::time::{Duration, SystemTime};
 //! use http::HeaderMap;
