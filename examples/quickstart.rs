@@ -14,8 +14,16 @@ use tower::{service_fn, ServiceBuilder, ServiceExt};
 use tower_quota::classify::Classification;
 use tower_quota::QuotaClassifyLayer;
 
-/// What the providers really send (PROVIDERS.md): status, headers, body.
-const RECORDED: &[(&str, u16, &[(&str, &str)], &str)] = &[
+/// A recorded response: what it is, status, headers, body.
+type Recorded = (
+    &'static str,
+    u16,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+/// What the providers really send (PROVIDERS.md).
+const RECORDED: &[Recorded] = &[
     (
         "OpenRouter :free, per-minute cap",
         429,

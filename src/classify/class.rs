@@ -171,8 +171,7 @@ impl fmt::Display for Scope {
 /// reported.
 ///
 /// [`QuotaClassifyLayer`](crate::QuotaClassifyLayer) inserts one into every response's
-/// extensions; [`RetryAfterLayer`](crate::RetryAfterLayer) and
-/// [`RateLimitLayer`](crate::RateLimitLayer) read it from there.
+/// extensions; the retry and rate-limit layers read it from there.
 ///
 /// ```
 /// use std::time::Duration;

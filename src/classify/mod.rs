@@ -2,8 +2,47 @@
 //!
 //! A classifier ([`Classify`]) reads a response's status, headers and — for error statuses
 //! only — a bounded prefix of its body, and returns a [`Classification`].
-//! [`QuotaClassifyLayer`](crate::QuotaClassifyLayer) runs one on every response and attaches
+//! [`QuotaClassifyLayer`] runs one on every response and attaches
 //! the verdict to the response's extensions.
+//!
+//! | classifier | reads |
+//! |---|---|
+//! | [`Auto`] (the layer's default) | every shape below, recognised from the body and headers |
+//! | [`OpenRouter`] | `error.code`, `metadata.{error_type, limit_source, provider_name, raw, retry_after_seconds, headers}`, `error.availability` |
+//! | [`OpenAi`] | `error.{type, code, message}` (`insufficient_quota`, `rate_limit_exceeded`, …) |
+//! | [`Anthropic`] | `error.type`, `error.details.error_code` |
+//! | [`LiteLlm`] | `error.{type, code, message}` (`budget_exceeded`, exception names, "Try again in N seconds") |
+//! | [`Grpc`] | `grpc-status`, `grpc-message`, `grpc-retry-pushback-ms`, `RetryInfo` |
+//! | [`Generic`] | status and headers only |
+//!
+//! Every classifier reads the headers the same way: the delay from
+//! [`headers::retry_after`](crate::headers::retry_after), the explicit verdict from
+//! `x-should-retry`, the rate-limit state from [`RateLimitInfo`](crate::headers::RateLimitInfo).
+//!
+//! A classifier of your own refines one of these:
+//!
+//! ```
+//! use http::response::Parts;
+//! use tower_quota::classify::{Auto, Classification, Classify, QuotaClass};
+//!
+//! /// Our gateway answers 418 when a tenant's monthly allowance is gone.
+//! #[derive(Clone, Default)]
+//! struct MyGateway;
+//!
+//! impl Classify for MyGateway {
+//!     fn classify(&self, parts: &Parts, body: &[u8]) -> Classification {
+//!         let c = Auto.classify(parts, body);
+//!         if parts.status == 418 {
+//!             return c.with_class(QuotaClass::QuotaExhausted);
+//!         }
+//!         c
+//!     }
+//! }
+//!
+//! let (parts, ()) = http::Response::builder().status(418).body(()).unwrap().into_parts();
+//! assert_eq!(MyGateway.classify(&parts, b"").class(), QuotaClass::QuotaExhausted);
+//! let layer = tower_quota::QuotaClassifyLayer::new(MyGateway);
+//! ```
 
 mod anthropic;
 mod auto;
