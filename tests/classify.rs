@@ -446,3 +446,144 @@ fn success_bodies_are_never_wanted() {
     assert!(Auto.wants_body(&err));
     assert!(!tc::Generic.wants_body(&err));
 }
+
+mod bad_input {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+    use tower_quota::headers::MAX_DELAY;
+
+    fn parts_with(status: u16, headers: Vec<(&'static str, HeaderValue)>) -> http::response::Parts {
+        let mut p = http::Response::builder()
+            .status(status)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        for (k, v) in headers {
+            p.headers.append(k, v);
+        }
+        p
+    }
+
+    #[test]
+    fn absurd_delays_saturate_and_never_wrap() {
+        for value in [
+            "99999999999999999999",
+            "18446744073709551616",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "1e309",
+        ] {
+            let p = parts_with(429, vec![("retry-after", HeaderValue::from_static(value))]);
+            let c = Auto.classify_at(&p, b"", now());
+            let d = c.retry_after();
+            assert!(d.is_none() || d == Some(MAX_DELAY), "{value}: {d:?}");
+            assert_eq!(c.class(), QuotaClass::RateLimited);
+        }
+        let p = parts_with(429, vec![("retry-after", HeaderValue::from_static("-5"))]);
+        assert_eq!(Auto.classify_at(&p, b"", now()).retry_after(), None);
+        let body =
+            br#"{"error":{"code":429,"message":"x","metadata":{"retry_after_seconds":1e300}}}"#;
+        let c = Auto.classify_at(&parts_with(429, vec![]), body, now());
+        assert_eq!(c.retry_after(), Some(MAX_DELAY));
+        let body = br#"{"error":{"code":429,"message":"x","metadata":{"retry_after_seconds":-3}}}"#;
+        assert_eq!(
+            Auto.classify_at(&parts_with(429, vec![]), body, now())
+                .retry_after(),
+            None
+        );
+    }
+
+    #[test]
+    fn non_utf8_and_duplicated_headers() {
+        let garbage = HeaderValue::from_bytes(b"\xff\xfe12").unwrap();
+        let p = parts_with(
+            429,
+            vec![
+                ("retry-after", garbage.clone()),
+                ("retry-after", HeaderValue::from_static("3")),
+                ("retry-after", HeaderValue::from_static("7")),
+                ("x-ratelimit-remaining", garbage.clone()),
+                ("grpc-message", garbage),
+            ],
+        );
+        let c = Auto.classify_at(&p, b"", now());
+        // Never earlier than the server asked: the larger of the two usable values.
+        assert_eq!(c.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn deeply_nested_json_is_rejected_without_overflow() {
+        let mut body = "[".repeat(100_000);
+        body.push_str(&"]".repeat(100_000));
+        let c = Auto.classify_at(&parts_with(500, vec![]), body.as_bytes(), now());
+        assert_eq!(c.class(), QuotaClass::ServerError);
+    }
+
+    #[test]
+    fn json_of_the_wrong_types_is_ignored() {
+        for body in [
+            r#"{"error":"just a string"}"#,
+            r#"{"error":{"code":{"nested":true},"message":42,"metadata":[1,2]}}"#,
+            r#"{"type":"error","error":{"type":7}}"#,
+            r#"{"error":{"availability":{"retryable":"yes","retry_after":"soon"}}}"#,
+            r#"{"error":{"metadata":{"headers":{"retry-after":{"x":1},"bad name":"1"}}}}"#,
+        ] {
+            let c = Auto.classify_at(&parts_with(429, vec![]), body.as_bytes(), now());
+            assert_eq!(c.class(), QuotaClass::RateLimited, "{body}");
+        }
+    }
+
+    #[test]
+    fn long_messages_are_cut() {
+        let body = format!(
+            r#"{{"error":{{"code":400,"message":"{}"}}}}"#,
+            "é".repeat(10_000)
+        );
+        let c = Auto.classify_at(&parts_with(400, vec![]), body.as_bytes(), now());
+        assert!(c.message().unwrap().len() <= 256);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_status_headers_and_body_classify_without_panic(
+            status in 100u16..1000,
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            values in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 6),
+        ) {
+            let names = ["retry-after", "retry-after-ms", "x-ratelimit-reset", "grpc-status",
+                "grpc-retry-pushback-ms", "anthropic-ratelimit-requests-reset"];
+            let mut headers = Vec::new();
+            for (name, value) in names.iter().zip(values) {
+                if let Ok(v) = HeaderValue::from_bytes(&value) {
+                    headers.push((*name, v));
+                }
+            }
+            let p = parts_with(status, headers);
+            let all: [&dyn Classify; 7] = [&Auto, &tc::OpenRouter, &tc::OpenAi, &tc::Anthropic,
+                &tc::LiteLlm, &tc::Grpc, &tc::Generic];
+            for classifier in all {
+                let c = classifier.classify_at(&p, &body, now());
+                prop_assert!(c.retry_after().is_none_or(|d| d <= MAX_DELAY));
+                prop_assert!(c.reset_after().is_none_or(|d| d <= MAX_DELAY));
+            }
+        }
+
+        #[test]
+        fn provider_shaped_bodies_classify_without_panic(
+            status in 400u16..600,
+            code in prop_oneof![Just("429".to_string()), any::<i64>().prop_map(|n| n.to_string()), "[a-z_]{0,20}".prop_map(|s| format!("\"{s}\""))],
+            message in "[ -~]{0,80}",
+            delay in prop_oneof![any::<f64>().prop_map(|f| f.to_string()), "[0-9a-z\\-]{0,12}".prop_map(|s| format!("\"{s}\""))],
+        ) {
+            let message = message.replace(['"', '\\'], "");
+            let body = format!(
+                r#"{{"error":{{"code":{code},"message":"{message}","type":"budget_exceeded","metadata":{{"retry_after_seconds":{delay},"provider_name":"p"}},"availability":{{"retry_after":{delay}}}}}}}"#
+            );
+            let c = Auto.classify_at(&parts_with(status, vec![]), body.as_bytes(), now());
+            prop_assert!(c.retry_after().is_none_or(|d| d <= MAX_DELAY));
+        }
+    }
+}

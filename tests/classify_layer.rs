@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -321,4 +322,98 @@ async fn inner_errors_pass_through_unchanged() {
     }));
     let err = svc.oneshot(Request::new(())).await.unwrap_err();
     assert_eq!(err, Refused(7));
+}
+
+/// A body fed through a channel: pending until the test sends the next frame.
+struct Channel {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Frame<Bytes>>,
+    _alive: Arc<()>,
+}
+
+impl Body for Channel {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+fn channel_service(
+    status: u16,
+) -> (
+    impl tower::Service<
+            Request<()>,
+            Response = Response<Channel>,
+            Error = Infallible,
+            Future = std::future::Ready<Result<Response<Channel>, Infallible>>,
+        > + Clone,
+    tokio::sync::mpsc::UnboundedSender<Frame<Bytes>>,
+    Arc<()>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let alive = Arc::new(());
+    let slot = Arc::new(std::sync::Mutex::new(Some(Channel {
+        rx,
+        _alive: alive.clone(),
+    })));
+    let svc = service_fn(move |_req: Request<()>| {
+        let body = slot.lock().unwrap().take().expect("one call");
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+        std::future::ready(Ok(resp))
+    });
+    (svc, tx, alive)
+}
+
+#[tokio::test]
+async fn a_body_arriving_slowly_is_waited_for() {
+    let (svc, tx, _) = channel_service(429);
+    let svc = QuotaClassifyLayer::default().layer(svc);
+    let mut fut = std::pin::pin!(svc.oneshot(Request::new(())));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    assert!(
+        fut.as_mut().poll(&mut cx).is_pending(),
+        "waits for the error body"
+    );
+    tx.send(Frame::data(Bytes::from_static(
+        br#"{"error":{"type":"insufficient_quota","#,
+    )))
+    .unwrap();
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    tx.send(Frame::data(Bytes::from_static(br#""message":"quota"}}"#)))
+        .unwrap();
+    drop(tx);
+    let resp = fut.await.unwrap();
+    assert_eq!(classification(&resp).class(), QuotaClass::QuotaExhausted);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        &body[..],
+        br#"{"error":{"type":"insufficient_quota","message":"quota"}}"#
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_future_mid_peek_releases_the_body() {
+    let (svc, tx, alive) = channel_service(503);
+    let svc = QuotaClassifyLayer::default().layer(svc);
+    let mut fut = Box::pin(svc.oneshot(Request::new(())));
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    tx.send(Frame::data(Bytes::from_static(b"partial")))
+        .unwrap();
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(
+        Arc::strong_count(&alive),
+        2,
+        "the body is held while peeking"
+    );
+    drop(fut);
+    assert_eq!(
+        Arc::strong_count(&alive),
+        1,
+        "and released when the future is dropped"
+    );
 }
