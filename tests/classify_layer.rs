@@ -104,14 +104,15 @@ where
     out
 }
 
-fn respond_with(
+/// A service that answers its one call with `status` and `body`.
+fn respond_with<B>(
     status: u16,
-    body: Script,
+    body: B,
 ) -> impl tower::Service<
     Request<()>,
-    Response = Response<Script>,
+    Response = Response<B>,
     Error = Infallible,
-    Future = std::future::Ready<Result<Response<Script>, Infallible>>,
+    Future = std::future::Ready<Result<Response<B>, Infallible>>,
 > + Clone {
     let slot = Arc::new(std::sync::Mutex::new(Some(body)));
     service_fn(move |_req: Request<()>| {
@@ -342,37 +343,25 @@ impl Body for Channel {
     }
 }
 
-fn channel_service(
-    status: u16,
-) -> (
-    impl tower::Service<
-            Request<()>,
-            Response = Response<Channel>,
-            Error = Infallible,
-            Future = std::future::Ready<Result<Response<Channel>, Infallible>>,
-        > + Clone,
+/// A channel body, its sender, and a token that tells whether the body is still alive.
+fn channel() -> (
+    Channel,
     tokio::sync::mpsc::UnboundedSender<Frame<Bytes>>,
     Arc<()>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let alive = Arc::new(());
-    let slot = Arc::new(std::sync::Mutex::new(Some(Channel {
+    let body = Channel {
         rx,
         _alive: alive.clone(),
-    })));
-    let svc = service_fn(move |_req: Request<()>| {
-        let body = slot.lock().unwrap().take().expect("one call");
-        let mut resp = Response::new(body);
-        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
-        std::future::ready(Ok(resp))
-    });
-    (svc, tx, alive)
+    };
+    (body, tx, alive)
 }
 
 #[tokio::test]
 async fn a_body_arriving_slowly_is_waited_for() {
-    let (svc, tx, _) = channel_service(429);
-    let svc = QuotaClassifyLayer::default().layer(svc);
+    let (body, tx, _) = channel();
+    let svc = QuotaClassifyLayer::default().layer(respond_with(429, body));
     let mut fut = std::pin::pin!(svc.oneshot(Request::new(())));
     let mut cx = Context::from_waker(std::task::Waker::noop());
     assert!(
@@ -398,8 +387,8 @@ async fn a_body_arriving_slowly_is_waited_for() {
 
 #[tokio::test]
 async fn dropping_the_future_mid_peek_releases_the_body() {
-    let (svc, tx, alive) = channel_service(503);
-    let svc = QuotaClassifyLayer::default().layer(svc);
+    let (body, tx, alive) = channel();
+    let svc = QuotaClassifyLayer::default().layer(respond_with(503, body));
     let mut fut = Box::pin(svc.oneshot(Request::new(())));
     let mut cx = Context::from_waker(std::task::Waker::noop());
     tx.send(Frame::data(Bytes::from_static(b"partial")))
