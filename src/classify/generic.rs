@@ -51,6 +51,11 @@ impl Classify for Generic {
 pub(crate) fn base(parts: &Parts, now: SystemTime) -> Classification {
     let h = &parts.headers;
     let mut c = Classification::new_at(QuotaClass::from_status(parts.status), now);
+    // A success says nothing about retrying — unless it is gRPC, whose errors arrive as
+    // HTTP 200. Only the rate-limit state is read (the limiter learns from successes).
+    if c.class().is_success() && !h.contains_key("grpc-status") {
+        return c.with_rate_limit(RateLimitInfo::from_headers(h, now));
+    }
     let delay = headers::retry_after(h, now);
     c.set_retry_after(delay);
     c.set_retryable(headers::should_retry(h));
