@@ -15,6 +15,7 @@ fn now() -> SystemTime {
 
 #[derive(Clone, Copy, Debug)]
 enum P {
+    Goo,
     Or,
     Oai,
     Ant,
@@ -187,6 +188,24 @@ const CASES: &[Case] = &[
         .b(r#"{"error":{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#),
     case("openai 403 region", Oai, 403, Forbidden)
         .b(r#"{"error":{"message":"Country, region, or territory not supported","type":"request_forbidden","param":null,"code":"unsupported_country_region_territory"}}"#),
+    case("azure rate limit (string code, message delay)", Oai, 429, RateLimited)
+        .b(r#"{"error":{"code":"429","message":"Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2024-02-01 have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 6 seconds."}}"#)
+        .delay(6.0).scope(Scope::Account).retry(),
+    case("openai requests per day, delay only in the message", Oai, 429, RateLimited)
+        .b(r#"{"error":{"message":"Rate limit reached for gpt-4o-mini in organization org-x on requests per day (RPD): Limit 200, Used 200, Requested 1. Please try again in 7m12s. Visit https://platform.openai.com/account/rate-limits to learn more.","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#)
+        .delay(432.0).scope(Scope::Model).retry(),
+    // === Google (Gemini) ===
+    case("gemini per-minute quota with RetryInfo", Goo, 429, RateLimited)
+        .b(r#"{"error":{"code":429,"message":"You exceeded your current quota, please check your plan and billing details.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaMetric":"generativelanguage.googleapis.com/generate_content_free_tier_requests","quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier","quotaDimensions":{"location":"global","model":"gemini-2.0-flash"},"quotaValue":"15"}]},{"@type":"type.googleapis.com/google.rpc.Help","links":[{"description":"Learn more","url":"https://ai.google.dev/gemini-api/docs/rate-limits"}]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"34s"}]}}"#)
+        .delay(34.0).scope(Scope::Model).retry(),
+    case("gemini per-day quota is final despite its delay", Goo, 429, QuotaExhausted)
+        .b(r#"[{"error":{"code":429,"message":"You exceeded your current quota.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier","quotaValue":"200"}]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"12s"}]}}]"#)
+        .delay(12.0).scope(Scope::Model),
+    case("gemini overloaded", Goo, 503, Unavailable)
+        .b(r#"{"error":{"code":503,"message":"The model is overloaded. Please try again later.","status":"UNAVAILABLE"}}"#)
+        .retry(),
+    case("gemini bad key", Goo, 400, InvalidRequest)
+        .b(r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#),
     // === Anthropic ===
     case("anthropic rate limit", Ant, 429, RateLimited)
         .h(&[("retry-after", "20"), ("anthropic-ratelimit-requests-limit", "50"), ("anthropic-ratelimit-requests-remaining", "0"), ("anthropic-ratelimit-requests-reset", "2024-11-21T22:00:20Z")])
@@ -309,6 +328,7 @@ const CASES: &[Case] = &[
 
 fn classify(provider: P, parts: &http::response::Parts, body: &[u8]) -> Classification {
     match provider {
+        Goo => tc::Google.classify_at(parts, body, now()),
         Or => tc::OpenRouter.classify_at(parts, body, now()),
         Oai => tc::OpenAi.classify_at(parts, body, now()),
         Ant => tc::Anthropic.classify_at(parts, body, now()),
@@ -376,6 +396,7 @@ fn fixture_table() {
 #[test]
 fn auto_names_the_api() {
     let want = [
+        (Goo, "google"),
         (Or, "openrouter"),
         (Oai, "openai"),
         (Ant, "anthropic"),

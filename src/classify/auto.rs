@@ -6,13 +6,13 @@ use http::response::Parts;
 
 use super::json::{self, contains_ci};
 use super::{
-    anthropic, generic, grpc, litellm, openai, openrouter, Classification, Classify, QuotaClass,
-    Scope,
+    anthropic, generic, google, grpc, litellm, openai, openrouter, Classification, Classify,
+    QuotaClass, Scope,
 };
 
 /// Recognises each provider's shape and classifies accordingly: gRPC by its headers, then
 /// Anthropic (`"type": "error"`), the LiteLLM proxy (string status codes, `litellm.`
-/// exceptions, `x-litellm-*` headers), OpenRouter (numeric `code`, `metadata`,
+/// exceptions, `x-litellm-*` headers), Google (`error.status` a gRPC code name), OpenRouter (numeric `code`, `metadata`,
 /// `availability`), and any other `{"error": {…}}` as OpenAI. A body that is not JSON — an
 /// HTML error page, or JSON cut short by the body cap — is searched for the markers of the
 /// cases that must not be retried (`insufficient_quota`, `budget_exceeded`,
@@ -47,6 +47,7 @@ impl Classify for Auto {
         let recognised = match json::parse(body) {
             Some(v) if anthropic::matches(&v) => anthropic::refine(&mut c, parts, &v),
             Some(v) if litellm::matches(parts, &v) => litellm::refine(&mut c, parts, &v),
+            Some(v) if google::matches(&v) => google::refine(&mut c, parts, &v),
             Some(v) if openrouter::matches(&v) => openrouter::refine(&mut c, parts, &v),
             Some(v) => openai::refine(&mut c, parts, &v),
             None => false,

@@ -56,8 +56,8 @@ pub(crate) fn contains_ci(haystack: impl AsRef<[u8]>, needle: &str) -> bool {
     n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
-/// The number of seconds in "… try again in 12 seconds …" / "retry after 3.5s" phrases that
-/// routers put in their messages.
+/// The delay in "… try again in 12 seconds …" / "Please try again in 7m12s." / "retry
+/// after 250ms" phrases that routers and APIs put in their messages.
 pub(crate) fn delay_in_message(message: &str) -> Option<Duration> {
     let lower = message.to_ascii_lowercase();
     for marker in ["try again in ", "retry after ", "retry in ", "please wait "] {
@@ -65,6 +65,18 @@ pub(crate) fn delay_in_message(message: &str) -> Option<Duration> {
             continue;
         };
         let rest = &lower[at + marker.len()..];
+        let token = rest
+            .split(|ch: char| ch.is_whitespace() || ch == ',' || ch == ')')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('.');
+        // A Go-style duration (`1.5s`, `7m12s`, `20ms`) as OpenAI writes them.
+        if token.bytes().any(|b| b.is_ascii_alphabetic()) {
+            if let Some(d) = crate::headers::parse_go_duration(token) {
+                return Some(d.min(MAX_DELAY));
+            }
+        }
+        // A number and a unit word: `12 seconds`, `2 minutes`, `250 milliseconds`.
         let end = rest
             .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
             .unwrap_or(rest.len());
@@ -72,11 +84,11 @@ pub(crate) fn delay_in_message(message: &str) -> Option<Duration> {
             continue;
         };
         let unit = rest[end..].trim_start();
-        let secs = if unit.starts_with("ms") || unit.starts_with("millisecond") {
+        let secs = if unit.starts_with("ms") || unit.starts_with("milli") {
             n / 1000.0
-        } else if unit.starts_with("min") || unit.starts_with("m ") || unit == "m" {
+        } else if unit.starts_with("min") {
             n * 60.0
-        } else if unit.starts_with('h') {
+        } else if unit.starts_with("hour") {
             n * 3600.0
         } else {
             n

@@ -47,9 +47,11 @@ pub(crate) fn matches(parts: &Parts, v: &Value) -> bool {
     let Some(err) = v.get("error").filter(|e| e.is_object()) else {
         return false;
     };
+    // A string status code alone is Azure OpenAI's shape too: LiteLLM's always has `type`
+    // and `param` beside it.
     let digits =
         str_at(err, "code").is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()));
-    digits
+    (digits && err.get("type").is_some() && err.get("param").is_some())
         || str_at(err, "type") == Some("budget_exceeded")
         || str_at(err, "message").is_some_and(|m| contains_ci(m, "litellm"))
         || parts

@@ -12,6 +12,7 @@
 //! | [`OpenAi`] | `error.{type, code, message}` (`insufficient_quota`, `rate_limit_exceeded`, …) |
 //! | [`Anthropic`] | `error.type`, `error.details.error_code` |
 //! | [`LiteLlm`] | `error.{type, code, message}` (`budget_exceeded`, exception names, "Try again in N seconds") |
+//! | [`Google`] | `error.status` (gRPC code names), `RetryInfo.retryDelay`, per-day `QuotaFailure` |
 //! | [`Grpc`] | `grpc-status`, `grpc-message`, `grpc-retry-pushback-ms`, `RetryInfo` |
 //! | [`Generic`] | status and headers only |
 //!
@@ -50,6 +51,7 @@ mod body;
 mod class;
 mod future;
 mod generic;
+mod google;
 pub mod grpc;
 mod json;
 mod layer;
@@ -64,6 +66,7 @@ pub use body::PeekBody;
 pub use class::{Classification, QuotaClass, Scope};
 pub use future::ResponseFuture;
 pub use generic::Generic;
+pub use google::Google;
 pub use grpc::Grpc;
 pub use layer::{QuotaClassifyLayer, DEFAULT_MAX_BODY};
 pub use litellm::LiteLlm;

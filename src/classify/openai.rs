@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use http::response::Parts;
 use serde_json::Value;
 
-use super::json::{contains_ci, str_at};
+use super::json::{self, contains_ci, str_at};
 use super::{Classification, Classify, QuotaClass, Scope};
 
 /// Classifies OpenAI (and OpenAI-compatible) responses:
@@ -107,6 +107,10 @@ pub(crate) fn refine(c: &mut Classification, _parts: &Parts, v: &Value) -> bool 
         c.set_class(QuotaClass::InvalidRequest);
     } else if is(&["unsupported_country_region_territory", "permission_error"]) {
         c.set_class(QuotaClass::Forbidden);
+    }
+    if c.retry_after().is_none() && c.class() == QuotaClass::RateLimited {
+        // Azure: "Please retry after 6 seconds."; OpenAI: "Please try again in 7m12s."
+        c.set_retry_after(json::delay_in_message(message));
     }
     true
 }
