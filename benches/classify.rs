@@ -105,7 +105,7 @@ fn ready_now<F: Future>(f: F) -> F::Output {
 }
 
 fn bench_layer(c: &mut Criterion) {
-    let ok = || {
+    let with_limits = || {
         Response::builder()
             .status(200)
             .header("content-type", "application/json")
@@ -119,18 +119,33 @@ fn bench_layer(c: &mut Criterion) {
             .body(Full::new(Bytes::from_static(b"{\"choices\":[]}")))
             .unwrap()
     };
-    let bare = service_fn(move |_: Request<()>| std::future::ready(Ok::<_, Infallible>(ok())));
-    let mut layered = QuotaClassifyLayer::default().layer(bare);
-    let mut bare = bare;
-
-    let mut g = c.benchmark_group("success_path");
-    g.bench_function("bare", |b| {
-        b.iter(|| ready_now(bare.call(Request::new(()))).unwrap())
-    });
-    g.bench_function("QuotaClassify", |b| {
-        b.iter(|| ready_now(layered.call(Request::new(()))).unwrap())
-    });
-    g.finish();
+    let plain = || {
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .header("x-request-id", "req_123")
+            .body(Full::new(Bytes::from_static(b"{\"choices\":[]}")))
+            .unwrap()
+    };
+    for (name, make) in [
+        (
+            "2xx_plain",
+            &plain as &(dyn Fn() -> Response<Full<Bytes>> + Sync),
+        ),
+        ("2xx_openai_ratelimit_headers", &with_limits),
+    ] {
+        let mut bare =
+            service_fn(move |_: Request<()>| std::future::ready(Ok::<_, Infallible>(make())));
+        let mut layered = QuotaClassifyLayer::default().layer(bare);
+        let mut g = c.benchmark_group(format!("success_path/{name}"));
+        g.bench_function("bare", |b| {
+            b.iter(|| ready_now(bare.call(Request::new(()))).unwrap())
+        });
+        g.bench_function("QuotaClassify", |b| {
+            b.iter(|| ready_now(layered.call(Request::new(()))).unwrap())
+        });
+        g.finish();
+    }
 }
 
 criterion_group! {
