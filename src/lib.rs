@@ -5,3 +5,7 @@
 pub mod classify;
 pub mod clock;
 pub mod headers;
+pub mod limit;
+pub mod tiers;
+
+pub use limit::{Quota, RateLimitLayer, Tier};
