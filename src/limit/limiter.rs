@@ -406,7 +406,11 @@ impl Limiter {
                 continue;
             };
             if let Some(remaining) = w.remaining {
-                out.push(Update::Remaining { quota, remaining });
+                out.push(Update::Remaining {
+                    quota,
+                    remaining,
+                    reset: w.reset.map(dur_ns),
+                });
             }
             if options.learn_limits {
                 if let Some(limit) = w.limit.filter(|&l| l > 0) {

@@ -85,6 +85,24 @@ impl RollingLog {
         });
     }
 
+    /// Records `cost` units counted as if admitted at `at <= now` (what a server reported
+    /// as used, expiring when the server said it resets), keeping the log in time order.
+    fn record_before(&mut self, at: u64, cost: u64, granularity: u64) {
+        if self.entries.back().is_none_or(|b| b.last <= at) {
+            return self.record(at, cost, granularity);
+        }
+        self.used = self.used.saturating_add(cost);
+        let i = self.entries.partition_point(|e| e.last <= at);
+        self.entries.insert(
+            i,
+            Entry {
+                first: at,
+                last: at,
+                cost,
+            },
+        );
+    }
+
     fn expires_at(&self, window: u64) -> u64 {
         self.entries
             .back()
@@ -227,7 +245,11 @@ impl KeyWindows {
         let now = self.advance(specs, now, margin);
         match update {
             Update::BlockUntil(t) => self.blocked_until = self.blocked_until.max(t),
-            Update::Remaining { quota, remaining } => {
+            Update::Remaining {
+                quota,
+                remaining,
+                reset,
+            } => {
                 let (Some(w), Some(s)) = (self.windows.get_mut(quota), specs.get(quota)) else {
                     return;
                 };
@@ -236,7 +258,18 @@ impl KeyWindows {
                     State::Rolling(log) => {
                         let local = limit.saturating_sub(log.used);
                         if remaining < local {
-                            log.record(now, local - remaining, s.granularity_ns);
+                            // Count the difference until the server's reset (if sooner than
+                            // a whole window from now).
+                            let window = s.window_ns.saturating_add(margin);
+                            let at = match reset {
+                                Some(r) => now
+                                    .saturating_add(r)
+                                    .saturating_add(margin)
+                                    .saturating_sub(window)
+                                    .min(now),
+                                None => now,
+                            };
+                            log.record_before(at, local - remaining, s.granularity_ns);
                         }
                     }
                     State::Calendar(c) => {

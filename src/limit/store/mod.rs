@@ -80,6 +80,8 @@ pub enum Update {
         quota: usize,
         /// The units left.
         remaining: u64,
+        /// When the server said the window resets (nanoseconds from `now`), if it did.
+        reset: Option<u64>,
     },
     /// The server announced this limit for quota `quota`: it replaces the configured one.
     Limit {

@@ -111,6 +111,7 @@ fn block_and_tighten() {
         Update::Remaining {
             quota: 0,
             remaining: 1,
+            reset: None,
         },
         30 * S,
         0,
@@ -134,6 +135,26 @@ fn block_and_tighten() {
     let snap = k.snapshot(&specs, 30 * S, 0);
     assert_eq!(snap.windows[0].limit, 20);
     assert_eq!(snap.windows[0].used, 11);
+}
+
+#[test]
+fn tightened_units_expire_at_the_servers_reset() {
+    let specs = [rolling(10, 60 * S)];
+    let mut k = KeyWindows::default();
+    let t = 1_000 * S;
+    assert_eq!(k.acquire(&specs, &[1], t, 0), Decision::Admitted);
+    let update = Update::Remaining {
+        quota: 0,
+        remaining: 0,
+        reset: Some(12 * S),
+    };
+    k.update(&specs, update, t + 10 * S, 0);
+    // The 9 phantom units fall out at 22 s, the real one at 60 s.
+    let d = k.acquire(&specs, &[1], t + 10 * S, 0);
+    assert_eq!(d, Decision::NotBefore(t + 22 * S));
+    assert_eq!(k.acquire(&specs, &[9], t + 22 * S, 0), Decision::Admitted);
+    let d = k.acquire(&specs, &[1], t + 22 * S, 0);
+    assert_eq!(d, Decision::NotBefore(t + 60 * S));
 }
 
 #[test]

@@ -1,0 +1,503 @@
+//! RateLimitLayer and Limiter, in paused tokio time.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use http::{Request, Response, StatusCode};
+use tokio::time::Instant;
+use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
+use tower_quota::classify::{Classification, QuotaClass, Scope};
+use tower_quota::clock::WallClock;
+use tower_quota::headers::{Dimension, RateLimitInfo, RateLimitWindow};
+use tower_quota::limit::store::MemoryStore;
+use tower_quota::limit::{
+    AcquireError, CostExceedsLimit, Key, KeyBy, Limiter, Model, RateLimited, Reason,
+};
+use tower_quota::{tiers, Quota, RateLimitLayer, Tier};
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn tier(n: u64, w: Duration) -> Tier {
+    Tier::new("test").with_quota(Quota::new(n, w))
+}
+
+fn ok_service(
+) -> impl Service<Request<()>, Response = Response<()>, Error = Infallible, Future = impl Send> + Clone
+{
+    service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(())) })
+}
+
+fn req_with_key(key: &str) -> Request<()> {
+    Request::builder()
+        .header("authorization", format!("Bearer {key}"))
+        .body(())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn rolling_window_is_not_a_token_bucket() {
+    // 5 per 10 s: a burst of 5, then the 6th waits for the first to leave the window.
+    let limiter = Limiter::new(tier(5, 10 * SEC));
+    let start = Instant::now();
+    let mut at = Vec::new();
+    for _ in 0..11 {
+        limiter.acquire(Key::GLOBAL, 1).await.unwrap();
+        at.push(start.elapsed());
+    }
+    assert!(at[..5].iter().all(|d| *d == Duration::ZERO));
+    assert_eq!(&at[5..10], &[10 * SEC; 5]);
+    assert_eq!(at[10], 20 * SEC);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_fifo_order() {
+    let limiter = Limiter::new(
+        Tier::new("t").with_quota(Quota::per_second(10).with_dimension(Dimension::Tokens)),
+    );
+    limiter.acquire(Key::GLOBAL, 10).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut handles = Vec::new();
+    // A costly waiter first: the cheap ones behind it must not overtake it.
+    for (i, cost) in [(0, 9), (1, 1), (2, 1), (3, 5)] {
+        let l = limiter.clone();
+        let order = order.clone();
+        handles.push(tokio::spawn(async move {
+            l.acquire(Key::GLOBAL, cost).await.unwrap();
+            order.lock().unwrap().push((i, Instant::now()));
+        }));
+        tokio::task::yield_now().await;
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let order = order.lock().unwrap();
+    let ids: Vec<_> = order.iter().map(|(i, _)| *i).collect();
+    assert_eq!(ids, vec![0, 1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_waiter_gives_its_place_back_and_records_nothing() {
+    let limiter = Limiter::new(tier(1, 10 * SEC));
+    limiter.acquire(Key::GLOBAL, 1).await.unwrap();
+    let start = Instant::now();
+    let first = tokio::spawn({
+        let l = limiter.clone();
+        async move { l.acquire(Key::GLOBAL, 1).await }
+    });
+    tokio::task::yield_now().await;
+    let second = tokio::spawn({
+        let l = limiter.clone();
+        async move {
+            l.acquire(Key::GLOBAL, 1).await.unwrap();
+            Instant::now()
+        }
+    });
+    tokio::task::yield_now().await;
+    assert_eq!(limiter.snapshot(Key::GLOBAL).await.unwrap().waiting, 2);
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    // The second takes the first's place: admitted when the first window frees up.
+    let at = second.await.unwrap();
+    assert_eq!(at - start, 10 * SEC);
+    let snap = limiter.snapshot(Key::GLOBAL).await.unwrap();
+    assert_eq!(snap.windows[0].used, 1);
+    assert_eq!(snap.waiting, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_wait_fails_at_once_with_when() {
+    let limiter = Limiter::new(tier(1, 60 * SEC)).with_max_wait(Some(10 * SEC));
+    limiter.acquire(Key::GLOBAL, 1).await.unwrap();
+    let start = Instant::now();
+    let err = limiter.acquire(Key::GLOBAL, 1).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO, "fails at once");
+    let limited = err.as_rate_limited().unwrap();
+    assert_eq!(limited.reason(), Reason::MaxWait);
+    assert_eq!(limited.retry_after(), Some(60 * SEC));
+    assert_eq!(limited.available_at(), Some(start + 60 * SEC));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reject_mode_through_the_service() {
+    let layer = RateLimitLayer::new(tier(2, 60 * SEC)).reject();
+    let svc = layer.layer(ok_service());
+    svc.clone().oneshot(Request::new(())).await.unwrap();
+    svc.clone().oneshot(Request::new(())).await.unwrap();
+    let err: BoxError = svc.clone().oneshot(Request::new(())).await.unwrap_err();
+    let limited = err.downcast_ref::<RateLimited>().expect("a RateLimited");
+    assert_eq!(limited.reason(), Reason::Rejected);
+    assert_eq!(limited.retry_after(), Some(60 * SEC));
+    assert!(err.to_string().contains("rate limited"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cost_above_the_limit_is_an_error_not_a_hang() {
+    let limiter = Limiter::new(
+        Tier::new("t").with_quota(Quota::per_minute(100).with_dimension(Dimension::Tokens)),
+    );
+    let err = limiter.acquire(Key::GLOBAL, 101).await.unwrap_err();
+    let AcquireError::CostExceedsLimit(e) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((e.cost(), e.limit(), e.quota()), (101, 100, 0));
+
+    let layer = RateLimitLayer::new(
+        Tier::new("t").with_quota(Quota::per_minute(100).with_dimension(Dimension::Tokens)),
+    )
+    .with_cost(|_| 1_000);
+    let err = layer
+        .layer(ok_service())
+        .oneshot(Request::new(()))
+        .await
+        .unwrap_err();
+    assert!(err.downcast_ref::<CostExceedsLimit>().is_some());
+}
+
+/// An inner service answering with the given classification on its first call.
+fn answering(
+    first: Classification,
+) -> impl Service<Request<()>, Response = Response<()>, Error = Infallible, Future = impl Send> + Clone
+{
+    let first = Arc::new(Mutex::new(Some(first)));
+    service_fn(move |_req: Request<()>| {
+        let c = first.lock().unwrap().take();
+        async move {
+            let mut resp = Response::new(());
+            if let Some(c) = c {
+                *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                resp.extensions_mut().insert(c);
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_retry_after_cools_the_whole_key_down() {
+    let c = Classification::new(QuotaClass::RateLimited)
+        .with_retry_after(30 * SEC)
+        .with_scope(Scope::Account);
+    let layer = RateLimitLayer::new(tier(100, 60 * SEC)).key_by(KeyBy::ApiKey);
+    let svc = layer.layer(answering(c));
+    let start = Instant::now();
+    let r = svc.clone().oneshot(req_with_key("a")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Requests already waiting and new ones are held until the cooldown ends.
+    let waiting = tokio::spawn(svc.clone().oneshot(req_with_key("a")));
+    svc.clone().oneshot(req_with_key("a")).await.unwrap();
+    assert_eq!(start.elapsed(), 30 * SEC);
+    waiting.await.unwrap().unwrap();
+    // Another key is not affected.
+    let t = Instant::now();
+    svc.clone().oneshot(req_with_key("b")).await.unwrap();
+    assert_eq!(t.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_429_never_pauses_the_account() {
+    let c = Classification::new(QuotaClass::RateLimited)
+        .with_retry_after(29 * SEC)
+        .with_scope(Scope::Upstream);
+    let svc = RateLimitLayer::new(tier(100, 60 * SEC))
+        .key_by(KeyBy::ApiKey)
+        .layer(answering(c.clone()));
+    let start = Instant::now();
+    svc.clone().oneshot(req_with_key("a")).await.unwrap();
+    svc.clone().oneshot(req_with_key("a")).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+
+    // Keyed by model, the model's key cools down, other models do not.
+    let svc = RateLimitLayer::new(tier(100, 60 * SEC))
+        .key_by(KeyBy::Model)
+        .layer(answering(c));
+    let with_model = |m: &str| {
+        let mut r = Request::new(());
+        r.extensions_mut().insert(Model::new(m));
+        r
+    };
+    svc.clone().oneshot(with_model("x")).await.unwrap();
+    svc.clone().oneshot(with_model("y")).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    svc.clone().oneshot(with_model("x")).await.unwrap();
+    assert_eq!(start.elapsed(), 29 * SEC);
+}
+
+#[tokio::test(start_paused = true)]
+async fn quota_exhausted_blocks_until_reset_and_fails_fast_beyond_max_wait() {
+    let c = Classification::new(QuotaClass::QuotaExhausted).with_reset_after(3_600 * SEC);
+    let svc = RateLimitLayer::new(tier(100, 60 * SEC))
+        .with_max_wait(60 * SEC)
+        .layer(answering(c));
+    svc.clone().oneshot(Request::new(())).await.unwrap();
+    let start = Instant::now();
+    let err = svc.clone().oneshot(Request::new(())).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    let limited = err.downcast_ref::<RateLimited>().unwrap();
+    assert_eq!(limited.retry_after(), Some(3_600 * SEC));
+}
+
+fn window(limit: u64, remaining: u64, reset: Duration) -> RateLimitWindow {
+    RateLimitWindow {
+        dimension: Dimension::Requests,
+        limit: Some(limit),
+        remaining: Some(remaining),
+        reset: Some(reset),
+        window: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn remaining_zero_pauses_until_the_reset() {
+    let info = RateLimitInfo::from_windows(vec![window(100, 0, 12 * SEC)]);
+    let c = Classification::new(QuotaClass::Success).with_rate_limit(info);
+    let inner = service_fn(move |_req: Request<()>| {
+        let c = c.clone();
+        async move {
+            let mut r = Response::new(());
+            r.extensions_mut().insert(c);
+            Ok::<_, Infallible>(r)
+        }
+    });
+    let svc = RateLimitLayer::new(tier(100, 60 * SEC)).layer(inner);
+    let start = Instant::now();
+    svc.clone().oneshot(Request::new(())).await.unwrap();
+    svc.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(start.elapsed(), 12 * SEC);
+}
+
+#[tokio::test(start_paused = true)]
+async fn remaining_below_the_local_count_tightens_and_limits_are_learned() {
+    let info = RateLimitInfo::from_windows(vec![window(10, 3, 60 * SEC)]);
+    let c = Classification::new(QuotaClass::Success).with_rate_limit(info);
+    let layer = RateLimitLayer::new(tier(10, 60 * SEC)).learn_limits(true);
+    let limiter = layer.limiter().clone();
+    let inner = service_fn(move |_req: Request<()>| {
+        let c = c.clone();
+        async move {
+            let mut r = Response::new(());
+            r.extensions_mut().insert(c);
+            Ok::<_, Infallible>(r)
+        }
+    });
+    let svc = layer.layer(inner);
+    svc.oneshot(Request::new(())).await.unwrap();
+    let snap = limiter.snapshot(Key::GLOBAL).await.unwrap();
+    // Locally 1 used, 9 left; the server says 3 left: count 7 used.
+    assert_eq!(snap.windows[0].used, 7);
+    assert_eq!(snap.windows[0].remaining, 3);
+    assert_eq!(snap.windows[0].limit, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn learn_limits_adopts_the_servers_limit() {
+    let info = RateLimitInfo::from_windows(vec![RateLimitWindow {
+        dimension: Dimension::Requests,
+        limit: Some(4),
+        remaining: None,
+        reset: None,
+        window: Some(60 * SEC),
+    }]);
+    let c = Classification::new(QuotaClass::Success).with_rate_limit(info);
+    let layer = RateLimitLayer::new(tier(10, 60 * SEC)).learn_limits(true);
+    let limiter = layer.limiter().clone();
+    let svc = layer.layer(service_fn(move |_req: Request<()>| {
+        let c = c.clone();
+        async move {
+            let mut r = Response::new(());
+            r.extensions_mut().insert(c);
+            Ok::<_, Infallible>(r)
+        }
+    }));
+    let start = Instant::now();
+    for _ in 0..5 {
+        svc.clone().oneshot(Request::new(())).await.unwrap();
+    }
+    assert_eq!(
+        start.elapsed(),
+        60 * SEC,
+        "the 5th waited under the learned limit of 4"
+    );
+    assert_eq!(
+        limiter.snapshot(Key::GLOBAL).await.unwrap().windows[0].limit,
+        4
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn calendar_window_resets_at_utc_midnight() {
+    // 2026-01-01T23:59:30Z
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_311_970);
+    let limiter = Limiter::new(tiers::openrouter::free())
+        .with_wall_clock(WallClock::fixed(t))
+        .with_max_wait(None);
+    let start = Instant::now();
+    // 50 per UTC day, 20 per rolling minute: 20 now, then the minute blocks past midnight.
+    for _ in 0..20 {
+        limiter.acquire(Key::GLOBAL, 1).await.unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    let snap = limiter.snapshot(Key::GLOBAL).await.unwrap();
+    assert_eq!(snap.windows[1].used, 20);
+    limiter.acquire(Key::GLOBAL, 1).await.unwrap();
+    assert_eq!(start.elapsed(), 60 * SEC);
+    // Past midnight the daily count restarted: only today's request counts.
+    let snap = limiter.snapshot(Key::GLOBAL).await.unwrap();
+    assert_eq!(snap.windows[1].used, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn daily_cap_waits_for_midnight_or_fails_fast() {
+    // 2026-01-01T23:59:00Z, a cap of 2 per UTC day.
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_311_940);
+    let daily = Tier::new("daily").with_quota(Quota::per_utc_day(2));
+    let limiter = Limiter::new(daily.clone())
+        .with_wall_clock(WallClock::fixed(t))
+        .with_max_wait(Some(120 * SEC));
+    let start = Instant::now();
+    limiter.acquire(Key::GLOBAL, 1).await.unwrap();
+    limiter.acquire(Key::GLOBAL, 1).await.unwrap();
+    limiter.acquire(Key::GLOBAL, 1).await.unwrap();
+    assert_eq!(start.elapsed(), 60 * SEC, "admitted at midnight");
+    // With 10 s of max_wait, the next day's cap fails at once.
+    let limiter = Limiter::new(daily)
+        .with_wall_clock(WallClock::fixed(t))
+        .with_max_wait(Some(10 * SEC));
+    limiter.acquire(Key::GLOBAL, 1).await.unwrap();
+    limiter.acquire(Key::GLOBAL, 1).await.unwrap();
+    let err = limiter.acquire(Key::GLOBAL, 1).await.unwrap_err();
+    assert_eq!(err.as_rate_limited().unwrap().retry_after(), Some(60 * SEC));
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_key_tiers_free_models_limited_paid_models_not() {
+    let layer = RateLimitLayer::new(tiers::openrouter::free())
+        .key_by(KeyBy::ApiKey)
+        .with_tier_selector(|head| match head.model() {
+            Some(m) if m.is_free_variant() => Some(tiers::openrouter::free()),
+            _ => None,
+        });
+    let svc = layer.layer(ok_service());
+    let req = |model: &str| {
+        let mut r = req_with_key("k");
+        r.extensions_mut().insert(Model::new(model));
+        r
+    };
+    let start = Instant::now();
+    for _ in 0..20 {
+        svc.clone().oneshot(req("m:free")).await.unwrap();
+    }
+    for _ in 0..100 {
+        svc.clone().oneshot(req("paid")).await.unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    svc.clone().oneshot(req("m:free")).await.unwrap();
+    assert_eq!(start.elapsed(), 60 * SEC);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_limiter() {
+    let layer = RateLimitLayer::new(tier(3, 60 * SEC));
+    let a = layer.layer(ok_service());
+    let b = layer.layer(ok_service());
+    let start = Instant::now();
+    a.clone().oneshot(Request::new(())).await.unwrap();
+    b.clone().oneshot(Request::new(())).await.unwrap();
+    a.clone().oneshot(Request::new(())).await.unwrap();
+    b.clone().oneshot(Request::new(())).await.unwrap();
+    assert_eq!(start.elapsed(), 60 * SEC);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_keys_are_evicted() {
+    let store = Arc::new(MemoryStore::new().with_sweep_interval(SEC));
+    let limiter = Limiter::new(tier(5, 10 * SEC)).with_shared_store(store.clone());
+    for i in 0..100 {
+        limiter.acquire(Key::of(&i), 1).await.unwrap();
+    }
+    assert_eq!(store.len(), 100);
+    tokio::time::sleep(5 * SEC).await;
+    limiter.acquire(Key::of("late"), 1).await.unwrap();
+    assert_eq!(store.len(), 101, "nothing is idle yet");
+    tokio::time::sleep(6 * SEC).await;
+    // The next operation on each shard sweeps it; force a full sweep.
+    store.evict_idle(limiter.now_ns());
+    assert_eq!(store.len(), 1, "only the late key is still counting");
+    tokio::time::sleep(10 * SEC).await;
+    store.evict_idle(limiter.now_ns());
+    assert!(store.is_empty());
+}
+
+/// A subscriber that writes every event's fields into a string.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<String>>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, "{}={:?} ", field.name(), value);
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut s = self.0.lock().unwrap();
+        event.record(&mut Fields(&mut s));
+        s.push('\n');
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_raw_api_key_never_shows() {
+    const SECRET: &str = "sk-or-v1-0123456789abcdef";
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let c = Classification::new(QuotaClass::RateLimited).with_retry_after(5 * SEC);
+    let layer = RateLimitLayer::new(tier(1, 60 * SEC))
+        .key_by(KeyBy::ApiKey)
+        .with_max_wait(10 * SEC);
+    let svc = layer.layer(answering(c));
+    svc.clone().oneshot(req_with_key(SECRET)).await.unwrap(); // cools down
+    let waited = svc.clone().oneshot(req_with_key(SECRET)).await; // beyond max_wait
+    let err = waited.unwrap_err();
+    let limited = err.downcast_ref::<RateLimited>().unwrap();
+    let key = Key::of(format!("Bearer {SECRET}").as_bytes());
+    assert_eq!(limited.key(), key);
+    let logs = capture.0.lock().unwrap().clone();
+    assert!(logs.contains("cooling down"), "{logs}");
+    assert!(logs.contains("not admitted"), "{logs}");
+    assert!(logs.contains(&key.to_string()), "{logs}");
+    let debug = format!(
+        "{err:?} {err} {limited:?} {layer:?} {:?} {:?}",
+        layer.limiter(),
+        layer.limiter().snapshot(key).await.unwrap()
+    );
+    for text in [&logs, &debug] {
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fetches_the_openrouter_tier_through_a_service() {
+    let svc = service_fn(|req: Request<String>| async move {
+        assert_eq!(req.headers()["authorization"], "Bearer sk-test");
+        let body = r#"{"data":{"is_free_tier":false,"free_model_daily_requests":{"limit":1000,"remaining":990,"used":10}}}"#;
+        Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+            bytes::Bytes::from(body),
+        )))
+    });
+    let tier = tiers::openrouter::fetch_tier(svc, "sk-test").await.unwrap();
+    assert_eq!(tier, tiers::openrouter::free_with_credits());
+}
