@@ -74,7 +74,7 @@ struct Shared {
 /// limiter.acquire(key, 1).await.unwrap(); // waits for the first to leave the window
 /// assert!(start.elapsed() >= std::time::Duration::from_secs(60));
 /// let snap = limiter.snapshot(key).await.unwrap();
-/// assert_eq!(snap.windows[0].used, 2);
+/// assert_eq!(snap.windows[0].used, 1); // the first two have left the window
 /// # }
 /// ```
 #[derive(Clone)]
