@@ -201,8 +201,10 @@ fn waiters(_c: &mut Criterion) {
             limiter.acquire(Key::of(&i), 1).await.unwrap();
         }
         let one = store.bytes() - empty;
-        for i in 0..N {
-            for _ in 0..19 {
+        // Distinct admission times, so that each is its own log entry.
+        for _ in 0..19 {
+            tokio::time::advance(Duration::from_millis(1)).await;
+            for i in 0..N {
                 limiter.acquire(Key::of(&i), 1).await.unwrap();
             }
         }

@@ -165,6 +165,16 @@ fn learn_from<RB>(
         let pending = limiter.learn(key, &tier, c, options);
         return (resp, pending);
     }
+    // Nothing to learn from a success that carries no rate-limit header (the common case):
+    // skip classifying it.
+    if resp.status().is_success()
+        && !resp
+            .headers()
+            .keys()
+            .any(|name| name.as_str().contains("ratelimit"))
+    {
+        return (resp, None);
+    }
     let (parts, body) = resp.into_parts();
     let c = Generic.classify_at(&parts, &[], limiter.now_wall());
     let pending = limiter.learn(key, &tier, &c, options);

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -26,7 +27,15 @@ type Shard = HashMap<u64, Queue, BuildHasherDefault<KeyHasher>>;
 
 #[derive(Debug)]
 pub(crate) struct Gates {
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[GateShard]>,
+}
+
+#[derive(Debug, Default)]
+struct GateShard {
+    map: Mutex<Shard>,
+    /// How many keys of this shard have a queue: when none, a request may ask the store
+    /// without taking the lock (nobody can be waiting ahead of it).
+    queued: AtomicUsize,
 }
 
 /// What happened on entering a key's gate.
@@ -46,14 +55,22 @@ pub(crate) enum Entered<T> {
 impl Gates {
     pub(crate) fn new() -> Gates {
         Gates {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: (0..SHARDS).map(|_| GateShard::default()).collect(),
         }
     }
 
+    fn gate(&self, key: Key) -> &GateShard {
+        &self.shards[(key.0 >> 60) as usize % SHARDS]
+    }
+
     fn shard(&self, key: Key) -> MutexGuard<'_, Shard> {
-        self.shards[(key.0 >> 60) as usize % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.gate(key).map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether some key of `key`'s shard may have waiters. When `false`, no request that
+    /// started before this call is waiting on `key`.
+    pub(crate) fn maybe_queued(&self, key: Key) -> bool {
+        self.gate(key).queued.load(Ordering::Acquire) != 0
     }
 
     /// Enters the gate of `key` as waiter `id`. When nobody waits, runs `f` under the lock:
@@ -80,7 +97,10 @@ impl Gates {
         if done(&out) {
             return Entered::Decided(out);
         }
-        let q = shard.entry(key.0).or_default();
+        let q = shard.entry(key.0).or_insert_with(|| {
+            self.gate(key).queued.fetch_add(1, Ordering::AcqRel);
+            Queue::default()
+        });
         q.slots.push_back((id, None));
         q.head_until = 0;
         Entered::Head(out)
@@ -128,6 +148,7 @@ impl Gates {
                 }
                 None => {
                     shard.remove(&key.0);
+                    self.gate(key).queued.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         } else if let Some(i) = q.slots.iter().position(|s| s.0 == id) {

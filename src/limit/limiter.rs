@@ -209,19 +209,22 @@ impl Limiter {
     /// Dropping the future before it completes gives its place in the queue back and records
     /// nothing.
     pub fn acquire(&self, key: Key, cost: u64) -> Acquire {
-        let tier = self.shared.config.tier.clone();
-        self.acquire_with(key, &tier, cost)
+        self.acquire_tier(key, self.shared.config.tier.clone(), cost)
     }
 
     /// Like [`acquire`](Self::acquire), under `tier`. Keys are scoped to the tier: the same
     /// key under two tiers has two sets of windows.
     pub fn acquire_with(&self, key: Key, tier: &Tier, cost: u64) -> Acquire {
+        self.acquire_tier(key, tier.clone(), cost)
+    }
+
+    pub(crate) fn acquire_tier(&self, key: Key, tier: Tier, cost: u64) -> Acquire {
         Acquire {
             limiter: self.clone(),
             store_key: key.with_tier(tier.id()),
             key,
             costs: tier.costs(cost),
-            tier: tier.clone(),
+            tier,
             id: 0,
             deadline: None,
             state: State::Start,
@@ -625,6 +628,31 @@ impl Future for Acquire {
                         return Poll::Ready(Ok(()));
                     }
                     let now_i = Instant::now();
+                    // Fast path: nobody waits on this shard of keys, ask the store directly.
+                    // An admission (or a final failure) needs no queue; a wait joins the
+                    // queue below, which asks again under its lock.
+                    let fast = {
+                        let s = &*this.limiter.shared;
+                        if s.gates.maybe_queued(this.store_key) {
+                            None
+                        } else {
+                            let req = AcquireRequest {
+                                key: this.store_key,
+                                quotas: this.tier.specs(),
+                                costs: this.costs.as_slice(),
+                                now: this.limiter.to_ns(now_i),
+                                margin: s.margin_ns,
+                            };
+                            s.config.store.acquire_now(&req)
+                        }
+                    };
+                    match fast {
+                        Some(Ok(Decision::Admitted)) => return Poll::Ready(Ok(())),
+                        Some(d @ (Ok(Decision::Exceeds { .. }) | Err(_))) => {
+                            return Poll::Ready(this.decide(d).expect("a final decision"));
+                        }
+                        _ => {}
+                    }
                     let shared = this.limiter.shared.clone();
                     this.deadline = match shared.config.mode {
                         Mode::Reject => Some(now_i),

@@ -80,13 +80,13 @@ where
         };
         let key = p.key_by.key(&head);
         let weight = p.cost.as_ref().map_or(1, |f| f(&head));
-        let mut acquire = p.limiter.acquire_with(key, &tier, weight);
         let learn = p.learn.then(|| Learn {
             limiter: p.limiter.clone(),
             key,
-            tier,
+            tier: tier.clone(),
             options: p.learn_options(),
         });
+        let mut acquire = p.limiter.acquire_tier(key, tier, weight);
         // Most requests are admissible at once: decide now, with a no-op waker (a pending
         // `Acquire` re-registers the real waker when the response future polls it).
         let mut cx = Context::from_waker(Waker::noop());

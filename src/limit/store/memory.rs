@@ -121,6 +121,9 @@ impl MemoryStore {
 
 fn sweep(shard: &mut Shard, now: u64, every: u64) {
     shard.keys.retain(|_, slot| slot.idle_at > now);
+    if shard.keys.capacity() > 64 && shard.keys.len() < shard.keys.capacity() / 4 {
+        shard.keys.shrink_to_fit();
+    }
     shard.next_sweep = now.saturating_add(every);
 }
 
