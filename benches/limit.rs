@@ -50,6 +50,14 @@ fn one_key(c: &mut Criterion) {
     g.bench_function("acquire_exact_log", |b| {
         b.iter(|| now(exact.acquire(black_box(key), 1)).unwrap())
     });
+    g.bench_function("try_acquire_exact_log", |b| {
+        b.iter(|| exact.try_acquire(black_box(key), 1).unwrap())
+    });
+    let strict = Limiter::new(Tier::new("strict").with_quota(Quota::per_minute(20)));
+    g.bench_function("try_acquire_20_per_minute_full", |b| {
+        b.iter(|| black_box(strict.try_acquire(black_box(key), 1)).is_ok())
+    });
+    g.bench_function("tokio_instant_now", |b| b.iter(tokio::time::Instant::now));
     let bucketed = Limiter::new(Tier::new("bucketed").with_quota(bucketed()));
     g.bench_function("acquire_bucketed_log", |b| {
         b.iter(|| now(bucketed.acquire(black_box(key), 1)).unwrap())
@@ -77,6 +85,13 @@ fn many_keys(c: &mut Criterion) {
             now(limiter.acquire(keys[i], 1)).unwrap()
         })
     });
+    let mut i = 0usize;
+    g.bench_function("try_acquire_exact_log", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            limiter.try_acquire(keys[i], 1).unwrap()
+        })
+    });
     g.finish();
 }
 
@@ -90,6 +105,9 @@ fn two_quotas(c: &mut Criterion) {
     let key = Key::of("alice");
     g.bench_function("acquire_rolling_and_calendar", |b| {
         b.iter(|| now(limiter.acquire(black_box(key), 1)).unwrap())
+    });
+    g.bench_function("try_acquire_rolling_and_calendar", |b| {
+        b.iter(|| limiter.try_acquire(black_box(key), 1).unwrap())
     });
     g.finish();
 }

@@ -501,3 +501,24 @@ async fn fetches_the_openrouter_tier_through_a_service() {
     let tier = tiers::openrouter::fetch_tier(svc, "sk-test").await.unwrap();
     assert_eq!(tier, tiers::openrouter::free_with_credits());
 }
+
+#[tokio::test(start_paused = true)]
+async fn try_acquire_never_waits_and_respects_the_queue() {
+    let limiter = Limiter::new(tier(2, 10 * SEC));
+    limiter.try_acquire(Key::GLOBAL, 1).unwrap();
+    limiter.try_acquire(Key::GLOBAL, 1).unwrap();
+    let err = limiter.try_acquire(Key::GLOBAL, 1).unwrap_err();
+    assert_eq!(err.as_rate_limited().unwrap().retry_after(), Some(10 * SEC));
+    let waiter = tokio::spawn({
+        let l = limiter.clone();
+        async move { l.acquire(Key::GLOBAL, 1).await }
+    });
+    tokio::task::yield_now().await;
+    tokio::time::sleep(10 * SEC).await;
+    // The window has room again, but a waiter is ahead (it may be admitted first).
+    if limiter.snapshot(Key::GLOBAL).await.unwrap().waiting > 0 {
+        assert!(limiter.try_acquire(Key::GLOBAL, 1).is_err());
+    }
+    waiter.await.unwrap().unwrap();
+    limiter.try_acquire(Key::GLOBAL, 1).unwrap();
+}

@@ -232,6 +232,52 @@ impl Limiter {
         }
     }
 
+    /// Admits `key` under the default tier *now* or fails at once, without a future — the
+    /// counterpart of governor's `check`. It respects the queue: if requests of this
+    /// process wait on the key, it fails with [`RateLimited`] (reason
+    /// [`Reason::Rejected`]) rather than pass them. Needs a store that answers at once (the
+    /// in-memory store); other stores fail with [`AcquireError::Store`].
+    pub fn try_acquire(&self, key: Key, cost: u64) -> Result<(), AcquireError> {
+        let s = &*self.shared;
+        let tier = &s.config.tier;
+        if tier.specs().is_empty() {
+            return Ok(());
+        }
+        let store_key = key.with_tier(tier.id());
+        if s.gates.maybe_queued(store_key) && s.gates.waiting(store_key) > 0 {
+            return Err(limited(key, tier, Reason::Rejected, None));
+        }
+        let costs = tier.costs(cost);
+        let req = AcquireRequest {
+            key: store_key,
+            quotas: tier.specs(),
+            costs: costs.as_slice(),
+            now: self.now_ns(),
+            margin: s.margin_ns,
+        };
+        match s.config.store.acquire_now(&req) {
+            Some(Ok(Decision::Admitted)) => Ok(()),
+            Some(Ok(Decision::NotBefore(t))) => Err(limited(
+                key,
+                tier,
+                Reason::Rejected,
+                Some(self.to_instant(t)),
+            )),
+            Some(Ok(Decision::Exceeds { quota, limit })) => {
+                Err(AcquireError::CostExceedsLimit(CostExceedsLimit {
+                    tier: tier.name().into(),
+                    quota,
+                    cost: costs.as_slice()[quota],
+                    limit,
+                }))
+            }
+            Some(Err(e)) => Err(AcquireError::Store(e)),
+            None => Err(AcquireError::Store(StoreError::new(
+                "the store cannot answer at once: use `acquire`",
+            ))),
+        }
+    }
+
     /// The state of `key`'s windows under the default tier.
     pub async fn snapshot(&self, key: Key) -> Result<Snapshot, StoreError> {
         let tier = self.shared.config.tier.clone();
@@ -458,6 +504,19 @@ fn match_quota(quotas: &[Quota], w: &RateLimitWindow) -> Option<usize> {
     (cands.len() == 1).then(|| cands[0])
 }
 
+fn limited(key: Key, tier: &Tier, reason: Reason, available_at: Option<Instant>) -> AcquireError {
+    let now = Instant::now();
+    let e = RateLimited {
+        key,
+        tier: tier.name().into(),
+        reason,
+        available_at,
+        retry_after: available_at.map(|t| t.saturating_duration_since(now)),
+    };
+    tracing::info!(key = %key, tier = tier.name(), reason = ?reason, retry_after_ms = e.retry_after.map(|d| d.as_millis() as u64), "rate limit: request not admitted");
+    AcquireError::RateLimited(e)
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365 * 30)
 }
@@ -561,16 +620,7 @@ impl Acquire {
     }
 
     fn limited(&self, reason: Reason, available_at: Option<Instant>) -> AcquireError {
-        let now = Instant::now();
-        let e = RateLimited {
-            key: self.key,
-            tier: self.tier.name().into(),
-            reason,
-            available_at,
-            retry_after: available_at.map(|t| t.saturating_duration_since(now)),
-        };
-        tracing::info!(key = %self.key, tier = self.tier.name(), reason = ?reason, retry_after_ms = e.retry_after.map(|d| d.as_millis() as u64), "rate limit: request not admitted");
-        AcquireError::RateLimited(e)
+        limited(self.key, &self.tier, reason, available_at)
     }
 
     /// Handles the store's decision for the head of the queue.
