@@ -522,3 +522,139 @@ async fn try_acquire_never_waits_and_respects_the_queue() {
     waiter.await.unwrap().unwrap();
     limiter.try_acquire(Key::GLOBAL, 1).unwrap();
 }
+
+/// A store that only answers through futures that yield once, like a network store would.
+#[derive(Debug, Default)]
+struct Remote(MemoryStore);
+
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+impl tower_quota::limit::store::Store for Remote {
+    fn acquire<'a>(
+        &'a self,
+        req: tower_quota::limit::store::AcquireRequest<'a>,
+    ) -> tower_quota::limit::store::StoreFuture<'a, tower_quota::limit::store::Decision> {
+        Box::pin(async move {
+            yield_once().await;
+            self.0.acquire(req).await
+        })
+    }
+
+    fn update(
+        &self,
+        key: Key,
+        quotas: Arc<[tower_quota::limit::store::QuotaSpec]>,
+        update: tower_quota::limit::store::Update,
+        now: u64,
+        margin: u64,
+    ) -> tower_quota::limit::store::StoreFuture<'_, ()> {
+        Box::pin(async move {
+            yield_once().await;
+            self.0.update(key, quotas, update, now, margin).await
+        })
+    }
+
+    fn snapshot<'a>(
+        &'a self,
+        key: Key,
+        quotas: &'a [tower_quota::limit::store::QuotaSpec],
+        now: u64,
+        margin: u64,
+    ) -> tower_quota::limit::store::StoreFuture<'a, Option<tower_quota::limit::store::StoreSnapshot>>
+    {
+        self.0.snapshot(key, quotas, now, margin)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_async_store_paces_and_learns_the_same() {
+    let c = Classification::new(QuotaClass::RateLimited).with_retry_after(30 * SEC);
+    let layer = RateLimitLayer::new(tier(2, 10 * SEC)).with_store(Remote::default());
+    let svc = layer.layer(answering(c));
+    let start = Instant::now();
+    svc.clone().oneshot(Request::new(())).await.unwrap(); // a 429: 30 s cooldown
+    let mut handles = Vec::new();
+    for i in 0..4 {
+        let svc = svc.clone();
+        handles.push(tokio::spawn(async move {
+            svc.oneshot(Request::new(())).await.unwrap();
+            (i, start.elapsed())
+        }));
+        tokio::task::yield_now().await;
+    }
+    let mut done = Vec::new();
+    for h in handles {
+        done.push(h.await.unwrap());
+    }
+    assert_eq!(
+        done,
+        vec![(0, 30 * SEC), (1, 30 * SEC), (2, 40 * SEC), (3, 40 * SEC)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_forwards_the_inner_readiness() {
+    use std::task::{Context, Poll};
+    let (inner, handle) = tower_test_like::pair();
+    let mut svc = RateLimitLayer::new(tier(1, SEC)).layer(inner);
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    handle
+        .ready
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(svc.poll_ready(&mut cx).is_pending());
+    handle
+        .ready
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+}
+
+mod tower_test_like {
+    use std::convert::Infallible;
+    use std::future::Ready;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use http::{Request, Response};
+
+    #[derive(Clone)]
+    pub struct Gated(Arc<AtomicBool>);
+
+    pub struct Handle {
+        pub ready: Arc<AtomicBool>,
+    }
+
+    pub fn pair() -> (Gated, Handle) {
+        let ready = Arc::new(AtomicBool::new(true));
+        (Gated(ready.clone()), Handle { ready })
+    }
+
+    impl tower::Service<Request<()>> for Gated {
+        type Response = Response<()>;
+        type Error = Infallible;
+        type Future = Ready<Result<Response<()>, Infallible>>;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.0.load(Ordering::SeqCst) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+        fn call(&mut self, _req: Request<()>) -> Self::Future {
+            std::future::ready(Ok(Response::new(())))
+        }
+    }
+}
