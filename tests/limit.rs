@@ -341,6 +341,12 @@ async fn calendar_window_resets_at_utc_midnight() {
     assert_eq!(snap.windows[1].used, 20);
     limiter.acquire(Key::GLOBAL, 1).await.unwrap();
     assert_eq!(start.elapsed(), 60 * SEC);
+    let wall = limiter.wall_clock().now();
+    assert_eq!(
+        wall,
+        t + 60 * SEC,
+        "the limiter's wall clock follows paused time"
+    );
     // Past midnight the daily count restarted: only today's request counts.
     let snap = limiter.snapshot(Key::GLOBAL).await.unwrap();
     assert_eq!(snap.windows[1].used, 1);

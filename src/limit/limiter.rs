@@ -190,6 +190,18 @@ impl Limiter {
         SystemTime::UNIX_EPOCH + Duration::from_nanos(self.now_ns())
     }
 
+    /// A [`WallClock`] that reads the limiter's time: the wall clock as of construction,
+    /// advanced with `tokio::time::Instant` — so under `tokio::time::pause()` it advances
+    /// with virtual time. Hand it to other layers so that everyone agrees on "now".
+    pub fn wall_clock(&self) -> WallClock {
+        let (epoch, wall_epoch) = (self.shared.epoch, self.shared.wall_epoch);
+        WallClock::from_fn(move || {
+            let ns =
+                wall_epoch.saturating_add(dur_ns(Instant::now().saturating_duration_since(epoch)));
+            SystemTime::UNIX_EPOCH + Duration::from_nanos(ns)
+        })
+    }
+
     fn to_ns(&self, t: Instant) -> u64 {
         let s = &self.shared;
         s.wall_epoch

@@ -13,8 +13,33 @@
 //! server's own limits.
 //!
 //! All clones of the layer and its services share one [`Limiter`], which can also be used
-//! directly. Its state lives behind the async [`Store`](store::Store) trait (in memory by
-//! default).
+//! directly ([`Limiter::acquire`], [`Limiter::try_acquire`], [`Limiter::snapshot`]). Its
+//! state lives behind the async [`Store`](store::Store) trait (in memory by default).
+//!
+//! # How it works
+//!
+//! - **Windows.** A rolling quota with a limit up to 1024 keeps an exact log of admissions;
+//!   the earliest admissible time of a request is computed exactly (when enough old entries
+//!   have left *every* window), so a waiter sleeps once, until then. Above 1024 (token
+//!   quotas), admissions are grouped in 256 buckets per window, each counted until its newest
+//!   entry expires: it never over-admits, and loses at most 1/256 of throughput. Calendar
+//!   quotas ([`Quota::per_utc_day`], [`Quota::per_utc_hour`]) count per UTC period.
+//! - **Time.** The limiter reads `tokio::time::Instant` (paused-time tests run instantly) and
+//!   anchors it to the wall clock once, at construction ([`Limiter::with_wall_clock`]), for
+//!   calendar windows and shared stores.
+//! - **Fairness.** The waiters of a key in one process queue in FIFO order; only the head
+//!   asks the store, sleeps until the time it names, and on admission wakes the next. No
+//!   polling: about two polls per admission. A dropped future leaves the queue and records
+//!   nothing.
+//! - **Wait bounds.** The head fails at once when its wait would exceed `max_wait` (the error
+//!   says when it could go); a waiter further back fails at once if the head's wait already
+//!   exceeds its bound, else when its bound runs out in the queue.
+//! - **Learning.** See [`Limiter::learn`]: cooldowns (whole key for account-scoped or unscoped
+//!   limits; only a model-keyed key for model- or upstream-scoped ones), pauses until a
+//!   reset, tightening, and with [`RateLimitLayer::learn_limits`] the server's limits.
+//!   Learned state lives in the store with the windows and goes when the key is evicted.
+//! - **Keys** are SipHash-ed with a per-process random seed as soon as they are read; logs,
+//!   errors and `Debug` output show the hash only.
 //!
 //! ```
 //! use std::convert::Infallible;

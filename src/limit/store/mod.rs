@@ -6,6 +6,20 @@
 //! data — times are nanoseconds since the Unix epoch on the limiter's clock, quotas are
 //! [`QuotaSpec`]s — so a store shared by several processes (Redis with a Lua script) fits
 //! behind it.
+//!
+//! A Redis store maps onto it directly: one hash per key (hash-tagged, `{<key>}`, for Redis
+//! Cluster) holding each rolling window's log as a sorted set (or a list of
+//! `first,last,cost` triples), each calendar window's `period,used`, the block time and any
+//! learned limits; [`Store::acquire`] is one Lua script that purges, computes the earliest
+//! admissible time exactly as the in-memory store's window algorithm does, and records on success, with a
+//! `PEXPIRE` at the idle time in place of the in-memory sweep. Times are nanoseconds since
+//! the Unix epoch on each process's limiter clock (the wall clock read once, then advanced
+//! monotonically), so processes sharing a store need clocks in step to within the margin.
+//!
+//! The trait returns boxed futures. The limiter first tries the synchronous
+//! [`Store::acquire_now`] and [`Store::update_now`], which the in-memory store implements,
+//! so the hot path allocates no future; a network store pays one box per call, small next
+//! to a round trip.
 
 mod memory;
 
