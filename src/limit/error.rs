@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::key::Key;
+use super::quota::Tier;
 use super::store::StoreError;
 
 /// Why a request was not admitted in time.
@@ -36,7 +37,7 @@ pub enum Reason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimited {
     pub(crate) key: Key,
-    pub(crate) tier: Box<str>,
+    pub(crate) tier: Tier,
     pub(crate) reason: Reason,
     pub(crate) available_at: Option<Instant>,
     pub(crate) retry_after: Option<Duration>,
@@ -50,7 +51,7 @@ impl RateLimited {
 
     /// The name of the tier whose quotas were full.
     pub fn tier(&self) -> &str {
-        &self.tier
+        self.tier.name()
     }
 
     /// Why the request was not admitted.
@@ -72,7 +73,12 @@ impl RateLimited {
 
 impl fmt::Display for RateLimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rate limited by tier {:?} (key {})", self.tier, self.key)?;
+        write!(
+            f,
+            "rate limited by tier {:?} (key {})",
+            self.tier.name(),
+            self.key
+        )?;
         match self.reason {
             Reason::Rejected => f.write_str(": not admissible now")?,
             Reason::MaxWait => f.write_str(": the wait would exceed max_wait")?,
@@ -89,13 +95,18 @@ impl Error for RateLimited {}
 /// A request costs more than a quota's whole limit: it can never be admitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CostExceedsLimit {
-    pub(crate) tier: Box<str>,
+    pub(crate) tier: Tier,
     pub(crate) quota: usize,
     pub(crate) cost: u64,
     pub(crate) limit: u64,
 }
 
 impl CostExceedsLimit {
+    /// The name of the tier.
+    pub fn tier(&self) -> &str {
+        self.tier.name()
+    }
+
     /// The index of the quota in its tier.
     pub fn quota(&self) -> usize {
         self.quota
@@ -117,7 +128,10 @@ impl fmt::Display for CostExceedsLimit {
         write!(
             f,
             "a request costing {} can never fit quota #{} of tier {:?} (limit {})",
-            self.cost, self.quota, self.tier, self.limit
+            self.cost,
+            self.quota,
+            self.tier.name(),
+            self.limit
         )
     }
 }

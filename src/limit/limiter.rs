@@ -277,7 +277,7 @@ impl Limiter {
             )),
             Some(Ok(Decision::Exceeds { quota, limit })) => {
                 Err(AcquireError::CostExceedsLimit(CostExceedsLimit {
-                    tier: tier.name().into(),
+                    tier: tier.clone(),
                     quota,
                     cost: costs.as_slice()[quota],
                     limit,
@@ -520,7 +520,7 @@ fn limited(key: Key, tier: &Tier, reason: Reason, available_at: Option<Instant>)
     let now = Instant::now();
     let e = RateLimited {
         key,
-        tier: tier.name().into(),
+        tier: tier.clone(),
         reason,
         available_at,
         retry_after: available_at.map(|t| t.saturating_duration_since(now)),
@@ -664,7 +664,7 @@ impl Acquire {
             Ok(Decision::Exceeds { quota, limit }) => {
                 self.leave();
                 Some(Err(AcquireError::CostExceedsLimit(CostExceedsLimit {
-                    tier: self.tier.name().into(),
+                    tier: self.tier.clone(),
                     quota,
                     cost: self.costs.as_slice().get(quota).copied().unwrap_or(0),
                     limit,
