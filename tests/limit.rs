@@ -603,3 +603,32 @@ mod tower_test_like {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn keys_by_header_and_by_closure() {
+    let by_header = RateLimitLayer::new(tier(1, 60 * SEC))
+        .key_by(KeyBy::Header(http::HeaderName::from_static("x-user")))
+        .reject();
+    let svc = by_header.layer(ok_service());
+    let user = |u: &str| Request::builder().header("x-user", u).body(()).unwrap();
+    svc.clone().oneshot(user("a")).await.unwrap();
+    svc.clone().oneshot(user("b")).await.unwrap();
+    assert!(svc.clone().oneshot(user("a")).await.is_err());
+
+    let by_path = RateLimitLayer::new(tier(1, 60 * SEC))
+        .key_by(KeyBy::custom(|head| Key::of(head.uri.path())))
+        .reject();
+    let svc = by_path.layer(ok_service());
+    let path = |p: &str| Request::builder().uri(p).body(()).unwrap();
+    svc.clone().oneshot(path("/a")).await.unwrap();
+    svc.clone().oneshot(path("/b")).await.unwrap();
+    assert!(svc.clone().oneshot(path("/a")).await.is_err());
+}
+
+#[test]
+fn futures_and_services_are_send() {
+    fn send<T: Send>() {}
+    send::<tower_quota::limit::Acquire>();
+    send::<Limiter>();
+    send::<RateLimitLayer>();
+}
