@@ -16,9 +16,41 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use governor::{Quota as GQuota, RateLimiter};
 use http::{Request, Response};
 use tower::{service_fn, Layer, Service};
-use tower_quota::limit::store::MemoryStore;
+use tower_quota::limit::store::{
+    AcquireRequest, Decision, MemoryStore, QuotaSpec, Store, StoreFuture, StoreSnapshot, Update,
+};
 use tower_quota::limit::{Key, Limiter};
 use tower_quota::{Quota, RateLimitLayer, Tier};
+
+/// The in-memory store without its synchronous path: every call goes through a boxed
+/// future, as a network store's would.
+#[derive(Debug, Default)]
+struct BoxedOnly(MemoryStore);
+
+impl Store for BoxedOnly {
+    fn acquire<'a>(&'a self, req: AcquireRequest<'a>) -> StoreFuture<'a, Decision> {
+        self.0.acquire(req)
+    }
+    fn update(
+        &self,
+        key: Key,
+        quotas: Arc<[QuotaSpec]>,
+        update: Update,
+        now: u64,
+        margin: u64,
+    ) -> StoreFuture<'_, ()> {
+        self.0.update(key, quotas, update, now, margin)
+    }
+    fn snapshot<'a>(
+        &'a self,
+        key: Key,
+        quotas: &'a [QuotaSpec],
+        now: u64,
+        margin: u64,
+    ) -> StoreFuture<'a, Option<StoreSnapshot>> {
+        self.0.snapshot(key, quotas, now, margin)
+    }
+}
 
 /// Polls a future once; the benchmarks only admit, so it is always ready.
 fn now<F: Future>(f: F) -> F::Output {
@@ -58,6 +90,12 @@ fn one_key(c: &mut Criterion) {
         b.iter(|| black_box(strict.try_acquire(black_box(key), 1)).is_ok())
     });
     g.bench_function("tokio_instant_now", |b| b.iter(tokio::time::Instant::now));
+    g.bench_function("std_instant_now", |b| b.iter(std::time::Instant::now));
+    let boxed =
+        Limiter::new(Tier::new("exact").with_quota(exact())).with_store(BoxedOnly::default());
+    g.bench_function("acquire_exact_log_boxed_store_future", |b| {
+        b.iter(|| now(boxed.acquire(black_box(key), 1)).unwrap())
+    });
     let bucketed = Limiter::new(Tier::new("bucketed").with_quota(bucketed()));
     g.bench_function("acquire_bucketed_log", |b| {
         b.iter(|| now(bucketed.acquire(black_box(key), 1)).unwrap())
