@@ -92,7 +92,7 @@ fn one_key(c: &mut Criterion) {
     g.bench_function("tokio_instant_now", |b| b.iter(tokio::time::Instant::now));
     g.bench_function("std_instant_now", |b| b.iter(std::time::Instant::now));
     let boxed =
-        Limiter::new(Tier::new("exact").with_quota(exact())).with_store(BoxedOnly::default());
+        Limiter::new(Tier::new("exact").with_quota(self::exact())).with_store(BoxedOnly::default());
     g.bench_function("acquire_exact_log_boxed_store_future", |b| {
         b.iter(|| now(boxed.acquire(black_box(key), 1)).unwrap())
     });
