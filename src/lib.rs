@@ -53,5 +53,8 @@
 pub mod classify;
 pub mod clock;
 pub mod headers;
+pub mod limit;
+pub mod tiers;
 
 pub use classify::QuotaClassifyLayer;
+pub use limit::{Quota, RateLimitLayer, Tier};

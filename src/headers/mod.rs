@@ -308,6 +308,12 @@ impl RateLimitInfo {
             .filter_map(|w| w.reset)
             .max()
     }
+
+    /// Rate-limit state made of the given windows (for tests, and for callers that read
+    /// limits from elsewhere, such as a response body).
+    pub fn from_windows(windows: Vec<RateLimitWindow>) -> Self {
+        RateLimitInfo { windows }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,191 @@
+//! [`ResponseFuture`]: waits for admission, calls the inner service, learns from the response.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::key::Key;
+use super::limiter::{Acquire, LearnOptions, Limiter};
+use super::quota::Tier;
+use super::store::StoreFuture;
+use super::BoxError;
+use crate::classify::{Classification, Classify, Generic};
+
+/// What the response future needs to learn from the response.
+pub(crate) struct Learn {
+    pub(crate) limiter: Limiter,
+    pub(crate) key: Key,
+    pub(crate) tier: Tier,
+    pub(crate) options: LearnOptions,
+}
+
+pin_project! {
+    /// The response future of [`RateLimit`](super::RateLimit).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+        learn: Option<Learn>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Waiting {
+            acquire: Acquire,
+            inner: Option<S>,
+            req: Option<Request<B>>,
+        },
+        Calling {
+            #[pin]
+            fut: S::Future,
+        },
+        Learning {
+            fut: StoreFuture<'static, ()>,
+            out: Option<S::Response>,
+        },
+        Failed {
+            err: Option<BoxError>,
+        },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn calling(fut: S::Future, learn: Option<Learn>) -> Self {
+        ResponseFuture {
+            state: State::Calling { fut },
+            learn,
+        }
+    }
+
+    pub(crate) fn waiting(
+        acquire: Acquire,
+        inner: S,
+        req: Request<B>,
+        learn: Option<Learn>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Waiting {
+                acquire,
+                inner: Some(inner),
+                req: Some(req),
+            },
+            learn,
+        }
+    }
+
+    pub(crate) fn failed(err: BoxError) -> Self {
+        ResponseFuture {
+            state: State::Failed { err: Some(err) },
+            learn: None,
+        }
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Waiting {
+                    acquire,
+                    inner,
+                    req,
+                } => {
+                    if let Err(e) = ready!(Pin::new(acquire).poll(cx)) {
+                        return Poll::Ready(Err(e.into_box()));
+                    }
+                    let mut inner = inner.take().expect("polled after completion");
+                    let req = req.take().expect("polled after completion");
+                    // `inner` was made ready by `poll_ready` before `call` moved it here.
+                    let fut = inner.call(req);
+                    this.state.set(State::Calling { fut });
+                }
+                StateProj::Calling { fut } => {
+                    let resp = ready!(fut.poll(cx)).map_err(Into::into)?;
+                    let Some(learn) = this.learn.take() else {
+                        return Poll::Ready(Ok(resp));
+                    };
+                    let (resp, pending) = learn_from(learn, resp);
+                    match pending {
+                        None => return Poll::Ready(Ok(resp)),
+                        Some(fut) => this.state.set(State::Learning {
+                            fut,
+                            out: Some(resp),
+                        }),
+                    }
+                }
+                StateProj::Learning { fut, out } => {
+                    if let Err(e) = ready!(fut.as_mut().poll(cx)) {
+                        tracing::warn!(error = %e, "rate limit: could not record what a response taught");
+                    }
+                    return Poll::Ready(Ok(out.take().expect("polled after completion")));
+                }
+                StateProj::Failed { err } => {
+                    return Poll::Ready(Err(err.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}
+
+/// Reads the response's [`Classification`] (deriving one from status and headers when none
+/// is attached) and hands it to the limiter.
+fn learn_from<RB>(
+    learn: Learn,
+    resp: Response<RB>,
+) -> (Response<RB>, Option<StoreFuture<'static, ()>>) {
+    let Learn {
+        limiter,
+        key,
+        tier,
+        options,
+    } = learn;
+    if let Some(c) = resp.extensions().get::<Classification>() {
+        let pending = limiter.learn(key, &tier, c, options);
+        return (resp, pending);
+    }
+    // Nothing to learn from a success that carries no rate-limit header (the common case):
+    // skip classifying it.
+    if resp.status().is_success()
+        && !resp
+            .headers()
+            .keys()
+            .any(|name| name.as_str().contains("ratelimit"))
+    {
+        return (resp, None);
+    }
+    let (parts, body) = resp.into_parts();
+    let c = Generic.classify_at(&parts, &[], limiter.now_wall());
+    let pending = limiter.learn(key, &tier, &c, options);
+    (Response::from_parts(parts, body), pending)
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

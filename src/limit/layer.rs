@@ -1,0 +1,181 @@
+//! [`RateLimitLayer`]: the configuration holder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::key::{KeyBy, RequestHead};
+use super::limiter::{LearnOptions, Limiter, Mode};
+use super::quota::Tier;
+use super::service::RateLimit;
+use super::store::Store;
+use crate::clock::WallClock;
+
+pub(crate) type TierFn = dyn Fn(&RequestHead<'_>) -> Option<Tier> + Send + Sync;
+pub(crate) type CostFn = dyn Fn(&RequestHead<'_>) -> u64 + Send + Sync;
+
+/// Paces requests so that a tier's quotas are never exceeded, and learns from responses.
+///
+/// Every service this layer makes, and every clone of them, shares one [`Limiter`].
+/// See the [module docs](super) for an example.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    pub(crate) policy: Arc<Policy>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Policy {
+    pub(crate) limiter: Limiter,
+    pub(crate) key_by: KeyBy,
+    pub(crate) tiers: Option<Arc<TierFn>>,
+    pub(crate) cost: Option<Arc<CostFn>>,
+    pub(crate) learn: bool,
+    pub(crate) learn_limits: bool,
+}
+
+impl Policy {
+    pub(crate) fn learn_options(&self) -> LearnOptions {
+        LearnOptions {
+            learn_limits: self.learn_limits,
+            keys_model: self.key_by.keys_model(),
+        }
+    }
+}
+
+impl RateLimitLayer {
+    /// Enforces `tier` on every request, all of them under one global key, waiting up to
+    /// [`DEFAULT_MAX_WAIT`](super::DEFAULT_MAX_WAIT), learning from responses.
+    pub fn new(tier: Tier) -> RateLimitLayer {
+        RateLimitLayer::with_limiter(Limiter::new(tier))
+    }
+
+    /// Uses an existing limiter (its tier, store, mode, wait bound and margin): several
+    /// layers, or a layer and direct callers, then share its state.
+    pub fn with_limiter(limiter: Limiter) -> RateLimitLayer {
+        RateLimitLayer {
+            policy: Arc::new(Policy {
+                limiter,
+                key_by: KeyBy::Global,
+                tiers: None,
+                cost: None,
+                learn: true,
+                learn_limits: false,
+            }),
+        }
+    }
+
+    fn map(self, f: impl FnOnce(&mut Policy)) -> RateLimitLayer {
+        let mut p = Arc::unwrap_or_clone(self.policy);
+        f(&mut p);
+        RateLimitLayer {
+            policy: Arc::new(p),
+        }
+    }
+
+    fn map_limiter(self, f: impl FnOnce(Limiter) -> Limiter) -> RateLimitLayer {
+        self.map(|p| p.limiter = f(p.limiter.clone()))
+    }
+
+    /// Sets how requests are keyed (default: [`KeyBy::Global`]).
+    pub fn key_by(self, key_by: KeyBy) -> RateLimitLayer {
+        self.map(|p| p.key_by = key_by)
+    }
+
+    /// Picks the tier of each request (e.g. the free tier for `:free` models); `None` lets
+    /// the request through unlimited. Without a selector, every request gets the layer's tier.
+    pub fn with_tier_selector(
+        self,
+        select: impl Fn(&RequestHead<'_>) -> Option<Tier> + Send + Sync + 'static,
+    ) -> RateLimitLayer {
+        self.map(|p| p.tiers = Some(Arc::new(select)))
+    }
+
+    /// Sets the weight of each request (e.g. estimated tokens), counted by weighted quotas;
+    /// request quotas count 1 regardless. Default: 1.
+    pub fn with_cost(
+        self,
+        cost: impl Fn(&RequestHead<'_>) -> u64 + Send + Sync + 'static,
+    ) -> RateLimitLayer {
+        self.map(|p| p.cost = Some(Arc::new(cost)))
+    }
+
+    /// Sets the mode (default: [`Mode::Wait`]).
+    pub fn with_mode(self, mode: Mode) -> RateLimitLayer {
+        self.map_limiter(|l| l.with_mode(mode))
+    }
+
+    /// Fails requests at once when they are not admissible ([`Mode::Reject`]).
+    pub fn reject(self) -> RateLimitLayer {
+        self.with_mode(Mode::Reject)
+    }
+
+    /// Sets the longest a request may wait; a longer wait fails at once with
+    /// [`RateLimited`](super::RateLimited).
+    pub fn with_max_wait(self, max_wait: Duration) -> RateLimitLayer {
+        self.map_limiter(|l| l.with_max_wait(Some(max_wait)))
+    }
+
+    /// Lets requests wait as long as the quotas demand.
+    pub fn without_max_wait(self) -> RateLimitLayer {
+        self.map_limiter(|l| l.with_max_wait(None))
+    }
+
+    /// Adds a margin to every window and cooldown (default: zero).
+    pub fn with_margin(self, margin: Duration) -> RateLimitLayer {
+        self.map_limiter(|l| l.with_margin(margin))
+    }
+
+    /// Sets the store (default: a [`MemoryStore`](super::store::MemoryStore)).
+    pub fn with_store(self, store: impl Store) -> RateLimitLayer {
+        self.map_limiter(|l| l.with_store(store))
+    }
+
+    /// Sets the wall clock the limiter is anchored to (for calendar windows).
+    pub fn with_wall_clock(self, clock: WallClock) -> RateLimitLayer {
+        self.map_limiter(|l| l.with_wall_clock(clock))
+    }
+
+    /// Whether to learn from responses (default: yes).
+    pub fn learn(self, learn: bool) -> RateLimitLayer {
+        self.map(|p| p.learn = learn)
+    }
+
+    /// Whether a limit the server announces replaces the configured one (default: no).
+    pub fn learn_limits(self, learn_limits: bool) -> RateLimitLayer {
+        self.map(|p| p.learn_limits = learn_limits)
+    }
+
+    /// The shared limiter.
+    pub fn limiter(&self) -> &Limiter {
+        &self.policy.limiter
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit::from_policy(inner, self.policy.clone())
+    }
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("limiter", &self.limiter)
+            .field("key_by", &self.key_by)
+            .field("tier_selector", &self.tiers.as_ref().map(|_| ".."))
+            .field("cost", &self.cost.as_ref().map(|_| ".."))
+            .field("learn", &self.learn)
+            .field("learn_limits", &self.learn_limits)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.policy.fmt(f)
+    }
+}

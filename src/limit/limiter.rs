@@ -1,0 +1,870 @@
+//! The [`Limiter`]: the shared handle that paces requests, usable with or without the layer.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::{Instant, Sleep};
+
+use super::error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
+use super::gate::{Entered, Gates};
+use super::key::Key;
+use super::quota::{dur_ns, smallcosts::Costs, Quota, Tier};
+use super::store::{
+    AcquireRequest, Decision, MemoryStore, QuotaSpec, Store, StoreError, StoreFuture, Update,
+};
+use crate::classify::{Classification, QuotaClass, Scope};
+use crate::clock::WallClock;
+use crate::headers::RateLimitWindow;
+
+/// What to do with a request that is not admissible at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Hold it until it is admissible (the default), failing at once if that would take
+    /// longer than `max_wait`.
+    #[default]
+    Wait,
+    /// Fail at once with [`RateLimited`].
+    Reject,
+}
+
+/// The default longest wait: five minutes (a burst of 100 requests on 20 per minute).
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(300);
+
+#[derive(Clone)]
+struct Config {
+    tier: Tier,
+    store: Arc<dyn Store>,
+    margin: Duration,
+    max_wait: Option<Duration>,
+    mode: Mode,
+    clock: WallClock,
+}
+
+struct Shared {
+    config: Config,
+    gates: Gates,
+    margin_ns: u64,
+    /// The limiter's clock: `wall_epoch + (tokio::time::Instant::now() - epoch)`, in
+    /// nanoseconds since the Unix epoch. Monotonic, follows tokio's paused clock, and agrees
+    /// with the wall clock at construction (for calendar windows and shared stores).
+    epoch: Instant,
+    wall_epoch: u64,
+}
+
+/// The shared rate limiter: a default [`Tier`], a [`Store`], FIFO queues of waiters, and a
+/// clock. Cheap to clone; every clone (and every service of a
+/// [`RateLimitLayer`](super::RateLimitLayer)) shares the same state.
+///
+/// ```
+/// use tower_quota::{Quota, Tier};
+/// use tower_quota::limit::{Key, Limiter};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let limiter = Limiter::new(Tier::new("demo").with_quota(Quota::per_minute(2)));
+/// let key = Key::of("alice");
+/// let start = tokio::time::Instant::now();
+/// limiter.acquire(key, 1).await.unwrap();
+/// limiter.acquire(key, 1).await.unwrap();
+/// limiter.acquire(key, 1).await.unwrap(); // waits for the first to leave the window
+/// assert!(start.elapsed() >= std::time::Duration::from_secs(60));
+/// let snap = limiter.snapshot(key).await.unwrap();
+/// assert_eq!(snap.windows[0].used, 1); // the first two have left the window
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Limiter {
+    shared: Arc<Shared>,
+}
+
+static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
+
+impl Limiter {
+    /// A limiter enforcing `tier` by default, in memory, in [`Mode::Wait`] with
+    /// [`DEFAULT_MAX_WAIT`], no margin, on the system wall clock.
+    pub fn new(tier: Tier) -> Limiter {
+        Limiter::from_config(Config {
+            tier,
+            store: Arc::new(MemoryStore::new()),
+            margin: Duration::ZERO,
+            max_wait: Some(DEFAULT_MAX_WAIT),
+            mode: Mode::Wait,
+            clock: WallClock::system(),
+        })
+    }
+
+    fn from_config(config: Config) -> Limiter {
+        let wall_epoch = config
+            .clock
+            .now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, dur_ns);
+        Limiter {
+            shared: Arc::new(Shared {
+                margin_ns: dur_ns(config.margin),
+                config,
+                gates: Gates::new(),
+                epoch: Instant::now(),
+                wall_epoch,
+            }),
+        }
+    }
+
+    fn reconfigure(self, f: impl FnOnce(&mut Config)) -> Limiter {
+        let mut config = self.shared.config.clone();
+        f(&mut config);
+        Limiter::from_config(config)
+    }
+
+    /// Sets the store (a new limiter: configure before sharing).
+    pub fn with_store(self, store: impl Store) -> Limiter {
+        self.reconfigure(|c| c.store = Arc::new(store))
+    }
+
+    /// Sets a shared store (a new limiter: configure before sharing).
+    pub fn with_shared_store(self, store: Arc<dyn Store>) -> Limiter {
+        self.reconfigure(|c| c.store = store)
+    }
+
+    /// Adds `margin` to every window (and cooldown), to absorb clock and network jitter
+    /// between client and server. Default: zero.
+    pub fn with_margin(self, margin: Duration) -> Limiter {
+        self.reconfigure(|c| c.margin = margin)
+    }
+
+    /// Sets the longest a request may wait (`None`: no bound). Default: [`DEFAULT_MAX_WAIT`].
+    pub fn with_max_wait(self, max_wait: Option<Duration>) -> Limiter {
+        self.reconfigure(|c| c.max_wait = max_wait)
+    }
+
+    /// Sets the mode. Default: [`Mode::Wait`].
+    pub fn with_mode(self, mode: Mode) -> Limiter {
+        self.reconfigure(|c| c.mode = mode)
+    }
+
+    /// Sets the wall clock the limiter's time is anchored to (read once, at construction;
+    /// the limiter then advances with `tokio::time::Instant`). Calendar windows reset at
+    /// multiples of their period on this clock.
+    pub fn with_wall_clock(self, clock: WallClock) -> Limiter {
+        self.reconfigure(|c| c.clock = clock)
+    }
+
+    /// The default tier.
+    pub fn tier(&self) -> &Tier {
+        &self.shared.config.tier
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.config.store
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.shared.config.mode
+    }
+
+    /// The longest wait.
+    pub fn max_wait(&self) -> Option<Duration> {
+        self.shared.config.max_wait
+    }
+
+    /// The margin.
+    pub fn margin(&self) -> Duration {
+        self.shared.config.margin
+    }
+
+    /// The limiter's current time, in nanoseconds since the Unix epoch: what it passes to the
+    /// store.
+    pub fn now_ns(&self) -> u64 {
+        self.to_ns(Instant::now())
+    }
+
+    /// The limiter's current time as wall-clock time.
+    pub fn now_wall(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(self.now_ns())
+    }
+
+    /// A [`WallClock`] that reads the limiter's time: the wall clock as of construction,
+    /// advanced with `tokio::time::Instant` — so under `tokio::time::pause()` it advances
+    /// with virtual time. Hand it to other layers so that everyone agrees on "now".
+    pub fn wall_clock(&self) -> WallClock {
+        let (epoch, wall_epoch) = (self.shared.epoch, self.shared.wall_epoch);
+        WallClock::from_fn(move || {
+            let ns =
+                wall_epoch.saturating_add(dur_ns(Instant::now().saturating_duration_since(epoch)));
+            SystemTime::UNIX_EPOCH + Duration::from_nanos(ns)
+        })
+    }
+
+    fn to_ns(&self, t: Instant) -> u64 {
+        let s = &self.shared;
+        s.wall_epoch
+            .saturating_add(dur_ns(t.saturating_duration_since(s.epoch)))
+    }
+
+    fn to_instant(&self, ns: u64) -> Instant {
+        let s = &self.shared;
+        let d = Duration::from_nanos(ns.saturating_sub(s.wall_epoch));
+        s.epoch.checked_add(d).unwrap_or_else(far_future)
+    }
+
+    /// Waits until `key` may send a request of weight `cost` under the default tier, and
+    /// records it. Quotas of [`Dimension::Requests`](crate::headers::Dimension::Requests)
+    /// count 1, weighted quotas count `cost`.
+    ///
+    /// Dropping the future before it completes gives its place in the queue back and records
+    /// nothing.
+    pub fn acquire(&self, key: Key, cost: u64) -> Acquire {
+        self.acquire_tier(key, self.shared.config.tier.clone(), cost)
+    }
+
+    /// Like [`acquire`](Self::acquire), under `tier`. Keys are scoped to the tier: the same
+    /// key under two tiers has two sets of windows.
+    pub fn acquire_with(&self, key: Key, tier: &Tier, cost: u64) -> Acquire {
+        self.acquire_tier(key, tier.clone(), cost)
+    }
+
+    pub(crate) fn acquire_tier(&self, key: Key, tier: Tier, cost: u64) -> Acquire {
+        Acquire {
+            limiter: self.clone(),
+            store_key: key.with_tier(tier.id()),
+            key,
+            costs: tier.costs(cost),
+            tier,
+            id: 0,
+            deadline: None,
+            state: State::Start,
+            sleep: None,
+        }
+    }
+
+    /// Admits `key` under the default tier *now* or fails at once, without a future — the
+    /// counterpart of governor's `check`. It respects the queue: if requests of this
+    /// process wait on the key, it fails with [`RateLimited`] (reason
+    /// [`Reason::Rejected`]) rather than pass them. Needs a store that answers at once (the
+    /// in-memory store); other stores fail with [`AcquireError::Store`].
+    pub fn try_acquire(&self, key: Key, cost: u64) -> Result<(), AcquireError> {
+        let s = &*self.shared;
+        let tier = &s.config.tier;
+        if tier.specs().is_empty() {
+            return Ok(());
+        }
+        let store_key = key.with_tier(tier.id());
+        if s.gates.maybe_queued(store_key) && s.gates.waiting(store_key) > 0 {
+            return Err(limited(key, tier, Reason::Rejected, None));
+        }
+        let costs = tier.costs(cost);
+        let req = AcquireRequest {
+            key: store_key,
+            quotas: tier.specs(),
+            costs: costs.as_slice(),
+            now: self.now_ns(),
+            margin: s.margin_ns,
+        };
+        match s.config.store.acquire_now(&req) {
+            Some(Ok(Decision::Admitted)) => Ok(()),
+            Some(Ok(Decision::NotBefore(t))) => Err(limited(
+                key,
+                tier,
+                Reason::Rejected,
+                Some(self.to_instant(t)),
+            )),
+            Some(Ok(Decision::Exceeds { quota, limit })) => {
+                Err(AcquireError::CostExceedsLimit(CostExceedsLimit {
+                    tier: tier.clone(),
+                    quota,
+                    cost: costs.as_slice()[quota],
+                    limit,
+                }))
+            }
+            Some(Err(e)) => Err(AcquireError::Store(e)),
+            None => Err(AcquireError::Store(StoreError::new(
+                "the store cannot answer at once: use `acquire`",
+            ))),
+        }
+    }
+
+    /// The state of `key`'s windows under the default tier.
+    pub async fn snapshot(&self, key: Key) -> Result<Snapshot, StoreError> {
+        let tier = self.shared.config.tier.clone();
+        self.snapshot_with(key, &tier).await
+    }
+
+    /// The state of `key`'s windows under `tier`.
+    pub async fn snapshot_with(&self, key: Key, tier: &Tier) -> Result<Snapshot, StoreError> {
+        let now = self.now_ns();
+        let store_key = key.with_tier(tier.id());
+        let s = &self.shared;
+        let snap = s
+            .config
+            .store
+            .snapshot(store_key, tier.specs(), now, s.margin_ns)
+            .await?;
+        let windows = tier
+            .quotas()
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let w = snap.as_ref().and_then(|s| s.windows.get(i).copied());
+                let limit = w.map_or(q.limit(), |w| w.limit);
+                let used = w.map_or(0, |w| w.used);
+                WindowSnapshot {
+                    quota: q.clone(),
+                    limit,
+                    used,
+                    remaining: limit.saturating_sub(used),
+                    next_free: self.to_instant(w.map_or(now, |w| w.next_free).max(now)),
+                }
+            })
+            .collect();
+        let blocked = snap.as_ref().map_or(0, |s| s.blocked_until);
+        Ok(Snapshot {
+            windows,
+            blocked_until: (blocked > now).then(|| self.to_instant(blocked)),
+            waiting: s.gates.waiting(store_key),
+        })
+    }
+
+    /// Blocks `key` (under `tier`) until `delay` from now (plus the margin): waiting requests
+    /// are held too.
+    pub async fn cool_down(
+        &self,
+        key: Key,
+        tier: &Tier,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        let until = self
+            .now_ns()
+            .saturating_add(dur_ns(delay))
+            .saturating_add(self.shared.margin_ns);
+        tracing::info!(key = %key, tier = tier.name(), delay_ms = delay.as_millis() as u64, "rate limit: cooling down");
+        self.apply(key.with_tier(tier.id()), tier, Update::BlockUntil(until))
+            .await
+    }
+
+    fn apply(
+        &self,
+        store_key: Key,
+        tier: &Tier,
+        update: Update,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let s = &self.shared;
+        let now = self.now_ns();
+        let done = s
+            .config
+            .store
+            .update_now(store_key, tier.specs(), update, now, s.margin_ns);
+        let fut = (!done).then(|| {
+            let store = s.config.store.clone();
+            let specs = tier.specs().clone();
+            let margin = s.margin_ns;
+            async move { store.update(store_key, specs, update, now, margin).await }
+        });
+        async move {
+            match fut {
+                Some(f) => f.await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Learns from a response's classification for `key` under `tier`: a cooldown after a
+    /// rate-limited response with a delay, a block until an exhausted quota resets, a pause
+    /// until a window with nothing remaining resets, a tightened count when the server says
+    /// fewer units remain than the local count, and (with `learn_limits`) the server's
+    /// limits. Model- and upstream-scoped limits are applied only when `keys_model` says the
+    /// key is the model's: an upstream 429 never pauses a whole account.
+    ///
+    /// Returns `None` when the store applied everything at once, else a future to drive.
+    pub fn learn(
+        &self,
+        key: Key,
+        tier: &Tier,
+        classification: &Classification,
+        options: LearnOptions,
+    ) -> Option<StoreFuture<'static, ()>> {
+        let updates = self.updates(key, tier, classification, options);
+        if updates.is_empty() {
+            return None;
+        }
+        let store_key = key.with_tier(tier.id());
+        let s = &self.shared;
+        let now = self.now_ns();
+        let mut rest = Vec::new();
+        for u in updates {
+            if !s
+                .config
+                .store
+                .update_now(store_key, tier.specs(), u, now, s.margin_ns)
+            {
+                rest.push(u);
+            }
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let store = s.config.store.clone();
+        let specs = tier.specs().clone();
+        let margin = s.margin_ns;
+        Some(Box::pin(async move {
+            for u in rest {
+                store
+                    .update(store_key, specs.clone(), u, now, margin)
+                    .await?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn updates(
+        &self,
+        key: Key,
+        tier: &Tier,
+        c: &Classification,
+        options: LearnOptions,
+    ) -> Vec<Update> {
+        let mut out = Vec::new();
+        let applies = match c.scope() {
+            Scope::Model | Scope::Upstream => options.keys_model,
+            _ => true,
+        };
+        if !applies {
+            if c.class() == QuotaClass::RateLimited {
+                tracing::debug!(key = %key, tier = tier.name(), scope = %c.scope(), "rate limit: not cooling the key down for a model- or upstream-scoped limit");
+            }
+            return out;
+        }
+        let now = self.now_ns();
+        let margin = self.shared.margin_ns;
+        let until = |d: Duration| now.saturating_add(dur_ns(d)).saturating_add(margin);
+        let info = c.rate_limit();
+        let delay = match c.class() {
+            QuotaClass::RateLimited => c.retry_after().or_else(|| info.exhausted_reset()),
+            QuotaClass::QuotaExhausted => c
+                .reset_after()
+                .or(c.retry_after())
+                .or_else(|| info.exhausted_reset()),
+            _ => None,
+        };
+        if let Some(d) = delay {
+            tracing::info!(key = %key, tier = tier.name(), class = %c.class(), delay_ms = d.as_millis() as u64, "rate limit: cooling down");
+            out.push(Update::BlockUntil(until(d)));
+        }
+        for w in info.windows() {
+            if w.remaining == Some(0) {
+                if let Some(r) = w.reset {
+                    tracing::info!(key = %key, tier = tier.name(), reset_ms = r.as_millis() as u64, "rate limit: window exhausted, pausing until reset");
+                    out.push(Update::BlockUntil(until(r)));
+                }
+            }
+            let Some(quota) = match_quota(tier.quotas(), w) else {
+                continue;
+            };
+            if let Some(remaining) = w.remaining {
+                out.push(Update::Remaining {
+                    quota,
+                    remaining,
+                    reset: w.reset.map(dur_ns),
+                });
+            }
+            if options.learn_limits {
+                if let Some(limit) = w.limit.filter(|&l| l > 0) {
+                    if limit != tier.quotas()[quota].limit() {
+                        tracing::info!(key = %key, tier = tier.name(), quota, limit, "rate limit: adopting the server's limit");
+                    }
+                    out.push(Update::Limit { quota, limit });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What [`Limiter::learn`] may apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LearnOptions {
+    /// Replace configured limits with the ones the server announces.
+    pub learn_limits: bool,
+    /// The key tells models apart: model- and upstream-scoped limits may cool it down.
+    pub keys_model: bool,
+}
+
+/// The quota of the tier a server-reported window describes: same dimension, and the same
+/// window length if the server said, else the same limit, else the only one.
+fn match_quota(quotas: &[Quota], w: &RateLimitWindow) -> Option<usize> {
+    let mut same_dim = quotas
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| q.dimension() == &w.dimension);
+    if let Some(len) = w.window {
+        return same_dim
+            .find(|(_, q)| q.window().length() == len)
+            .map(|(i, _)| i);
+    }
+    let cands: Vec<usize> = same_dim.map(|(i, _)| i).collect();
+    if let Some(limit) = w.limit {
+        if let Some(&i) = cands.iter().find(|&&i| quotas[i].limit() == limit) {
+            return Some(i);
+        }
+    }
+    (cands.len() == 1).then(|| cands[0])
+}
+
+fn limited(key: Key, tier: &Tier, reason: Reason, available_at: Option<Instant>) -> AcquireError {
+    let now = Instant::now();
+    let e = RateLimited {
+        key,
+        tier: tier.clone(),
+        reason,
+        available_at,
+        retry_after: available_at.map(|t| t.saturating_duration_since(now)),
+    };
+    tracing::info!(key = %key, tier = tier.name(), reason = ?reason, retry_after_ms = e.retry_after.map(|d| d.as_millis() as u64), "rate limit: request not admitted");
+    AcquireError::RateLimited(e)
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.shared.config;
+        f.debug_struct("Limiter")
+            .field("tier", &c.tier)
+            .field("store", &c.store)
+            .field("mode", &c.mode)
+            .field("max_wait", &c.max_wait)
+            .field("margin", &c.margin)
+            .field("clock", &c.clock)
+            .finish()
+    }
+}
+
+/// The state of one key's windows (see [`Limiter::snapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// One entry per quota of the tier, in order.
+    pub windows: Vec<WindowSnapshot>,
+    /// The key is blocked (cooling down or paused) until then.
+    pub blocked_until: Option<Instant>,
+    /// Requests waiting on the key in this process.
+    pub waiting: usize,
+}
+
+/// The state of one window of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowSnapshot {
+    /// The quota as configured.
+    pub quota: Quota,
+    /// The limit in force (a learned limit replaces the configured one).
+    pub limit: u64,
+    /// Units counted in the window now.
+    pub used: u64,
+    /// Units left now.
+    pub remaining: u64,
+    /// The earliest time one more unit fits (now if it fits now).
+    pub next_free: Instant,
+}
+
+// === impl Acquire ===
+
+enum State {
+    Start,
+    Queued,
+    Check,
+    Storing(StoreFuture<'static, Decision>),
+    Sleeping,
+    Done,
+}
+
+/// The future of [`Limiter::acquire`]: resolves once the request is admitted (and recorded),
+/// or fails with an [`AcquireError`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Acquire {
+    limiter: Limiter,
+    tier: Tier,
+    key: Key,
+    store_key: Key,
+    costs: Costs,
+    /// The waiter's id in the key's queue, 0 when not queued.
+    id: u64,
+    deadline: Option<Instant>,
+    state: State,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Acquire {
+    /// The (hashed) key.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    fn request<'a>(&'a self, specs: &'a [QuotaSpec], now: u64) -> AcquireRequest<'a> {
+        AcquireRequest {
+            key: self.store_key,
+            quotas: specs,
+            costs: self.costs.as_slice(),
+            now,
+            margin: self.limiter.shared.margin_ns,
+        }
+    }
+
+    fn leave(&mut self) {
+        if self.id != 0 {
+            self.limiter.shared.gates.leave(self.store_key, self.id);
+            self.id = 0;
+        }
+    }
+
+    /// Arms the timer for `at` (polled by the caller's state).
+    fn arm(&mut self, at: Instant) {
+        match &mut self.sleep {
+            Some(s) => s.as_mut().reset(at),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    fn limited(&self, reason: Reason, available_at: Option<Instant>) -> AcquireError {
+        limited(self.key, &self.tier, reason, available_at)
+    }
+
+    /// Handles the store's decision for the head of the queue.
+    fn decide(
+        &mut self,
+        decision: Result<Decision, StoreError>,
+    ) -> Option<Result<(), AcquireError>> {
+        match decision {
+            Ok(Decision::Admitted) => {
+                self.leave();
+                Some(Ok(()))
+            }
+            Ok(Decision::NotBefore(t)) => {
+                let at = self.limiter.to_instant(t);
+                if self.deadline.is_some_and(|d| at > d) {
+                    self.leave();
+                    let reason = match self.limiter.shared.config.mode {
+                        Mode::Reject => Reason::Rejected,
+                        Mode::Wait => Reason::MaxWait,
+                    };
+                    return Some(Err(self.limited(reason, Some(at))));
+                }
+                self.limiter.shared.gates.set_head_until(self.store_key, t);
+                tracing::debug!(key = %self.key, tier = self.tier.name(), wait_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64, "rate limit: waiting");
+                self.arm(at);
+                self.state = State::Sleeping;
+                None
+            }
+            Ok(Decision::Exceeds { quota, limit }) => {
+                self.leave();
+                Some(Err(AcquireError::CostExceedsLimit(CostExceedsLimit {
+                    tier: self.tier.clone(),
+                    quota,
+                    cost: self.costs.as_slice().get(quota).copied().unwrap_or(0),
+                    limit,
+                })))
+            }
+            Err(e) => {
+                self.leave();
+                Some(Err(AcquireError::Store(e)))
+            }
+        }
+    }
+}
+
+impl Future for Acquire {
+    type Output = Result<(), AcquireError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            match std::mem::replace(&mut this.state, State::Done) {
+                State::Start => {
+                    if this.tier.specs().is_empty() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let now_i = Instant::now();
+                    // Fast path: nobody waits on this shard of keys, ask the store directly.
+                    // An admission (or a final failure) needs no queue; a wait joins the
+                    // queue below, which asks again under its lock.
+                    let fast = {
+                        let s = &*this.limiter.shared;
+                        if s.gates.maybe_queued(this.store_key) {
+                            None
+                        } else {
+                            let req = AcquireRequest {
+                                key: this.store_key,
+                                quotas: this.tier.specs(),
+                                costs: this.costs.as_slice(),
+                                now: this.limiter.to_ns(now_i),
+                                margin: s.margin_ns,
+                            };
+                            s.config.store.acquire_now(&req)
+                        }
+                    };
+                    match fast {
+                        Some(Ok(Decision::Admitted)) => return Poll::Ready(Ok(())),
+                        Some(d @ (Ok(Decision::Exceeds { .. }) | Err(_))) => {
+                            return Poll::Ready(this.decide(d).expect("a final decision"));
+                        }
+                        _ => {}
+                    }
+                    let shared = this.limiter.shared.clone();
+                    this.deadline = match shared.config.mode {
+                        Mode::Reject => Some(now_i),
+                        Mode::Wait => shared.config.max_wait.and_then(|d| now_i.checked_add(d)),
+                    };
+                    let now = this.limiter.to_ns(now_i);
+                    let id = NEXT_WAITER.fetch_add(1, Ordering::Relaxed);
+                    let specs = this.tier.specs().clone();
+                    let req = this.request(&specs, now);
+                    let entered = shared.gates.enter(
+                        this.store_key,
+                        id,
+                        cx.waker(),
+                        || shared.config.store.acquire_now(&req),
+                        |d| {
+                            matches!(
+                                d,
+                                Some(Ok(Decision::Admitted))
+                                    | Some(Err(_))
+                                    | Some(Ok(Decision::Exceeds { .. }))
+                            )
+                        },
+                    );
+                    match entered {
+                        Entered::Decided(d) => {
+                            let d = d.expect("decided only on Some");
+                            if let Some(out) = this.decide(d) {
+                                return Poll::Ready(out);
+                            }
+                        }
+                        Entered::Head(Some(d)) => {
+                            this.id = id;
+                            if let Some(out) = this.decide(d) {
+                                return Poll::Ready(out);
+                            }
+                        }
+                        Entered::Head(None) => {
+                            this.id = id;
+                            this.state = State::Check;
+                        }
+                        Entered::Queued { head_until } => {
+                            this.id = id;
+                            let head_at =
+                                (head_until != 0).then(|| this.limiter.to_instant(head_until));
+                            if shared.config.mode == Mode::Reject {
+                                this.leave();
+                                return Poll::Ready(Err(this.limited(Reason::Rejected, head_at)));
+                            }
+                            if let (Some(d), Some(h)) = (this.deadline, head_at) {
+                                if h > d {
+                                    this.leave();
+                                    return Poll::Ready(
+                                        Err(this.limited(Reason::MaxWait, Some(h))),
+                                    );
+                                }
+                            }
+                            if let Some(d) = this.deadline {
+                                this.arm(d);
+                            }
+                            this.state = State::Queued;
+                        }
+                    }
+                }
+                State::Queued => {
+                    if this
+                        .limiter
+                        .shared
+                        .gates
+                        .is_head(this.store_key, this.id, cx.waker())
+                    {
+                        this.state = State::Check;
+                        continue;
+                    }
+                    this.state = State::Queued;
+                    if let Some(s) = &mut this.sleep {
+                        if s.as_mut().poll(cx).is_ready() {
+                            this.leave();
+                            return Poll::Ready(Err(this.limited(Reason::MaxWait, None)));
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                State::Check => {
+                    let shared = this.limiter.shared.clone();
+                    let now = this.limiter.now_ns();
+                    let specs = this.tier.specs().clone();
+                    let req = this.request(&specs, now);
+                    match shared.config.store.acquire_now(&req) {
+                        Some(d) => {
+                            if let Some(out) = this.decide(d) {
+                                return Poll::Ready(out);
+                            }
+                        }
+                        None => {
+                            let store = shared.config.store.clone();
+                            let key = this.store_key;
+                            let costs = this.costs.clone();
+                            let margin = shared.margin_ns;
+                            this.state = State::Storing(Box::pin(async move {
+                                store
+                                    .acquire(AcquireRequest {
+                                        key,
+                                        quotas: &specs,
+                                        costs: costs.as_slice(),
+                                        now,
+                                        margin,
+                                    })
+                                    .await
+                            }));
+                        }
+                    }
+                }
+                State::Storing(mut fut) => match fut.as_mut().poll(cx) {
+                    Poll::Ready(d) => {
+                        if let Some(out) = this.decide(d) {
+                            return Poll::Ready(out);
+                        }
+                    }
+                    Poll::Pending => {
+                        this.state = State::Storing(fut);
+                        return Poll::Pending;
+                    }
+                },
+                State::Sleeping => {
+                    let s = this.sleep.as_mut().expect("sleeping has a timer");
+                    if s.as_mut().poll(cx).is_ready() {
+                        this.state = State::Check;
+                    } else {
+                        this.state = State::Sleeping;
+                        return Poll::Pending;
+                    }
+                }
+                State::Done => panic!("Acquire polled after completion"),
+            }
+        }
+    }
+}
+
+impl Drop for Acquire {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl fmt::Debug for Acquire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("key", &self.key)
+            .field("tier", &self.tier.name())
+            .field("costs", &self.costs.as_slice())
+            .finish()
+    }
+}

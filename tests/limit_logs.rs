@@ -1,0 +1,105 @@
+//! The raw API key never shows in logs, errors or `Debug` output. Alone in its own test
+//! binary: tracing caches per-callsite interest process-wide, so a thread-local subscriber
+//! must not race other tests.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use tower::{service_fn, Layer, ServiceExt};
+use tower_quota::classify::{Classification, QuotaClass};
+use tower_quota::limit::{Key, KeyBy, RateLimited};
+use tower_quota::{Quota, RateLimitLayer, Tier};
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// A subscriber that writes every event's fields into a string.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<String>>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, "{}={:?} ", field.name(), value);
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut s = self.0.lock().unwrap();
+        event.record(&mut Fields(&mut s));
+        s.push('\n');
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_raw_api_key_never_shows() {
+    const SECRET: &str = "sk-or-v1-0123456789abcdef";
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(capture.clone());
+    let c = Classification::new(QuotaClass::RateLimited).with_retry_after(5 * SEC);
+    let layer = RateLimitLayer::new(tier(1, 60 * SEC))
+        .key_by(KeyBy::ApiKey)
+        .with_max_wait(10 * SEC);
+    let svc = layer.layer(answering(c));
+    svc.clone().oneshot(req_with_key(SECRET)).await.unwrap(); // cools down
+    let waited = svc.clone().oneshot(req_with_key(SECRET)).await; // beyond max_wait
+    let err = waited.unwrap_err();
+    let limited = err.downcast_ref::<RateLimited>().unwrap();
+    let key = Key::of(format!("Bearer {SECRET}").as_bytes());
+    assert_eq!(limited.key(), key);
+    let logs = capture.0.lock().unwrap().clone();
+    assert!(logs.contains("cooling down"), "{logs}");
+    assert!(logs.contains("not admitted"), "{logs}");
+    assert!(logs.contains(&key.to_string()), "{logs}");
+    let debug = format!(
+        "{err:?} {err} {limited:?} {layer:?} {:?} {:?}",
+        layer.limiter(),
+        layer.limiter().snapshot(key).await.unwrap()
+    );
+    for text in [&logs, &debug] {
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+    }
+}
+
+fn tier(n: u64, w: Duration) -> Tier {
+    Tier::new("test").with_quota(Quota::new(n, w))
+}
+
+fn req_with_key(key: &str) -> Request<()> {
+    Request::builder()
+        .header("authorization", format!("Bearer {key}"))
+        .body(())
+        .unwrap()
+}
+
+fn answering(
+    first: Classification,
+) -> impl tower::Service<Request<()>, Response = Response<()>, Error = Infallible, Future = impl Send>
+       + Clone {
+    let first = Arc::new(Mutex::new(Some(first)));
+    service_fn(move |_req: Request<()>| {
+        let c = first.lock().unwrap().take();
+        async move {
+            let mut resp = Response::new(());
+            if let Some(c) = c {
+                *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                resp.extensions_mut().insert(c);
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    })
+}
