@@ -53,5 +53,7 @@
 pub mod classify;
 pub mod clock;
 pub mod headers;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 pub use classify::QuotaClassifyLayer;
