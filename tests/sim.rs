@@ -546,10 +546,34 @@ async fn loopback_serves_end_to_end_and_shuts_down() {
     assert_eq!(body["data"]["free_model_daily_requests"]["used"], 1);
     assert_eq!(sim.stats().requests, 2);
 
-    drop(client); // its pooled connection would otherwise hold the shutdown for the drain time
+    // The client's pooled connection is idle: shutdown closes it at once.
     server.shutdown().await;
     let fresh = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = key_info("sk-test");
     *req.uri_mut() = format!("http://{addr}/api/v1/key").parse().unwrap();
     assert!(fresh.request(req).await.is_err());
+}
+
+#[tokio::test]
+async fn loopback_shutdown_lets_a_request_in_flight_finish() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let sim = Simulator::builder()
+        .key("sk-test", Tier::unlimited())
+        .latency(Duration::from_millis(50), Duration::from_millis(50))
+        .build();
+    let (addr, server) = sim.serve(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = completion("sk-test", PAID);
+    *req.uri_mut() = format!("http://{addr}/api/v1/chat/completions")
+        .parse()
+        .unwrap();
+    let in_flight = tokio::spawn(client.request(req));
+    // The request is recorded when decided, before its latency.
+    while sim.stats().requests == 0 {
+        sleep(Duration::from_millis(1)).await;
+    }
+    drop(server); // dropping the handle shuts down too
+    assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
 }

@@ -378,8 +378,9 @@ impl Simulator {
                 return (answer, outcome);
             }
         }
-        if state.burst_until.is_some_and(|until| until > now) || starts_burst {
-            if starts_burst && !state.burst_until.is_some_and(|until| until > now) {
+        let in_burst = state.burst_until.is_some_and(|until| until > now);
+        if in_burst || starts_burst {
+            if !in_burst {
                 state.burst_until = Some(now + faults.burst);
             }
             let body = json!({"error": {
@@ -582,7 +583,7 @@ fn round_credits(x: f64) -> f64 {
 /// admitted).
 fn epoch_ms_ceil(t: SystemTime) -> u64 {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    d.as_millis() as u64 + u64::from(d.subsec_nanos() % 1_000_000 > 0)
+    d.as_millis() as u64 + u64::from(!d.subsec_nanos().is_multiple_of(1_000_000))
 }
 
 /// The `Authorization: Bearer <key>` key, if any.
@@ -630,11 +631,13 @@ where
 /// The response future of [`Simulator`] as a service. Boxed: this is a test double, not a
 /// hot path.
 pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>,
+    inner: Pin<Box<dyn Future<Output = ServiceResult> + Send>>,
 }
 
+type ServiceResult = Result<Response<Full<Bytes>>, Infallible>;
+
 impl Future for ResponseFuture {
-    type Output = Result<Response<Full<Bytes>>, Infallible>;
+    type Output = ServiceResult;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.inner.as_mut().poll(cx)
