@@ -10,7 +10,9 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::time::{sleep, Instant};
 use tower::ServiceExt;
-use tower_quota::sim::{Account, Faults, Limit, Models, Outcome, Period, Simulator, Stats, Tier};
+use tower_quota::sim::{
+    Account, Faults, Limit, Models, Outcome, Period, Record, Simulator, Stats, Tier,
+};
 
 const FREE: &str = "meta-llama/llama-3.3-70b-instruct:free";
 const PAID: &str = "openai/gpt-4o-mini";
@@ -421,6 +423,8 @@ async fn fault_injection_is_reproducible_by_seed() {
         assert!(a.iter().any(|&(s, _)| s == status), "{status} in {a:?}");
     }
     assert!(a.iter().all(|&(s, ms)| s == 503 || (10..=90).contains(&ms)));
+    // Bursts end.
+    assert!(a.windows(2).any(|w| w[0].0 == 503 && w[1].0 != 503));
 }
 
 #[tokio::test(start_paused = true)]
@@ -473,7 +477,9 @@ async fn upstream_429_carries_its_delay_in_the_body_and_enforces_it() {
             },
         ]
     );
-    assert!(sim.stats().admissions.is_empty());
+    let stats = sim.stats();
+    assert!(stats.admissions.is_empty());
+    assert_eq!(stats.early_retries(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -484,6 +490,10 @@ async fn unavailable_bursts_and_bad_gateways() {
         .build();
     let down = send(&sim, completion("sk-test", PAID)).await;
     assert_eq!(down.status, 503);
+    // Every request during the burst gets it.
+    sleep(Duration::from_millis(1_999)).await;
+    assert_eq!(send(&sim, completion("sk-test", PAID)).await.status, 503);
+    assert_eq!(sim.stats().count(503), 2);
     assert_eq!(
         down.body,
         json!({"error": {"code": 503, "message": "No allowed providers are available for the selected model."}})
@@ -496,6 +506,25 @@ async fn unavailable_bursts_and_bad_gateways() {
     assert_eq!(bad.status, 502);
     assert_eq!(bad.body["error"]["code"], 502);
     assert_eq!(sim.stats().records[0].outcome, Outcome::BadGateway);
+}
+
+#[tokio::test(start_paused = true)]
+async fn responses_carry_their_record_and_clocks_agree() {
+    let sim = free_sim();
+    let response = sim
+        .clone()
+        .oneshot(completion("sk-test", FREE))
+        .await
+        .unwrap();
+    let record = response.extensions().get::<Record>().unwrap();
+    assert_eq!(record.outcome, Outcome::Completed);
+    assert_eq!(record.model.as_deref(), Some(FREE));
+    assert_eq!(record.key.as_deref(), Some("sk-test"));
+    assert_eq!(record.at, sim.started_at());
+    assert_eq!(record.wall, ten_am());
+    sleep(Duration::from_secs(90)).await;
+    let now = sim.wall_clock();
+    assert_eq!(now(), ten_am() + Duration::from_secs(90));
 }
 
 #[tokio::test(start_paused = true)]
@@ -517,13 +546,10 @@ async fn loopback_serves_end_to_end_and_shuts_down() {
 
     let sim = free_sim();
     assert_eq!(
-        sim.serve(([0, 0, 0, 0], 0).into())
-            .await
-            .unwrap_err()
-            .kind(),
+        sim.serve(([0, 0, 0, 0], 0)).await.unwrap_err().kind(),
         std::io::ErrorKind::InvalidInput
     );
-    let (addr, server) = sim.serve(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await.unwrap();
     assert!(addr.ip().is_loopback() && addr.port() != 0);
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
 
@@ -563,7 +589,7 @@ async fn loopback_shutdown_lets_a_request_in_flight_finish() {
         .key("sk-test", Tier::unlimited())
         .latency(Duration::from_millis(50), Duration::from_millis(50))
         .build();
-    let (addr, server) = sim.serve(([127, 0, 0, 1], 0).into()).await.unwrap();
+    let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await.unwrap();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = completion("sk-test", PAID);
     *req.uri_mut() = format!("http://{addr}/api/v1/chat/completions")

@@ -103,7 +103,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> std::io::Result<()> {
 //! let sim = Simulator::builder().key("sk-test", Tier::openrouter_free()).build();
-//! let (addr, server) = sim.serve(([127, 0, 0, 1], 0).into()).await?;
+//! let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await?;
 //! println!("POST http://{addr}/api/v1/chat/completions");
 //! // … run the client …
 //! server.shutdown().await;

@@ -25,7 +25,11 @@ impl Simulator {
     ///
     /// Must be called within a tokio runtime (it spawns the accept loop). Fails with
     /// [`io::ErrorKind::InvalidInput`] for an address that is not loopback.
-    pub async fn serve(&self, addr: SocketAddr) -> io::Result<(SocketAddr, ServerHandle)> {
+    pub async fn serve(
+        &self,
+        addr: impl Into<SocketAddr>,
+    ) -> io::Result<(SocketAddr, ServerHandle)> {
+        let addr = addr.into();
         if !addr.ip().is_loopback() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

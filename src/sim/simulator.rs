@@ -151,6 +151,26 @@ impl Simulator {
         self.wall_at(Instant::now())
     }
 
+    /// The simulator's wall clock as a function, for a client that must read the same time
+    /// (epoch resets, UTC midnights) — in paused tokio time the system clock would not move.
+    ///
+    /// ```
+    /// # use tower_quota::sim::{Simulator, Tier};
+    /// # let sim = Simulator::builder().build();
+    /// let now = sim.wall_clock();
+    /// assert_eq!(now(), sim.now_wall());
+    /// ```
+    pub fn wall_clock(&self) -> impl Fn() -> SystemTime + Send + Sync + 'static {
+        let sim = self.clone();
+        move || sim.now_wall()
+    }
+
+    /// The tokio instant the simulator was built: time zero of its timeline (its wall clock
+    /// read [`start_wall_time`](SimulatorBuilder::start_wall_time) then).
+    pub fn started_at(&self) -> Instant {
+        self.inner.base
+    }
+
     fn wall_at(&self, at: Instant) -> SystemTime {
         self.inner.start_wall + at.saturating_duration_since(self.inner.base)
     }
@@ -223,9 +243,10 @@ impl Simulator {
             _ => Route::NotFound,
         };
         let key = bearer(&parts.headers);
-        let answer = self.decide(&parts.method, path, key, route);
+        let (answer, record) = self.decide(&parts.method, path, key, route);
         let delay = answer.delay;
-        let response = answer.into_response();
+        let mut response = answer.into_response();
+        response.extensions_mut().insert(record);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -233,7 +254,13 @@ impl Simulator {
     }
 
     /// Decides the answer and records the request, atomically.
-    fn decide(&self, method: &Method, path: String, key: Option<String>, route: Route) -> Answer {
+    fn decide(
+        &self,
+        method: &Method,
+        path: String,
+        key: Option<String>,
+        route: Route,
+    ) -> (Answer, Record) {
         let now = Instant::now();
         let wall = self.wall_at(now);
         let mut state = self.lock();
@@ -280,7 +307,7 @@ impl Simulator {
                 decided
             }
         };
-        state.records.push(Record {
+        let record = Record {
             seq,
             at: now,
             wall,
@@ -291,8 +318,9 @@ impl Simulator {
             model,
             status: answer.status,
             outcome,
-        });
-        answer
+        };
+        state.records.push(record.clone());
+        (answer, record)
     }
 
     /// A completion for account `i`: credits, limits, faults, then the admission.

@@ -49,7 +49,8 @@ pub enum Outcome {
     BadGateway,
 }
 
-/// One request the simulator received.
+/// One request the simulator received. Responses of the in-process service also carry theirs
+/// in their extensions: `response.extensions().get::<Record>()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// Its number since the simulator started (or was [reset](super::Simulator::reset)), from 0.
@@ -133,6 +134,15 @@ impl Stats {
         stats.records = records;
         stats.admissions = admissions;
         stats
+    }
+
+    /// How many requests were sent before an upstream 429's delay had passed (see
+    /// [`Outcome::UpstreamRateLimited`]).
+    pub fn early_retries(&self) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::UpstreamRateLimited { early: true, .. }))
+            .count() as u64
     }
 
     /// How many requests got `status`.
