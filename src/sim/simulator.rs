@@ -64,6 +64,15 @@ enum Route {
     NotFound,
 }
 
+/// A completion request as it arrived.
+struct Arrival<'a> {
+    seq: u64,
+    key: &'a str,
+    model: &'a str,
+    now: Instant,
+    wall: SystemTime,
+}
+
 /// A decided answer: status, extra headers, JSON body, latency before it is sent.
 struct Answer {
     status: StatusCode,
@@ -295,15 +304,14 @@ impl Simulator {
                 Outcome::BadRequest,
             ),
             (Route::Completion { model: Ok(m) }, Some(i)) => {
-                let decided = self.complete(
-                    &mut state,
+                let arrival = Arrival {
                     seq,
-                    i,
-                    key.as_deref().unwrap_or(""),
-                    &m,
+                    key: key.as_deref().unwrap_or(""),
+                    model: &m,
                     now,
                     wall,
-                );
+                };
+                let decided = self.complete(&mut state, i, arrival);
                 model = Some(m);
                 decided
             }
@@ -325,17 +333,14 @@ impl Simulator {
     }
 
     /// A completion for account `i`: credits, limits, faults, then the admission.
-    #[allow(clippy::too_many_arguments)]
-    fn complete(
-        &self,
-        state: &mut State,
-        seq: u64,
-        i: usize,
-        key: &str,
-        model: &str,
-        now: Instant,
-        wall: SystemTime,
-    ) -> (Answer, Outcome) {
+    fn complete(&self, state: &mut State, i: usize, arrival: Arrival<'_>) -> (Answer, Outcome) {
+        let Arrival {
+            seq,
+            key,
+            model,
+            now,
+            wall,
+        } = arrival;
         let inner = &*self.inner;
         let account = &inner.accounts[i];
         let free = model.ends_with(":free");
@@ -447,7 +452,6 @@ impl Simulator {
         }
 
         // Admitted.
-        let seq_id = seq;
         state.accounts[i].admit(
             &account.tier.limits,
             Entry {
@@ -471,7 +475,7 @@ impl Simulator {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let body = json!({
-            "id": format!("gen-sim-{seq_id}"),
+            "id": format!("gen-sim-{seq}"),
             "provider": inner.provider,
             "model": model,
             "object": "chat.completion",
@@ -483,7 +487,7 @@ impl Simulator {
                 "index": 0,
                 "message": {
                     "role": "assistant",
-                    "content": format!("Simulated reply #{seq_id}."),
+                    "content": format!("Simulated reply #{seq}."),
                     "refusal": null,
                     "reasoning": null,
                 },
