@@ -603,3 +603,53 @@ async fn loopback_shutdown_lets_a_request_in_flight_finish() {
     drop(server); // dropping the handle shuts down too
     assert_eq!(in_flight.await.unwrap().unwrap().status(), 200);
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_clients_that_honour_the_reset_are_never_refused_twice() {
+    let sim = Simulator::builder()
+        .key("sk-test", Tier::openrouter_credited()) // 1000 a day: only the minute binds
+        .start_wall_time(ten_am())
+        .build();
+    let wall = sim.wall_clock();
+    let wall = std::sync::Arc::new(wall);
+    let mut workers = Vec::new();
+    for w in 0..16 {
+        let sim = sim.clone();
+        let wall = wall.clone();
+        workers.push(tokio::spawn(async move {
+            let mut refused_in_a_row = 0;
+            for _ in 0..(if w < 12 { 4 } else { 3 }) {
+                loop {
+                    let a = send(&sim, completion("sk-test", FREE)).await;
+                    if a.status == 200 {
+                        refused_in_a_row = 0;
+                        break;
+                    }
+                    assert_eq!(a.status, 429);
+                    refused_in_a_row += 1;
+                    assert!(
+                        refused_in_a_row < 3,
+                        "refused again at {:?}: {:?}",
+                        sim.now_wall(),
+                        a.headers
+                    );
+                    let reset: u64 = header(&a, "x-ratelimit-reset").unwrap().parse().unwrap();
+                    let until = UNIX_EPOCH + Duration::from_millis(reset);
+                    sleep(until.duration_since(wall()).unwrap_or_default()).await;
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.admissions.len(), 60);
+    assert_eq!(
+        stats.max_admissions_in(Models::Free, Duration::from_secs(60)),
+        20
+    );
+    // 20 at once, 20 a minute later, 20 a minute after that.
+    assert_eq!(stats.admission_span(), Duration::from_secs(120));
+    sim.check_invariants().unwrap();
+}

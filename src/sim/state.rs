@@ -195,6 +195,60 @@ mod tests {
         assert_eq!(s.check(&limits, true, t0, 6), Verdict::Admit);
     }
 
+    proptest::proptest! {
+        /// Any arrivals against two rolling windows and a daily cap: what is admitted never
+        /// breaks a limit, and every refusal was forced by admissions already in the log.
+        #[test]
+        fn admissions_keep_every_limit_and_refusals_are_forced(
+            gaps in proptest::collection::vec(0u64..400, 1..200),
+            n_short in 1u32..5,
+            n_long in 1u32..12,
+            cap in 1u32..60,
+        ) {
+            let short = Duration::from_millis(500);
+            let long = Duration::from_millis(3_000);
+            let limits = vec![
+                Limit::rolling(Models::All, n_short, short),
+                Limit::rolling(Models::All, n_long, long),
+                Limit::daily(Models::All, cap),
+            ];
+            let t0 = Instant::now();
+            let mut s = AccountState::default();
+            let mut admitted: Vec<(Instant, u64)> = Vec::new();
+            let mut t = t0;
+            for (k, gap) in gaps.iter().enumerate() {
+                t += Duration::from_millis(*gap);
+                let day = (k / 100) as u64; // a day boundary halfway through
+                let in_last = |w: Duration| admitted.iter().filter(|(a, _)| t - *a < w).count();
+                let today = admitted.iter().filter(|(_, d)| *d == day).count();
+                let forced = in_last(short) >= n_short as usize
+                    || in_last(long) >= n_long as usize
+                    || today >= cap as usize;
+                match s.check(&limits, true, t, day) {
+                    Verdict::Admit => {
+                        proptest::prop_assert!(!forced);
+                        s.admit(&limits, Entry { at: t, day, free: true });
+                        admitted.push((t, day));
+                    }
+                    Verdict::Window { reset, .. } => {
+                        proptest::prop_assert!(forced);
+                        proptest::prop_assert!(reset > t);
+                        // The reset is exact: refused a nanosecond before, not by a window at it.
+                        let before = reset - Duration::from_nanos(1);
+                        proptest::prop_assert!(s.check(&limits, true, before, day) != Verdict::Admit);
+                        let at_reset = s.check(&limits, true, reset, day);
+                        let window_at_reset = matches!(at_reset, Verdict::Window { .. });
+                        proptest::prop_assert!(!window_at_reset);
+                    }
+                    Verdict::Daily { .. } => proptest::prop_assert!(today >= cap as usize),
+                }
+            }
+            let times: Vec<Instant> = admitted.iter().map(|(a, _)| *a).collect();
+            proptest::prop_assert!(crate::sim::stats::max_in_window(&times, short) <= n_short as usize);
+            proptest::prop_assert!(crate::sim::stats::max_in_window(&times, long) <= n_long as usize);
+        }
+    }
+
     #[test]
     fn midnight() {
         let t = UNIX_EPOCH + Duration::from_secs(DAY_SECS * 3 - 30);
