@@ -37,7 +37,7 @@
 //! | status | when | body and headers |
 //! |---|---|---|
 //! | 404 | unknown endpoint | `{"error":{"message":"Not Found","code":404}}` |
-//! | 401 | no key, or an unknown key | `{"error":{"message":"User not found.","code":401}}` |
+//! | 401 | no key, or an unknown key | `{"error":{"message":"No auth credentials found","code":401}}`, or `"User not found."` for an unknown key |
 //! | 400 | no JSON `model` | `{"error":{"message":…,"code":400}}` |
 //! | 402 | a paid model and the [credits](Account::with_credits) do not cover the [price](SimulatorBuilder::price_per_request) | `{"error":{"code":402,"message":"Insufficient credits…"}}`, no `Retry-After` |
 //! | 429 | a UTC-daily cap is used up | `Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day`; `X-RateLimit-Limit`, `-Remaining: 0`, `-Reset` = the next UTC midnight in epoch ms, in the headers and in `error.metadata.headers`; no `Retry-After` |
@@ -51,7 +51,9 @@
 //!
 //! [`Simulator::stats`] returns every [`Record`] (arrival on both clocks, key, model, status,
 //! [`Outcome`]), every [`Admission`], counts by status, the 429s and the wasted calls (every
-//! non-2xx). [`Simulator::check_invariants`] verifies from the admission log that no limit was
+//! non-2xx). Responses of the in-process service carry their [`Record`] in their extensions
+//! (HTTP drops it). A client that reads epoch resets should read the simulator's clock,
+//! [`Simulator::wall_clock`]: in paused time the system clock does not follow. [`Simulator::check_invariants`] verifies from the admission log that no limit was
 //! ever broken, and [`Stats::max_admissions_in`] measures any window you like — the oracle
 //! for "never more than N requests in any W". [`Simulator::reset`] starts over.
 //!

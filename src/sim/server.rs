@@ -73,6 +73,7 @@ async fn accept_loop(sim: Simulator, listener: TcpListener, mut stop: oneshot::R
                         Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
                     }
                 });
+                // No hyper timer: its header-read timeout would fire early under paused time.
                 let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
