@@ -52,6 +52,7 @@ pub enum Outcome {
 /// One request the simulator received. Responses of the in-process service also carry theirs
 /// in their extensions: `response.extensions().get::<Record>()`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Record {
     /// Its number since the simulator started (or was [reset](super::Simulator::reset)), from 0.
     pub seq: u64,
@@ -77,6 +78,7 @@ pub struct Record {
 
 /// One admission: a completion that counted against the account's limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Admission {
     /// The request's number (see [`Record::seq`]).
     pub seq: u64,
@@ -189,6 +191,7 @@ pub(crate) fn max_in_window(times: &[Instant], window: Duration) -> usize {
 /// A limit that the admission log shows was broken, from
 /// [`Simulator::check_invariants`](super::Simulator::check_invariants).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InvariantViolation {
     /// The account's label.
     pub account: String,
