@@ -54,6 +54,8 @@ pub mod classify;
 pub mod clock;
 pub mod headers;
 pub mod limit;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod tiers;
 
 pub use classify::QuotaClassifyLayer;

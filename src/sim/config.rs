@@ -1,0 +1,456 @@
+//! What the simulator enforces: limits, tiers, accounts and faults.
+
+use std::time::Duration;
+
+/// Which models a [`Limit`] counts: OpenRouter's `:free` variants, paid models, or both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Models {
+    /// Model ids ending in `:free`.
+    Free,
+    /// Every other model id.
+    Paid,
+    /// Every model.
+    All,
+}
+
+impl Models {
+    /// Whether a request for a model (free or not) counts against this limit.
+    pub fn matches(self, free: bool) -> bool {
+        match self {
+            Models::Free => free,
+            Models::Paid => !free,
+            Models::All => true,
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Models::Free => "free-models",
+            Models::Paid => "paid-models",
+            Models::All => "requests",
+        }
+    }
+}
+
+/// How a [`Limit`] counts time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Period {
+    /// At most N admissions in *any* interval of this length (a sliding log, not a bucket).
+    Rolling(Duration),
+    /// At most N admissions per UTC calendar day; the count resets at UTC midnight.
+    UtcDay,
+}
+
+/// One limit of a [`Tier`]: at most `requests` admissions of `models` per `period`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_quota::sim::{Limit, Models};
+///
+/// let per_min = Limit::rolling(Models::Free, 20, Duration::from_secs(60));
+/// assert_eq!(per_min.name(), "free-models-per-min");
+/// assert_eq!(Limit::daily(Models::Free, 50).name(), "free-models-per-day");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limit {
+    pub(crate) models: Models,
+    pub(crate) requests: u32,
+    pub(crate) period: Period,
+    pub(crate) name: String,
+    pub(crate) message: Option<String>,
+}
+
+impl Limit {
+    /// At most `requests` admissions of `models` in any interval of length `window`.
+    ///
+    /// Its name is `free-models-per-min` for `:free` models and a 60 s window (as OpenRouter
+    /// says), `paid-models-…` or `requests-…` for the other scopes, `…-per-{secs}s` for other
+    /// windows.
+    pub fn rolling(models: Models, requests: u32, window: Duration) -> Self {
+        let period = if window == Duration::from_secs(60) {
+            "per-min".to_string()
+        } else if window == Duration::from_secs(3600) {
+            "per-hour".to_string()
+        } else {
+            format!("per-{}s", fmt_secs(window))
+        };
+        Limit {
+            models,
+            requests,
+            period: Period::Rolling(window),
+            name: format!("{}-{}", models.prefix(), period),
+            message: None,
+        }
+    }
+
+    /// At most `requests` admissions of `models` per UTC day, reset at UTC midnight.
+    pub fn daily(models: Models, requests: u32) -> Self {
+        Limit {
+            models,
+            requests,
+            period: Period::UtcDay,
+            name: format!("{}-per-day", models.prefix()),
+            message: None,
+        }
+    }
+
+    /// Replaces the name shown in the 429 message (`Rate limit exceeded: {name}. `).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Replaces the whole 429 message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+
+    /// The limit's name, as in its 429 message.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The models it counts.
+    pub fn models(&self) -> Models {
+        self.models
+    }
+
+    /// How many admissions it allows per period.
+    pub fn requests(&self) -> u32 {
+        self.requests
+    }
+
+    /// Its period.
+    pub fn period(&self) -> Period {
+        self.period
+    }
+
+    /// The message of its 429.
+    pub fn message(&self) -> String {
+        match &self.message {
+            Some(m) => m.clone(),
+            None => format!("Rate limit exceeded: {}. ", self.name),
+        }
+    }
+
+    /// The same limit in a world where a minute lasts `minute` (daily limits unchanged).
+    pub(crate) fn scaled(mut self, minute: Duration) -> Self {
+        if let Period::Rolling(w) = self.period {
+            self.period = Period::Rolling(scale(w, minute));
+        }
+        self
+    }
+}
+
+/// `d` when a minute lasts `minute`, to the nanosecond.
+pub(crate) fn scale(d: Duration, minute: Duration) -> Duration {
+    let nanos = d.as_nanos() * minute.as_nanos() / 60_000_000_000;
+    Duration::new(
+        (nanos / 1_000_000_000) as u64,
+        (nanos % 1_000_000_000) as u32,
+    )
+}
+
+/// `60`, `2`, `1.5`: seconds without a trailing `.0`.
+pub(crate) fn fmt_secs(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        d.as_secs().to_string()
+    } else {
+        format!("{}", d.as_secs_f64())
+    }
+}
+
+/// A set of limits enforced together on an [`Account`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_quota::sim::{Limit, Models, Tier};
+///
+/// let tier = Tier::new("tight")
+///     .with_limit(Limit::rolling(Models::All, 5, Duration::from_secs(10)))
+///     .with_limit(Limit::daily(Models::All, 100));
+/// assert_eq!(tier.limits().len(), 2);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tier {
+    pub(crate) name: String,
+    pub(crate) limits: Vec<Limit>,
+    pub(crate) free_tier: bool,
+}
+
+impl Tier {
+    /// A tier with no limits yet; not a free tier.
+    pub fn new(name: impl Into<String>) -> Self {
+        Tier {
+            name: name.into(),
+            limits: Vec::new(),
+            free_tier: false,
+        }
+    }
+
+    /// OpenRouter for an account that never bought 10 credits: `:free` models at 20 requests
+    /// per rolling minute and 50 per UTC day; paid models without a platform cap.
+    pub fn openrouter_free() -> Self {
+        Tier::new("openrouter-free")
+            .with_limit(Limit::rolling(Models::Free, 20, Duration::from_secs(60)))
+            .with_limit(Limit::daily(Models::Free, 50).with_message(
+                "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day",
+            ))
+            .with_free_tier(true)
+    }
+
+    /// OpenRouter for an account that bought at least 10 credits: `:free` models at 20
+    /// requests per rolling minute and 1000 per UTC day.
+    pub fn openrouter_credited() -> Self {
+        Tier::new("openrouter-credited")
+            .with_limit(Limit::rolling(Models::Free, 20, Duration::from_secs(60)))
+            .with_limit(Limit::daily(Models::Free, 1000))
+    }
+
+    /// No limits at all (the default for paid models on OpenRouter).
+    pub fn unlimited() -> Self {
+        Tier::new("unlimited")
+    }
+
+    /// Adds a limit; every limit of the tier must admit a request.
+    pub fn with_limit(mut self, limit: Limit) -> Self {
+        self.limits.push(limit);
+        self
+    }
+
+    /// Sets what `/api/v1/key` reports as `is_free_tier`.
+    pub fn with_free_tier(mut self, free_tier: bool) -> Self {
+        self.free_tier = free_tier;
+        self
+    }
+
+    /// The tier's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &[Limit] {
+        &self.limits
+    }
+
+    /// Whether `/api/v1/key` reports it as a free tier.
+    pub fn is_free_tier(&self) -> bool {
+        self.free_tier
+    }
+
+    /// The same tier in a world where a minute lasts `minute`.
+    pub(crate) fn scaled(mut self, minute: Duration) -> Self {
+        self.limits = self.limits.into_iter().map(|l| l.scaled(minute)).collect();
+        self
+    }
+}
+
+/// An account: one or more API keys that share one [`Tier`] and one credit balance, as on
+/// OpenRouter, where limits are account-wide (more keys do not help).
+///
+/// ```
+/// use tower_quota::sim::{Account, Tier};
+///
+/// let account = Account::new("sk-or-v1-alice")
+///     .with_key("sk-or-v1-alice-2")
+///     .with_tier(Tier::openrouter_credited())
+///     .with_credits(10.0);
+/// assert_eq!(account.keys().len(), 2);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Account {
+    pub(crate) label: String,
+    pub(crate) keys: Vec<String>,
+    pub(crate) tier: Tier,
+    pub(crate) credits: Option<f64>,
+}
+
+impl Account {
+    /// An account with one key, the [`Tier::openrouter_free`] tier and unlimited credits. Its
+    /// label (shown by `/api/v1/key`) is the key, shortened.
+    pub fn new(key: impl Into<String>) -> Self {
+        let key = key.into();
+        let label = if key.chars().count() > 14 {
+            let head: String = key.chars().take(10).collect();
+            let tail: String = key
+                .chars()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("{head}...{tail}")
+        } else {
+            key.clone()
+        };
+        Account {
+            label,
+            keys: vec![key],
+            tier: Tier::openrouter_free(),
+            credits: None,
+        }
+    }
+
+    /// Adds another key to the same account.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.keys.push(key.into());
+        self
+    }
+
+    /// Sets the label `/api/v1/key` shows.
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// Sets the tier.
+    pub fn with_tier(mut self, tier: Tier) -> Self {
+        self.tier = tier;
+        self
+    }
+
+    /// Sets a credit limit: paid-model requests cost the simulator's price each, and a request
+    /// that would go past the limit gets a 402. `:free` models cost nothing.
+    pub fn with_credits(mut self, credits: f64) -> Self {
+        self.credits = Some(credits);
+        self
+    }
+
+    /// The label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// The tier.
+    pub fn tier(&self) -> &Tier {
+        &self.tier
+    }
+
+    /// The credit limit, if any.
+    pub fn credits(&self) -> Option<f64> {
+        self.credits
+    }
+}
+
+/// Faults the simulator injects into requests that passed the platform's own checks, drawn
+/// from the simulator's seed (see [`SimulatorBuilder::seed`](super::SimulatorBuilder::seed)).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_quota::sim::Faults;
+///
+/// let faults = Faults::none()
+///     .with_upstream_429(0.1, 5, 30)
+///     .with_unavailable_bursts(0.02, Duration::from_secs(3))
+///     .with_bad_gateway(0.01);
+/// # let _ = faults;
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Faults {
+    pub(crate) upstream_429: f64,
+    pub(crate) retry_after_min: u64,
+    pub(crate) retry_after_max: u64,
+    pub(crate) unavailable: f64,
+    pub(crate) burst: Duration,
+    pub(crate) bad_gateway: f64,
+    pub(crate) enforce_retry_after: bool,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults::none()
+    }
+}
+
+impl Faults {
+    /// No faults.
+    pub fn none() -> Self {
+        Faults {
+            upstream_429: 0.0,
+            retry_after_min: 0,
+            retry_after_max: 0,
+            unavailable: 0.0,
+            burst: Duration::ZERO,
+            bad_gateway: 0.0,
+            enforce_retry_after: true,
+        }
+    }
+
+    /// With probability `p`, the upstream provider rate-limits the request: a 429 whose body
+    /// carries `metadata.retry_after_seconds` and `metadata.headers.Retry-After`, a whole
+    /// number of seconds drawn in `[min_secs, max_secs]` (no HTTP `Retry-After` header, as
+    /// observed on OpenRouter). Until that delay has passed, the same account's requests for
+    /// that model get the same 429 again with the delay left (turn off with
+    /// [`with_enforced_retry_after`](Self::with_enforced_retry_after)).
+    pub fn with_upstream_429(mut self, p: f64, min_secs: u64, max_secs: u64) -> Self {
+        self.upstream_429 = p;
+        self.retry_after_min = min_secs;
+        self.retry_after_max = max_secs.max(min_secs);
+        self
+    }
+
+    /// With probability `p` a request starts a burst of 503 "No allowed providers are
+    /// available for the selected model." that lasts `length`: every request arriving during
+    /// the burst gets the 503.
+    pub fn with_unavailable_bursts(mut self, p: f64, length: Duration) -> Self {
+        self.unavailable = p;
+        self.burst = length;
+        self
+    }
+
+    /// With probability `p`, a 502 (the model is down or answered garbage).
+    pub fn with_bad_gateway(mut self, p: f64) -> Self {
+        self.bad_gateway = p;
+        self
+    }
+
+    /// Whether requests sent before an upstream 429's delay has passed get a 429 again
+    /// (default `true`).
+    pub fn with_enforced_retry_after(mut self, enforce: bool) -> Self {
+        self.enforce_retry_after = enforce;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            Limit::rolling(Models::Free, 20, Duration::from_secs(60)).message(),
+            "Rate limit exceeded: free-models-per-min. "
+        );
+        assert_eq!(
+            Limit::rolling(Models::All, 5, Duration::from_millis(1500)).name(),
+            "requests-per-1.5s"
+        );
+        assert_eq!(Limit::daily(Models::Paid, 5).name(), "paid-models-per-day");
+        let scaled = Tier::openrouter_free().scaled(Duration::from_secs(2));
+        assert_eq!(
+            scaled.limits()[0].period(),
+            Period::Rolling(Duration::from_secs(2))
+        );
+        assert_eq!(scaled.limits()[1].period(), Period::UtcDay);
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(Account::new("short").label(), "short");
+        assert_eq!(
+            Account::new("sk-or-v1-0123456789abcdef").label(),
+            "sk-or-v1-0...def"
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! A simulated OpenRouter-compatible provider, for tests, examples and benchmarks
+//! (feature `sim`).
+//!
+//! It enforces limits the way OpenRouter does — rolling per-minute windows and UTC-daily caps,
+//! account-wide, on `:free` models — and answers with OpenRouter's exact statuses, headers and
+//! JSON error bodies, so a client can be judged on what matters: all requests succeed, no call
+//! is wasted, in the least time. Its own limit check is deliberately plain and separate from
+//! the crate's limiter (a log of admission times per account, counted), so it can serve as the
+//! ground truth for it.
+//!
+//! Two ways to run it:
+//!
+//! - **in process**, as a tower [`Service`](tower_service::Service) of `http::Request<B>` for
+//!   any body `B`: the rolling windows run on the tokio clock, so a test under
+//!   `#[tokio::test(start_paused = true)]` runs in virtual time, instantly and
+//!   deterministically; the wall clock (UTC-daily caps, epoch resets) is
+//!   [a configurable start](SimulatorBuilder::start_wall_time) plus the tokio time elapsed;
+//! - **over HTTP/1.1 on loopback** with [`Simulator::serve`] (hyper), for real clients.
+//!
+//! # Endpoints
+//!
+//! - `POST /api/v1/chat/completions` reads the JSON body's `model` and answers an OpenAI-style
+//!   `chat.completion`, or one of the errors below.
+//! - `GET /api/v1/key` (and the older `/api/v1/auth/key`) reports the account:
+//!   `{"data": {"label", "limit", "limit_remaining", "limit_reset", "usage", "is_free_tier",
+//!   "free_model_daily_requests": {"limit", "remaining", "used"}, "rate_limit": {"requests",
+//!   "interval"}}}`.
+//!
+//! Accounts are found by the `Authorization: Bearer <key>` header; one [`Account`] may hold
+//! several keys that share its limits.
+//!
+//! # Answers
+//!
+//! Checked in this order (a request that gets any error is not admitted and counts against
+//! nothing):
+//!
+//! | status | when | body and headers |
+//! |---|---|---|
+//! | 404 | unknown endpoint | `{"error":{"message":"Not Found","code":404}}` |
+//! | 401 | no key, or an unknown key | `{"error":{"message":"No auth credentials found","code":401}}`, or `"User not found."` for an unknown key |
+//! | 400 | no JSON `model` | `{"error":{"message":…,"code":400}}` |
+//! | 402 | a paid model and the [credits](Account::with_credits) do not cover the [price](SimulatorBuilder::price_per_request) | `{"error":{"code":402,"message":"Insufficient credits…"}}`, no `Retry-After` |
+//! | 429 | a UTC-daily cap is used up | `Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day`; `X-RateLimit-Limit`, `-Remaining: 0`, `-Reset` = the next UTC midnight in epoch ms, in the headers and in `error.metadata.headers`; no `Retry-After` |
+//! | 429 | a rolling window is full | `Rate limit exceeded: free-models-per-min. `, the same `X-RateLimit-*` with `-Reset` = when the oldest admission leaves the window (epoch ms, rounded up), and `Retry-After` in whole seconds, rounded up; the body also carries `user_id` |
+//! | 429 | upstream fault, or a request before an upstream delay has passed | `{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"<model> is temporarily rate-limited upstream. Please retry shortly…","provider_name":…,"is_byok":false,"retry_after_seconds":N,"headers":{"Retry-After":"N"}}}}`, no HTTP `Retry-After` |
+//! | 503 | inside an injected burst | `{"error":{"code":503,"message":"No allowed providers are available for the selected model."}}` |
+//! | 502 | injected | `{"error":{"code":502,"message":…,"metadata":{"provider_name":…}}}` |
+//! | 200 | admitted | an OpenAI-style completion |
+//!
+//! # Observing a run
+//!
+//! [`Simulator::stats`] returns every [`Record`] (arrival on both clocks, key, model, status,
+//! [`Outcome`]), every [`Admission`], counts by status, the 429s and the wasted calls (every
+//! non-2xx). Responses of the in-process service carry their [`Record`] in their extensions
+//! (HTTP drops it). A client that reads epoch resets should read the simulator's clock,
+//! [`Simulator::wall_clock`]: in paused time the system clock does not follow. [`Simulator::check_invariants`] verifies from the admission log that no limit was
+//! ever broken, and [`Stats::max_admissions_in`] measures any window you like — the oracle
+//! for "never more than N requests in any W". [`Simulator::reset`] starts over.
+//!
+//! # Example
+//!
+//! Twenty requests per minute on `:free` models; the twenty-first waits for the first to be a
+//! minute old. In paused tokio time this runs instantly.
+//!
+//! ```
+//! use std::time::Duration;
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use tower::ServiceExt;
+//! use tower_quota::sim::{Simulator, Tier};
+//!
+//! fn completion() -> http::Request<Full<Bytes>> {
+//!     http::Request::post("/api/v1/chat/completions")
+//!         .header("authorization", "Bearer sk-test")
+//!         .body(Full::new(Bytes::from(r#"{"model":"meta-llama/llama-3.3-70b-instruct:free"}"#)))
+//!         .unwrap()
+//! }
+//!
+//! # fn main() {
+//! # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap().block_on(async {
+//! let sim = Simulator::builder().key("sk-test", Tier::openrouter_free()).build();
+//!
+//! for _ in 0..20 {
+//!     let response = sim.clone().oneshot(completion()).await.unwrap();
+//!     assert_eq!(response.status(), 200);
+//! }
+//! let refused = sim.clone().oneshot(completion()).await.unwrap();
+//! assert_eq!(refused.status(), 429);
+//! assert_eq!(refused.headers()["retry-after"], "60");
+//!
+//! tokio::time::sleep(Duration::from_secs(60)).await;
+//! assert_eq!(sim.clone().oneshot(completion()).await.unwrap().status(), 200);
+//!
+//! let stats = sim.stats();
+//! assert_eq!((stats.succeeded, stats.rate_limited, stats.wasted), (21, 1, 1));
+//! sim.check_invariants().unwrap();
+//! # });
+//! # }
+//! ```
+//!
+//! Over loopback, for a real HTTP client:
+//!
+//! ```no_run
+//! # use tower_quota::sim::{Simulator, Tier};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let sim = Simulator::builder().key("sk-test", Tier::openrouter_free()).build();
+//! let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await?;
+//! println!("POST http://{addr}/api/v1/chat/completions");
+//! // … run the client …
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod builder;
+mod config;
+mod rng;
+mod server;
+mod simulator;
+mod state;
+mod stats;
+
+pub use builder::SimulatorBuilder;
+pub use config::{Account, Faults, Limit, Models, Period, Tier};
+pub use server::ServerHandle;
+pub use simulator::{ResponseFuture, Simulator};
+pub use stats::{Admission, InvariantViolation, Outcome, Record, Stats};

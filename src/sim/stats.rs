@@ -1,0 +1,266 @@
+//! What the simulator saw: every request, every admission, and the oracle over them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+use tokio::time::Instant;
+
+use super::config::{Limit, Models, Period};
+
+/// What the simulator answered to one request, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// 200: a completion, admitted (it counts against the limits).
+    Completed,
+    /// 200: the `/api/v1/key` report.
+    KeyInfo,
+    /// 401: no key, or a key no account holds.
+    Unauthorized,
+    /// 400: the body is not JSON with a string `model`.
+    BadRequest,
+    /// 404: no such endpoint.
+    NotFound,
+    /// 402: the account's credits do not cover the request.
+    InsufficientCredits,
+    /// 429 from the platform's own rolling window (e.g. `free-models-per-min`).
+    RateLimited {
+        /// The limit's name.
+        limit: String,
+    },
+    /// 429 from a UTC-daily cap (e.g. `free-models-per-day`).
+    DailyCapReached {
+        /// The limit's name.
+        limit: String,
+    },
+    /// 429 from the upstream provider, with a delay in the body.
+    UpstreamRateLimited {
+        /// The delay the body asks for, in whole seconds.
+        retry_after_secs: u64,
+        /// Whether it came from the request arriving before an earlier upstream 429's delay
+        /// had passed (a retry sent too early).
+        early: bool,
+    },
+    /// 503: no provider available (an injected burst).
+    Unavailable,
+    /// 502: an injected upstream failure.
+    BadGateway,
+}
+
+/// One request the simulator received. Responses of the in-process service also carry theirs
+/// in their extensions: `response.extensions().get::<Record>()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Record {
+    /// Its number since the simulator started (or was [reset](super::Simulator::reset)), from 0.
+    pub seq: u64,
+    /// When it arrived, on the tokio clock.
+    pub at: Instant,
+    /// When it arrived, on the simulator's wall clock.
+    pub wall: SystemTime,
+    /// Its method.
+    pub method: http::Method,
+    /// Its path.
+    pub path: String,
+    /// The bearer key it carried, if any.
+    pub key: Option<String>,
+    /// The label of the account that key belongs to, if any.
+    pub account: Option<String>,
+    /// The `model` of its JSON body, for completions.
+    pub model: Option<String>,
+    /// The status answered.
+    pub status: StatusCode,
+    /// Why.
+    pub outcome: Outcome,
+}
+
+/// One admission: a completion that counted against the account's limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Admission {
+    /// The request's number (see [`Record::seq`]).
+    pub seq: u64,
+    /// When it was admitted (on arrival), on the tokio clock.
+    pub at: Instant,
+    /// The same instant on the simulator's wall clock.
+    pub wall: SystemTime,
+    /// The account's label.
+    pub account: String,
+    /// The key used.
+    pub key: String,
+    /// The model.
+    pub model: String,
+    /// Whether it was a `:free` model.
+    pub free: bool,
+}
+
+/// A snapshot of what the simulator saw, from [`Simulator::stats`](super::Simulator::stats).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Requests received, on every endpoint.
+    pub requests: u64,
+    /// Requests answered 2xx.
+    pub succeeded: u64,
+    /// Requests answered 429, whoever the limit belonged to.
+    pub rate_limited: u64,
+    /// Requests answered anything but 2xx: calls the client could have saved.
+    pub wasted: u64,
+    /// Requests per status code.
+    pub by_status: BTreeMap<u16, u64>,
+    /// Every admission, in order.
+    pub admissions: Vec<Admission>,
+    /// Every request, in order.
+    pub records: Vec<Record>,
+}
+
+impl Stats {
+    pub(crate) fn from_records(records: Vec<Record>, admissions: Vec<Admission>) -> Self {
+        let mut stats = Stats {
+            requests: records.len() as u64,
+            ..Stats::default()
+        };
+        for r in &records {
+            *stats.by_status.entry(r.status.as_u16()).or_default() += 1;
+            if r.status.is_success() {
+                stats.succeeded += 1;
+            } else {
+                stats.wasted += 1;
+            }
+            if r.status == StatusCode::TOO_MANY_REQUESTS {
+                stats.rate_limited += 1;
+            }
+        }
+        stats.records = records;
+        stats.admissions = admissions;
+        stats
+    }
+
+    /// How many requests were sent before an upstream 429's delay had passed (see
+    /// [`Outcome::UpstreamRateLimited`]).
+    pub fn early_retries(&self) -> u64 {
+        self.records
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::UpstreamRateLimited { early: true, .. }))
+            .count() as u64
+    }
+
+    /// How many requests got `status`.
+    pub fn count(&self, status: u16) -> u64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
+    }
+
+    /// The largest number of admissions of `models` by one account in any interval of length
+    /// `window`: the oracle for "never more than N per W", whatever the simulator enforced.
+    pub fn max_admissions_in(&self, models: Models, window: Duration) -> usize {
+        let mut per_account: BTreeMap<&str, Vec<Instant>> = BTreeMap::new();
+        for a in self.admissions.iter().filter(|a| models.matches(a.free)) {
+            per_account.entry(&a.account).or_default().push(a.at);
+        }
+        per_account
+            .values()
+            .map(|times| max_in_window(times, window))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The time from the first admission to the last (zero with fewer than two).
+    pub fn admission_span(&self) -> Duration {
+        match (self.admissions.first(), self.admissions.last()) {
+            (Some(first), Some(last)) => last.at - first.at,
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// The most admissions in any half-open interval `[t, t + window)` of the sorted `times`.
+pub(crate) fn max_in_window(times: &[Instant], window: Duration) -> usize {
+    let mut best = 0;
+    let mut start = 0;
+    for (end, &t) in times.iter().enumerate() {
+        while t - times[start] >= window {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+/// A limit that the admission log shows was broken, from
+/// [`Simulator::check_invariants`](super::Simulator::check_invariants).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InvariantViolation {
+    /// The account's label.
+    pub account: String,
+    /// The limit's name.
+    pub limit: String,
+    /// The most it allows per period.
+    pub allowed: u32,
+    /// How many were admitted in one period.
+    pub admitted: usize,
+}
+
+impl fmt::Display for InvariantViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "account {} admitted {} requests within one period of {} (allows {})",
+            self.account, self.admitted, self.limit, self.allowed
+        )
+    }
+}
+
+impl std::error::Error for InvariantViolation {}
+
+/// Checks one account's admissions against one limit.
+pub(crate) fn check_limit(
+    account: &str,
+    limit: &Limit,
+    admissions: &[Admission],
+) -> Result<(), InvariantViolation> {
+    let matching = admissions
+        .iter()
+        .filter(|a| a.account == account && limit.models.matches(a.free));
+    let admitted = match limit.period {
+        Period::Rolling(window) => {
+            let times: Vec<Instant> = matching.map(|a| a.at).collect();
+            max_in_window(&times, window)
+        }
+        Period::UtcDay => {
+            let mut per_day: BTreeMap<u64, usize> = BTreeMap::new();
+            for a in matching {
+                *per_day.entry(super::state::utc_day(a.wall)).or_default() += 1;
+            }
+            per_day.values().copied().max().unwrap_or(0)
+        }
+    };
+    if admitted > limit.requests as usize {
+        Err(InvariantViolation {
+            account: account.to_string(),
+            limit: limit.name.clone(),
+            allowed: limit.requests,
+            admitted,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_maximum() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let times = [at(0), at(100), at(999), at(1000), at(1500), at(1999)];
+        // [0, 1000) holds 3; [999, 1999) holds 3; [1000, 2000) holds 3.
+        assert_eq!(max_in_window(&times, Duration::from_secs(1)), 3);
+        assert_eq!(max_in_window(&times, Duration::from_millis(1001)), 4);
+        assert_eq!(max_in_window(&[], Duration::from_secs(1)), 0);
+    }
+}
