@@ -5,3 +5,6 @@
 pub mod classify;
 pub mod clock;
 pub mod headers;
+pub mod retry;
+
+pub use retry::RetryAfterLayer;
