@@ -37,7 +37,8 @@ pub const DEFAULT_MAX_REPLAY_BYTES: usize = 2 * 1024 * 1024;
 ///
 /// The caller's body must be [`Unpin`] (box it with `Box::pin` if it is not).
 pub struct ReplayBody<B> {
-    shared: Arc<Mutex<Shared<B>>>,
+    /// `None` for a body that was empty from the start: nothing to share.
+    shared: Option<Arc<Mutex<Shared<B>>>>,
     /// Chunks this handle has yielded.
     pos: usize,
     /// Bytes this handle has yielded.
@@ -50,7 +51,7 @@ struct Shared<B> {
     /// The caller's body, until it ends or fails.
     body: Option<B>,
     /// The recorded chunks; emptied once the cap is passed.
-    chunks: Vec<Bytes>,
+    chunks: Chunks,
     /// Chunks read from the caller's body so far.
     read: usize,
     /// Bytes read from the caller's body so far.
@@ -74,22 +75,24 @@ impl<B: Body> ReplayBody<B> {
     pub fn new(body: B, max_replay_bytes: usize) -> Self {
         let hint = body.size_hint();
         let cap = max_replay_bytes as u64;
-        let ended = body.is_end_stream();
-        let capped = !ended && hint.lower() > cap;
-        let shared = Shared {
-            body: if ended { None } else { Some(body) },
-            chunks: Vec::new(),
-            read: 0,
-            bytes: 0,
-            trailers: None,
-            ended,
-            capped,
-            failed: false,
-            cap,
-            hint,
+        let shared = if body.is_end_stream() {
+            None
+        } else {
+            Some(Arc::new(Mutex::new(Shared {
+                body: Some(body),
+                chunks: Chunks::default(),
+                read: 0,
+                bytes: 0,
+                trailers: None,
+                ended: false,
+                capped: hint.lower() > cap,
+                failed: false,
+                cap,
+                hint,
+            })))
         };
         ReplayBody {
-            shared: Arc::new(Mutex::new(shared)),
+            shared,
             pos: 0,
             consumed: 0,
             trailers_done: false,
@@ -101,24 +104,21 @@ impl<B> ReplayBody<B> {
     /// Whether the body can still be sent again from its start: it has not passed the cap
     /// nor failed.
     pub fn is_replayable(&self) -> bool {
-        let s = self.lock();
-        !s.capped && !s.failed
+        self.lock().is_none_or(|s| !s.capped && !s.failed)
     }
 
     /// A new handle that sends the body again from its start.
     pub(crate) fn replay(&self) -> Self {
         ReplayBody {
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
             pos: 0,
             consumed: 0,
             trailers_done: false,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shared<B>> {
-        // A panic while polling the caller's body leaves consistent state behind: every field
-        // is updated after the poll returns.
-        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> Option<MutexGuard<'_, Shared<B>>> {
+        self.shared.as_deref().map(lock)
     }
 }
 
@@ -135,7 +135,10 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let mut guard = this.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(shared) = this.shared.as_deref() else {
+            return Poll::Ready(None);
+        };
+        let mut guard = lock(shared);
         let s = &mut *guard;
         loop {
             // Replay what was recorded.
@@ -146,7 +149,7 @@ where
                 if s.capped {
                     return Poll::Ready(Some(Err(ReplayError::Capped.into())));
                 }
-                let chunk = s.chunks[this.pos].clone();
+                let chunk = s.chunks.get(this.pos).clone();
                 this.pos += 1;
                 this.consumed += chunk.len() as u64;
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
@@ -174,7 +177,7 @@ where
                 Some(Err(e)) => {
                     s.failed = true;
                     s.body = None;
-                    s.chunks = Vec::new();
+                    s.chunks = Chunks::default();
                     return Poll::Ready(Some(Err(e.into())));
                 }
                 Some(Ok(frame)) => frame,
@@ -188,7 +191,7 @@ where
                     if !s.capped {
                         if s.bytes > s.cap {
                             s.capped = true;
-                            s.chunks = Vec::new();
+                            s.chunks = Chunks::default();
                         } else {
                             s.chunks.push(chunk.clone());
                         }
@@ -214,12 +217,15 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        let s = self.lock();
-        s.ended && self.pos == s.read && (self.trailers_done || s.trailers.is_none())
+        self.lock().is_none_or(|s| {
+            s.ended && self.pos == s.read && (self.trailers_done || s.trailers.is_none())
+        })
     }
 
     fn size_hint(&self) -> SizeHint {
-        let s = self.lock();
+        let Some(s) = self.lock() else {
+            return SizeHint::with_exact(0);
+        };
         if s.ended {
             return SizeHint::with_exact(s.bytes.saturating_sub(self.consumed));
         }
@@ -237,17 +243,51 @@ where
     }
 }
 
+fn lock<B>(shared: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
+    // A panic while polling the caller's body leaves consistent state behind: every field is
+    // updated after the poll returns.
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The recorded chunks, the first kept inline: a body sent in one chunk (as `Full` bodies
+/// are) is recorded without an allocation.
+#[derive(Default)]
+struct Chunks {
+    first: Option<Bytes>,
+    rest: Vec<Bytes>,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(chunk);
+        } else {
+            self.rest.push(chunk);
+        }
+    }
+
+    /// The `i`th chunk; `i` is below the number pushed.
+    fn get(&self, i: usize) -> &Bytes {
+        match i {
+            0 => self.first.as_ref().expect("a recorded chunk"),
+            i => &self.rest[i - 1],
+        }
+    }
+}
+
 impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.lock();
-        f.debug_struct("ReplayBody")
-            .field("pos", &self.pos)
-            .field("consumed", &self.consumed)
-            .field("read_bytes", &s.bytes)
-            .field("ended", &s.ended)
-            .field("capped", &s.capped)
-            .field("failed", &s.failed)
-            .finish()
+        let mut d = f.debug_struct("ReplayBody");
+        d.field("pos", &self.pos).field("consumed", &self.consumed);
+        match self.lock() {
+            None => d.field("empty", &true),
+            Some(s) => d
+                .field("read_bytes", &s.bytes)
+                .field("ended", &s.ended)
+                .field("capped", &s.capped)
+                .field("failed", &s.failed),
+        };
+        d.finish()
     }
 }
 
