@@ -18,8 +18,8 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use tower::retry::{Policy, Retry};
 use tower::Service;
-use tower_quota::RetryAfterLayer;
 use tower_layer::Layer;
+use tower_quota::RetryAfterLayer;
 
 /// The inner "client": reads the request body, answers 200 with a tiny body.
 fn server<B>() -> impl Service<
@@ -120,9 +120,7 @@ fn success_path(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(60);
-    group.bench_function("bare", |b| {
-        b.iter(|| black_box(once(&mut bare, &mut cx)))
-    });
+    group.bench_function("bare", |b| b.iter(|| black_box(once(&mut bare, &mut cx))));
     group.bench_function("tower_retry", |b| {
         b.iter(|| black_box(once(&mut tower_retry, &mut cx)))
     });

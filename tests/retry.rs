@@ -214,7 +214,7 @@ where
 }
 
 fn info(resp: &http::Response<String>) -> RetryInfo {
-    *resp.extensions().get::<RetryInfo>().expect("RetryInfo")
+    RetryInfo::get(resp.extensions())
 }
 
 fn layer() -> RetryAfterLayer {
@@ -351,7 +351,7 @@ async fn custom_backoff_full_jitter_and_cap() {
 #[tokio::test(start_paused = true)]
 async fn exact_delay_from_a_custom_decision() {
     let layer = layer().with_decide(|a: &Attempt<'_, std::io::Error>| match a.outcome() {
-        Outcome::Response { parts, .. } if parts.status == 503 => Verdict::RetryAfter(ms(250)),
+        Outcome::Response { status, .. } if status == 503 => Verdict::RetryAfter(ms(250)),
         _ => Verdict::Stop,
     });
     let server = Server::new([reply(503).class(rate_limited(secs(40))), reply(503), ok()]);
@@ -816,6 +816,8 @@ async fn services_are_cheap_clones_and_unwrap() {
     let req = http::Request::new(Full::new(Bytes::new()));
     let resp = clone.ready().await.unwrap().call(req).await.unwrap();
     assert_eq!(info(&resp), RetryInfo::new(1, StopReason::Success));
+    // A first-attempt success carries nothing extra.
+    assert!(resp.extensions().is_empty());
     let _inner = svc.into_inner();
     assert!(format!("{:?}", layer()).contains("max_attempts: 5"));
 }

@@ -37,7 +37,8 @@ pin_project! {
         // Allocated on the first retry only, and reused.
         sleep: Option<Pin<Box<Sleep>>>,
         attempts: u32,
-        start: Instant,
+        // When the request entered the service; read only with a deadline.
+        start: Option<Instant>,
     }
 }
 
@@ -66,6 +67,7 @@ where
         shared: Arc<Shared<D>>,
         template: Option<(request::Parts, ReplayBody<ReqB>)>,
     ) -> Self {
+        let start = shared.limits.deadline.map(|_| Instant::now());
         ResponseFuture {
             state: State::Called { future },
             service,
@@ -73,7 +75,7 @@ where
             template,
             sleep: None,
             attempts: 1,
-            start: Instant::now(),
+            start,
         }
     }
 }
@@ -91,47 +93,34 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { future } => {
-                    let result = ready!(future.poll(cx));
-                    let step;
-                    let result = match result {
+                    let (step, result) = match ready!(future.poll(cx)) {
                         Ok(response) => {
-                            let (mut parts, body) = response.into_parts();
-                            let derived;
-                            let classification = match parts.extensions.get::<Classification>() {
-                                Some(c) => c,
-                                None => {
-                                    derived = derive(&parts, this.shared);
-                                    &derived
+                            let (step, mut response) = judge(
+                                this.shared,
+                                this.template,
+                                *this.attempts,
+                                *this.start,
+                                response,
+                            );
+                            if let Step::Stop(stopped) = step {
+                                if *this.attempts > 1 || stopped != StopReason::Success {
+                                    let info = RetryInfo::new(*this.attempts, stopped);
+                                    response.extensions_mut().insert(info);
                                 }
-                            };
-                            let outcome = Outcome::Response {
-                                parts: &parts,
-                                classification,
-                            };
-                            step = next_step(
+                                return Poll::Ready(Ok(response));
+                            }
+                            (step, Ok(()))
+                        }
+                        Err(e) => {
+                            let outcome = Outcome::Error(&e);
+                            let step = next_step(
                                 this.shared,
                                 this.template,
                                 *this.attempts,
                                 *this.start,
                                 outcome,
                             );
-                            if let Step::Stop(stopped) = step {
-                                parts
-                                    .extensions
-                                    .insert(RetryInfo::new(*this.attempts, stopped));
-                                return Poll::Ready(Ok(http::Response::from_parts(parts, body)));
-                            }
-                            Ok(())
-                        }
-                        Err(e) => {
-                            step = next_step(
-                                this.shared,
-                                this.template,
-                                *this.attempts,
-                                *this.start,
-                                Outcome::Error(&e),
-                            );
-                            Err(e)
+                            (step, Err(e))
                         }
                     };
                     let delay = match (step, result) {
@@ -176,15 +165,37 @@ where
     }
 }
 
-/// The classification of a response that carries none: a success status is a success
-/// (without reading a header); anything else goes through the [`Generic`] classifier.
-fn derive<D>(parts: &http::response::Parts, shared: &Shared<D>) -> Classification {
-    let now = shared.clock.now();
-    if parts.status.as_u16() < 400 {
-        Classification::new_at(QuotaClass::Success, now)
-    } else {
-        Generic.classify_at(parts, &[], now)
+/// The next step after a response, from its classification: the one in its extensions;
+/// else, for a 1xx–3xx status, a plain success (no header is read, nothing is allocated);
+/// else the one the [`Generic`] classifier derives from status and headers.
+fn judge<D, E, B, ResB>(
+    shared: &Shared<D>,
+    template: &Option<(request::Parts, ReplayBody<B>)>,
+    attempts: u32,
+    start: Option<Instant>,
+    mut response: http::Response<ResB>,
+) -> (Step, http::Response<ResB>)
+where
+    D: Decide<E>,
+{
+    let mut derived = None;
+    if response.status().as_u16() >= 400 && response.extensions().get::<Classification>().is_none()
+    {
+        let (parts, body) = response.into_parts();
+        derived = Some(Generic.classify_at(&parts, &[], shared.clock.now()));
+        response = http::Response::from_parts(parts, body);
     }
+    let classification = match (&derived, response.extensions().get::<Classification>()) {
+        (Some(c), _) | (None, Some(c)) => c,
+        (None, None) => &shared.success,
+    };
+    let outcome = Outcome::Response {
+        status: response.status(),
+        headers: response.headers(),
+        classification,
+    };
+    let step = next_step(shared, template, attempts, start, outcome);
+    (step, response)
 }
 
 /// Decides, applies the bounds and the budget, and says so in a tracing event.
@@ -192,16 +203,13 @@ fn next_step<D, E, B>(
     shared: &Shared<D>,
     template: &Option<(request::Parts, ReplayBody<B>)>,
     attempts: u32,
-    start: Instant,
+    start: Option<Instant>,
     outcome: Outcome<'_, E>,
 ) -> Step
 where
     D: Decide<E>,
 {
-    let elapsed = start.elapsed();
-    let verdict = shared
-        .decide
-        .decide(&Attempt::new(attempts, elapsed, outcome));
+    let verdict = shared.decide.decide(&Attempt::new(attempts, outcome));
     let classification = match outcome {
         Outcome::Response { classification, .. } => Some(classification),
         Outcome::Error(_) => None,
@@ -211,10 +219,14 @@ where
         // The common case: no randomness, no budget, no event.
         return Step::Stop(StopReason::Success);
     }
+    // Time is read only when a deadline needs it.
+    let elapsed = start.map_or(Duration::ZERO, |t| t.elapsed());
     let facts = Facts {
+        attempts,
+        elapsed,
+        class,
         server_delay: classification.and_then(Classification::retry_after),
         replayable: template.as_ref().is_some_and(|(_, b)| b.is_replayable()),
-        ..facts(attempts, elapsed, class)
     };
     let mut step = policy::plan(&shared.limits, facts, verdict, shared.random());
     if let Step::Retry(_) = step {
@@ -240,16 +252,6 @@ where
         ),
     }
     step
-}
-
-fn facts(attempts: u32, elapsed: Duration, class: Option<QuotaClass>) -> Facts {
-    Facts {
-        attempts,
-        elapsed,
-        class,
-        server_delay: None,
-        replayable: false,
-    }
 }
 
 fn delay_ms(d: Duration) -> u64 {

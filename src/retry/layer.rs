@@ -13,6 +13,7 @@ use super::budget::{Budget, TpsBudget};
 use super::policy::{Limits, Standard};
 use super::replay::DEFAULT_MAX_REPLAY_BYTES;
 use super::service::{RetryAfter, Shared};
+use crate::classify::{Classification, QuotaClass};
 use crate::clock::WallClock;
 
 /// Retries requests exactly as the server asks: see the [module docs](crate::retry).
@@ -172,6 +173,7 @@ impl<D: Clone> RetryAfterLayer<D> {
             budget: Arc::clone(&self.budget),
             decide: self.decide.clone(),
             rng: AtomicU64::new(self.seed.unwrap_or_else(backoff::random_seed)),
+            success: Classification::new_at(QuotaClass::Success, self.clock.now()),
             clock: self.clock.clone(),
         })
     }

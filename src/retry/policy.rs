@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use http::response::Parts;
+use http::{HeaderMap, StatusCode};
 
 use super::backoff::{self, Backoff};
 use crate::classify::{Classification, QuotaClass};
@@ -31,10 +31,13 @@ pub enum Verdict {
 pub enum Outcome<'a, E> {
     /// The inner service returned a response.
     Response {
-        /// The response's head.
-        parts: &'a Parts,
-        /// Its classification: the one in the response's extensions, or the one the
-        /// [`Generic`](crate::classify::Generic) classifier derived from status and headers.
+        /// The response's status.
+        status: StatusCode,
+        /// The response's headers.
+        headers: &'a HeaderMap,
+        /// Its classification: the one in the response's extensions or, when there is none,
+        /// a plain `Success` for a 1xx–3xx status and otherwise the one the
+        /// [`Generic`](crate::classify::Generic) classifier derives from status and headers.
         classification: &'a Classification,
     },
     /// The inner service failed (connection refused, reset, …).
@@ -53,29 +56,18 @@ impl<E> Copy for Outcome<'_, E> {}
 #[derive(Debug)]
 pub struct Attempt<'a, E> {
     number: u32,
-    elapsed: Duration,
     outcome: Outcome<'a, E>,
 }
 
 impl<'a, E> Attempt<'a, E> {
-    /// An attempt: the `number`th (1 for the first), `elapsed` after the request first
-    /// entered the service.
-    pub fn new(number: u32, elapsed: Duration, outcome: Outcome<'a, E>) -> Self {
-        Attempt {
-            number,
-            elapsed,
-            outcome,
-        }
+    /// The `number`th attempt (1 for the first), which produced `outcome`.
+    pub fn new(number: u32, outcome: Outcome<'a, E>) -> Self {
+        Attempt { number, outcome }
     }
 
     /// Which attempt this was: 1 for the first.
     pub fn number(&self) -> u32 {
         self.number
-    }
-
-    /// The time since the request first entered the service.
-    pub fn elapsed(&self) -> Duration {
-        self.elapsed
     }
 
     /// What the attempt produced.
@@ -202,16 +194,19 @@ impl fmt::Display for StopReason {
     }
 }
 
-/// Inserted into the extensions of every response [`RetryAfter`](super::RetryAfter) returns:
-/// how many attempts were made and why retrying stopped.
+/// How many attempts were made and why retrying stopped, in the extensions of the responses
+/// [`RetryAfter`](super::RetryAfter) returns.
+///
+/// Every response carries one except a success on the first attempt, which has nothing to
+/// report (and so the success path allocates nothing). [`RetryInfo::get`] reads it, and
+/// gives `1` attempt and [`StopReason::Success`] for such a response.
 ///
 /// ```
 /// # use tower_quota::retry::{RetryInfo, StopReason};
 /// # fn check(resp: &http::Response<()>) {
-/// if let Some(info) = resp.extensions().get::<RetryInfo>() {
-///     if info.stopped == StopReason::BudgetExhausted {
-///         eprintln!("gave up after {} attempts: retry budget empty", info.attempts);
-///     }
+/// let info = RetryInfo::get(resp.extensions());
+/// if info.stopped == StopReason::BudgetExhausted {
+///     eprintln!("gave up after {} attempts: retry budget empty", info.attempts);
 /// }
 /// # }
 /// ```
@@ -228,6 +223,16 @@ impl RetryInfo {
     /// A record of `attempts` attempts, stopped for `stopped`.
     pub fn new(attempts: u32, stopped: StopReason) -> Self {
         RetryInfo { attempts, stopped }
+    }
+
+    /// The record in the extensions of a response that [`RetryAfter`](super::RetryAfter)
+    /// returned: the inserted one, or one attempt and [`StopReason::Success`] when there is
+    /// none (a first-attempt success).
+    pub fn get(extensions: &http::Extensions) -> RetryInfo {
+        extensions
+            .get::<RetryInfo>()
+            .copied()
+            .unwrap_or(RetryInfo::new(1, StopReason::Success))
     }
 }
 
@@ -340,12 +345,12 @@ mod tests {
     }
 
     fn decide(c: &Classification) -> Verdict {
-        let (parts, ()) = http::Response::new(()).into_parts();
+        let headers = HeaderMap::new();
         Standard.decide(&Attempt::<()>::new(
             1,
-            Duration::ZERO,
             Outcome::Response {
-                parts: &parts,
+                status: StatusCode::OK,
+                headers: &headers,
                 classification: c,
             },
         ))
@@ -387,7 +392,7 @@ mod tests {
             }
             assert_eq!(decide(&c), expected, "{class} {delay:?} {retryable:?}");
         }
-        let err = Attempt::new(1, Duration::ZERO, Outcome::Error(&"refused"));
+        let err = Attempt::new(1, Outcome::Error(&"refused"));
         assert_eq!(Standard.decide(&err), Verdict::Retry);
     }
 

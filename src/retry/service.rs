@@ -14,6 +14,7 @@ use super::future::ResponseFuture;
 use super::policy::{Decide, Limits, Standard};
 use super::replay::ReplayBody;
 use super::RetryAfterLayer;
+use crate::classify::Classification;
 use crate::clock::WallClock;
 
 /// Retries requests exactly as the server asks: see the [module docs](crate::retry).
@@ -33,6 +34,8 @@ pub(crate) struct Shared<D> {
     pub(crate) decide: D,
     pub(crate) rng: AtomicU64,
     pub(crate) clock: WallClock,
+    /// What the decision sees for a 1xx–3xx response that carries no classification.
+    pub(crate) success: Classification,
 }
 
 impl<D> Shared<D> {
