@@ -2,9 +2,15 @@
 //! `Retry` with a trivial policy (clone the request, never retry), and through the bare
 //! service, in the same run.
 //!
+//! Two more pairs separate the cost of the retry budget: `RetryAfter` without a budget
+//! (`NoBudget`), and tower's `Retry` with a policy that deposits into a `TpsBudget` on each
+//! success, as tower's docs suggest.
+//!
 //! The futures complete on their first poll, so they are polled by hand with a no-op waker
-//! (inside a tokio runtime context, as in a client) instead of paying a `block_on` per
-//! iteration that would drown the difference.
+//! instead of paying a `block_on` per iteration that would drown the difference. No runtime
+//! is entered: the dev-dependencies turn on tokio's `test-util`, under which
+//! `tokio::time::Instant::now()` inside a runtime reads the mockable clock behind a mutex —
+//! a cost release builds do not have. Outside a runtime it is the plain monotonic clock.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -16,9 +22,12 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
+use std::sync::Arc;
+use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::{Policy, Retry};
 use tower::Service;
 use tower_layer::Layer;
+use tower_quota::retry::NoBudget;
 use tower_quota::RetryAfterLayer;
 
 /// The inner "client": reads the request body, answers 200 with a tiny body.
@@ -86,6 +95,32 @@ impl<ResB, E> Policy<http::Request<Full<Bytes>>, http::Response<ResB>, E> for Tr
     }
 }
 
+/// tower's `Retry` with the trivial policy plus a `TpsBudget` deposit per success.
+#[derive(Clone)]
+struct Budgeted(Arc<TpsBudget>);
+
+impl<ResB, E> Policy<http::Request<Full<Bytes>>, http::Response<ResB>, E> for Budgeted {
+    type Future = std::future::Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut http::Request<Full<Bytes>>,
+        result: &mut Result<http::Response<ResB>, E>,
+    ) -> Option<Self::Future> {
+        if result.is_ok() {
+            self.0.deposit();
+        }
+        None
+    }
+
+    fn clone_request(
+        &mut self,
+        req: &http::Request<Full<Bytes>>,
+    ) -> Option<http::Request<Full<Bytes>>> {
+        <Trivial as Policy<_, http::Response<ResB>, E>>::clone_request(&mut Trivial, req)
+    }
+}
+
 /// Sends one request, polling the (immediately ready) futures by hand.
 fn once<S, ResB>(svc: &mut S, cx: &mut Context<'_>) -> http::Response<ResB>
 where
@@ -104,16 +139,16 @@ where
 }
 
 fn success_path(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
 
     let mut bare = server::<Full<Bytes>>();
     let mut tower_retry = Retry::new(Trivial, server::<Full<Bytes>>());
     let mut retry_after = RetryAfterLayer::new().layer(server());
+    let mut tower_retry_budget = Retry::new(
+        Budgeted(Arc::new(TpsBudget::default())),
+        server::<Full<Bytes>>(),
+    );
+    let mut retry_after_no_budget = RetryAfterLayer::new().with_budget(NoBudget).layer(server());
 
     let mut group = c.benchmark_group("success_path");
     group
@@ -126,6 +161,12 @@ fn success_path(c: &mut Criterion) {
     });
     group.bench_function("retry_after", |b| {
         b.iter(|| black_box(once(&mut retry_after, &mut cx)))
+    });
+    group.bench_function("tower_retry_budget", |b| {
+        b.iter(|| black_box(once(&mut tower_retry_budget, &mut cx)))
+    });
+    group.bench_function("retry_after_no_budget", |b| {
+        b.iter(|| black_box(once(&mut retry_after_no_budget, &mut cx)))
     });
     group.finish();
 }

@@ -94,13 +94,28 @@ where
             match this.state.as_mut().project() {
                 StateProj::Called { future } => {
                     let (step, result) = match ready!(future.poll(cx)) {
-                        Ok(response) => {
-                            let (step, mut response) = judge(
+                        Ok(mut response) => {
+                            // A response without a classification and with an error status
+                            // is classified from its head (taken apart for that, and only
+                            // then: the success path moves nothing).
+                            let derived = if response.status().as_u16() >= 400
+                                && response.extensions().get::<Classification>().is_none()
+                            {
+                                let (parts, body) = response.into_parts();
+                                let now = this.shared.clock.now();
+                                let c = Generic.classify_at(&parts, &[], now);
+                                response = http::Response::from_parts(parts, body);
+                                Some(c)
+                            } else {
+                                None
+                            };
+                            let step = judge(
                                 this.shared,
                                 this.template,
                                 *this.attempts,
                                 *this.start,
-                                response,
+                                &response,
+                                derived.as_ref(),
                             );
                             if let Step::Stop(stopped) = step {
                                 if *this.attempts > 1 || stopped != StopReason::Success {
@@ -165,37 +180,29 @@ where
     }
 }
 
-/// The next step after a response, from its classification: the one in its extensions;
-/// else, for a 1xx–3xx status, a plain success (no header is read, nothing is allocated);
-/// else the one the [`Generic`] classifier derives from status and headers.
+/// The next step after a response, from its classification: the one derived from its
+/// head, else the one in its extensions, else (for a 1xx–3xx status that carries none) a
+/// plain success.
 fn judge<D, E, B, ResB>(
     shared: &Shared<D>,
     template: &Option<(request::Parts, ReplayBody<B>)>,
     attempts: u32,
     start: Option<Instant>,
-    mut response: http::Response<ResB>,
-) -> (Step, http::Response<ResB>)
+    response: &http::Response<ResB>,
+    derived: Option<&Classification>,
+) -> Step
 where
     D: Decide<E>,
 {
-    let mut derived = None;
-    if response.status().as_u16() >= 400 && response.extensions().get::<Classification>().is_none()
-    {
-        let (parts, body) = response.into_parts();
-        derived = Some(Generic.classify_at(&parts, &[], shared.clock.now()));
-        response = http::Response::from_parts(parts, body);
-    }
-    let classification = match (&derived, response.extensions().get::<Classification>()) {
-        (Some(c), _) | (None, Some(c)) => c,
-        (None, None) => &shared.success,
-    };
+    let classification = derived
+        .or_else(|| response.extensions().get::<Classification>())
+        .unwrap_or(&shared.success);
     let outcome = Outcome::Response {
         status: response.status(),
         headers: response.headers(),
         classification,
     };
-    let step = next_step(shared, template, attempts, start, outcome);
-    (step, response)
+    next_step(shared, template, attempts, start, outcome)
 }
 
 /// Decides, applies the bounds and the budget, and says so in a tracing event.

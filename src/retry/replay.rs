@@ -56,8 +56,8 @@ struct Shared<B> {
     read: usize,
     /// Bytes read from the caller's body so far.
     bytes: u64,
-    /// The trailers, once read.
-    trailers: Option<HeaderMap>,
+    /// The trailers, once read (boxed: most bodies have none).
+    trailers: Option<Box<HeaderMap>>,
     /// Whether the caller's body has ended.
     ended: bool,
     /// Whether the cap was passed (the recording is gone).
@@ -158,7 +158,7 @@ where
                 if !this.trailers_done {
                     this.trailers_done = true;
                     if let Some(t) = &s.trailers {
-                        return Poll::Ready(Some(Ok(Frame::trailers(t.clone()))));
+                        return Poll::Ready(Some(Ok(Frame::trailers(HeaderMap::clone(t)))));
                     }
                 }
                 return Poll::Ready(None);
@@ -202,7 +202,7 @@ where
                 }
                 Err(frame) => match frame.into_trailers() {
                     Ok(trailers) => {
-                        s.trailers = Some(trailers.clone());
+                        s.trailers = Some(Box::new(trailers.clone()));
                         s.ended = true;
                         s.body = None;
                         this.trailers_done = true;
