@@ -101,9 +101,9 @@
 //!   // svc: Service<http::Request<Full<Bytes>>>
 //!   ```
 //!
-//! - **tonic**: a `Channel` takes `http::Request<tonic::body::Body>` only, so box the replay
-//!   body back into one between the layer and the channel, and give the generated client the
-//!   resulting service (it is generic over any `GrpcService`):
+//! - **tonic** (0.13 and later): a `Channel` takes `http::Request<tonic::body::Body>` only,
+//!   so box the replay body back into one between the layer and the channel, and give the
+//!   generated client the resulting service (it is generic over any `GrpcService`):
 //!
 //!   ```ignore
 //!   let svc = ServiceBuilder::new()

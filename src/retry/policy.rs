@@ -19,7 +19,9 @@ pub enum Verdict {
     /// Retry: after the server's delay (plus a small upward jitter) when the response carries
     /// one, else after the exponential [`Backoff`].
     Retry,
-    /// Retry after exactly this delay, whatever the server said.
+    /// Retry after exactly this delay, whatever the server said: no jitter is added and
+    /// `max_wait` (which bounds server delays) does not apply; attempts, the deadline, the
+    /// budget and replayability do.
     RetryAfter(Duration),
     /// Do not retry: return this response (or error) to the caller.
     Stop,
