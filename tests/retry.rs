@@ -913,13 +913,13 @@ async fn every_bound_that_stops_says_so_in_a_tracing_event() {
     let reasons = Reasons::default();
     let _guard = tracing::subscriber::set_default(reasons.clone());
 
-    run(layer(), [reply(503)]).await;
+    let _ = run(layer(), [reply(503)]).await;
     let long = reply(429).class(rate_limited(secs(3600)));
-    run(layer(), [long]).await;
+    let _ = run(layer(), [long]).await;
     let slow = reply(503).class(rate_limited(secs(4)));
-    run(layer().with_deadline(secs(5)), [slow]).await;
-    run(layer().with_budget(Allow(AtomicU32::new(0))), [reply(503)]).await;
-    run(layer(), [reply(401)]).await;
+    let _ = run(layer().with_deadline(secs(5)), [slow]).await;
+    let _ = run(layer().with_budget(Allow(AtomicU32::new(0))), [reply(503)]).await;
+    let _ = run(layer(), [reply(401)]).await;
     let server = Server::new([reply(503)]);
     let big = Full::new(Bytes::from(vec![1u8; 64]));
     let _ = send(layer().with_max_replay_bytes(8), &server, big).await;
