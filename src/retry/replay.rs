@@ -198,6 +198,12 @@ where
                     }
                     this.pos = s.read;
                     this.consumed += len;
+                    // Say the end as soon as the caller's body does, so that an HTTP/2
+                    // client can mark the last DATA frame END_STREAM.
+                    if s.body.as_ref().is_some_and(Body::is_end_stream) {
+                        s.ended = true;
+                        s.body = None;
+                    }
                     Frame::data(chunk)
                 }
                 Err(frame) => match frame.into_trailers() {
@@ -414,12 +420,20 @@ mod tests {
     #[test]
     fn full_body_keeps_exact_size_hint_on_replay() {
         block_on(async {
-            let b = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 1024);
+            let mut b = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 1024);
             assert_eq!(b.size_hint().exact(), Some(5));
             let again = b.replay();
             assert_eq!(again.size_hint().exact(), Some(5));
-            let (one, _) = collect(b).await.unwrap();
-            let (two, _) = collect(again).await.unwrap();
+            let first = b.frame().await.unwrap().unwrap();
+            assert_eq!(first.into_data().unwrap(), "hello");
+            // The end is known with the last chunk, for every handle.
+            assert!(b.is_end_stream());
+            assert_eq!(b.size_hint().exact(), Some(0));
+            assert!(!again.is_end_stream());
+            let one = Bytes::from_static(b"hello");
+            let mut again = again;
+            let two = again.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert!(again.is_end_stream());
             assert_eq!(one, two);
         });
     }
