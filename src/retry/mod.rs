@@ -25,8 +25,10 @@
 //!
 //! The caller gets the **last response unchanged** — status, headers, body and
 //! classification — never a synthetic one. Its extensions carry a [`RetryInfo`]: how many
-//! attempts were made and why retrying stopped ([`StopReason`]); a bound that stops retries
-//! also says so in a `tracing` event (level `DEBUG`). Dropping the response future stops
+//! attempts were made and why retrying stopped ([`StopReason`]) — except after a success on
+//! the first attempt, which has nothing to report ([`RetryInfo::get`] covers both). A bound
+//! that stops retries also says so in a `tracing` event (level `DEBUG`, with `attempts`,
+//! `class` and `reason` fields), and so does each retry. Dropping the response future stops
 //! everything at once, mid-wait included: no further attempt is sent.
 //!
 //! Time is `tokio::time`, so under `tokio::time::pause()` the waits take no real time.

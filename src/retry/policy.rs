@@ -30,6 +30,7 @@ pub enum Verdict {
 /// What one attempt produced: a response (with its [`Classification`]) or an error from the
 /// inner service.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Outcome<'a, E> {
     /// The inner service returned a response.
     Response {
