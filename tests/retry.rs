@@ -838,11 +838,18 @@ async fn parsed_retry_after_seconds_is_honoured() {
 #[tokio::test(start_paused = true)]
 #[ignore = "needs the header parsers from the headers branch"]
 async fn parsed_http_date_is_honoured() {
-    let first = reply(429).header("retry-after", "Tue, 14 Nov 2023 22:13:24 GMT");
-    let layer = layer().with_clock(WallClock::fixed(t0()));
-    let (resp, server) = run(layer, [first, ok()]).await;
-    assert_eq!(resp.unwrap().status(), 200);
-    assert_honoured(server.gaps()[0], secs(4));
+    for (date, delay) in [
+        ("Tue, 14 Nov 2023 22:13:24 GMT", secs(4)),
+        ("Tuesday, 14-Nov-23 22:13:24 GMT", secs(4)),
+        ("Tue Nov 14 22:13:24 2023", secs(4)),
+        ("Tue, 14 Nov 2023 22:13:00 GMT", Duration::ZERO),
+    ] {
+        let first = reply(503).header("retry-after", date);
+        let layer = layer().with_clock(WallClock::fixed(t0()));
+        let (resp, server) = run(layer, [first, ok()]).await;
+        assert_eq!(resp.unwrap().status(), 200, "{date}");
+        assert_honoured(server.gaps()[0], delay);
+    }
 }
 
 #[tokio::test(start_paused = true)]
