@@ -467,4 +467,43 @@ mod tests {
             assert!(err.downcast_ref::<ReplayError>().is_some(), "{err}");
         });
     }
+
+    proptest::proptest! {
+        /// Whatever the chunking, the cap and how far the first attempt read before it gave
+        /// up: a body that is still replayable is replayed byte-for-byte (the replaying
+        /// attempt reading on past the cap if it must), and a body within the cap always is.
+        #[test]
+        fn replay_is_byte_for_byte(
+            chunks in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..40), 0..12),
+            cap in 0usize..300,
+            read_first in 0usize..14,
+        ) {
+            block_on(async {
+                let total: usize = chunks.iter().map(Vec::len).sum();
+                let expected: Vec<u8> = chunks.concat();
+                let body = Chunks {
+                    chunks: chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect(),
+                    trailers: None,
+                };
+                let mut first = ReplayBody::new(body, cap);
+                let again = first.replay();
+                let mut sent = Vec::new();
+                for _ in 0..read_first {
+                    match first.frame().await {
+                        Some(Ok(f)) => sent.extend_from_slice(&f.into_data().unwrap()),
+                        _ => break,
+                    }
+                }
+                assert!(expected.starts_with(&sent));
+                drop(first);
+                if total <= cap {
+                    assert!(again.is_replayable());
+                }
+                if again.is_replayable() {
+                    let (all, _) = collect(again).await.unwrap();
+                    assert_eq!(&all[..], &expected[..]);
+                }
+            });
+        }
+    }
 }
