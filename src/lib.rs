@@ -54,9 +54,11 @@ pub mod classify;
 pub mod clock;
 pub mod headers;
 pub mod limit;
+pub mod retry;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod tiers;
 
 pub use classify::QuotaClassifyLayer;
 pub use limit::{Quota, RateLimitLayer, Tier};
+pub use retry::RetryAfterLayer;

@@ -1,0 +1,283 @@
+//! [`ResponseFuture`]: one request, through every attempt.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::request;
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::policy::{self, Attempt, Decide, Facts, Outcome, RetryInfo, Step, StopReason, Verdict};
+use super::replay::ReplayBody;
+use super::service::Shared;
+use crate::classify::{Classification, Classify, Generic, QuotaClass};
+
+pin_project! {
+    /// The response future of [`RetryAfter`](super::RetryAfter).
+    ///
+    /// Dropping it stops everything at once: the attempt in flight is dropped, and no
+    /// further attempt is sent.
+    pub struct ResponseFuture<S, ReqB, D>
+    where
+        S: Service<http::Request<ReplayBody<ReqB>>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        service: S,
+        shared: Arc<Shared<D>>,
+        // The request's head and a handle on its body, for the next attempt; `None` when no
+        // retry is possible.
+        template: Option<(request::Parts, ReplayBody<ReqB>)>,
+        // Allocated on the first retry only, and reused.
+        sleep: Option<Pin<Box<Sleep>>>,
+        attempts: u32,
+        // When the request entered the service; read only with a deadline.
+        start: Option<Instant>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // An attempt is in flight.
+        Called {
+            #[pin]
+            future: F,
+        },
+        // Waiting out the delay before the next attempt.
+        Waiting,
+        // Driving the service ready for the next attempt.
+        Retrying,
+    }
+}
+
+impl<S, ReqB, D> ResponseFuture<S, ReqB, D>
+where
+    S: Service<http::Request<ReplayBody<ReqB>>>,
+{
+    pub(crate) fn new(
+        future: S::Future,
+        service: S,
+        shared: Arc<Shared<D>>,
+        template: Option<(request::Parts, ReplayBody<ReqB>)>,
+    ) -> Self {
+        let start = shared.limits.deadline.map(|_| Instant::now());
+        ResponseFuture {
+            state: State::Called { future },
+            service,
+            shared,
+            template,
+            sleep: None,
+            attempts: 1,
+            start,
+        }
+    }
+}
+
+impl<S, ReqB, D, ResB> Future for ResponseFuture<S, ReqB, D>
+where
+    S: Service<http::Request<ReplayBody<ReqB>>, Response = http::Response<ResB>>,
+    ReqB: Body,
+    D: Decide<S::Error>,
+{
+    type Output = Result<http::Response<ResB>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let (step, result) = match ready!(future.poll(cx)) {
+                        Ok(mut response) => {
+                            // A response without a classification and with an error status
+                            // is classified from its head (taken apart for that, and only
+                            // then: the success path moves nothing).
+                            let derived = if response.status().as_u16() >= 400
+                                && response.extensions().get::<Classification>().is_none()
+                            {
+                                let (parts, body) = response.into_parts();
+                                let now = this.shared.clock.now();
+                                let c = Generic.classify_at(&parts, &[], now);
+                                response = http::Response::from_parts(parts, body);
+                                Some(c)
+                            } else {
+                                None
+                            };
+                            let step = judge(
+                                this.shared,
+                                this.template,
+                                *this.attempts,
+                                *this.start,
+                                &response,
+                                derived.as_ref(),
+                            );
+                            if let Step::Stop(stopped) = step {
+                                if *this.attempts > 1 || stopped != StopReason::Success {
+                                    let info = RetryInfo::new(*this.attempts, stopped);
+                                    response.extensions_mut().insert(info);
+                                }
+                                return Poll::Ready(Ok(response));
+                            }
+                            (step, Ok(()))
+                        }
+                        Err(e) => {
+                            let outcome = Outcome::Error(&e);
+                            let step = next_step(
+                                this.shared,
+                                this.template,
+                                *this.attempts,
+                                *this.start,
+                                outcome,
+                            );
+                            (step, Err(e))
+                        }
+                    };
+                    let delay = match (step, result) {
+                        (Step::Retry(delay), _) => delay,
+                        (Step::Stop(_), Err(e)) => return Poll::Ready(Err(e)),
+                        (Step::Stop(_), Ok(())) => unreachable!("returned above"),
+                    };
+                    // The response (or error) of this attempt is dropped here.
+                    if delay.is_zero() {
+                        this.state.set(State::Retrying);
+                    } else {
+                        let at = Instant::now() + delay;
+                        match this.sleep {
+                            Some(sleep) => sleep.as_mut().reset(at),
+                            None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                        }
+                        this.state.set(State::Waiting);
+                    }
+                }
+                StateProj::Waiting => {
+                    if let Some(sleep) = this.sleep {
+                        ready!(sleep.as_mut().poll(cx));
+                    }
+                    this.state.set(State::Retrying);
+                }
+                StateProj::Retrying => {
+                    ready!(this.service.poll_ready(cx))?;
+                    *this.attempts += 1;
+                    let last = *this.attempts >= this.shared.limits.max_attempts;
+                    let (parts, body) = if last {
+                        this.template.take().expect("a retry needs the request")
+                    } else {
+                        let (parts, body) =
+                            this.template.as_ref().expect("a retry needs the request");
+                        (parts.clone(), body.replay())
+                    };
+                    let future = this.service.call(http::Request::from_parts(parts, body));
+                    this.state.set(State::Called { future });
+                }
+            }
+        }
+    }
+}
+
+/// The next step after a response, from its classification: the one derived from its
+/// head, else the one in its extensions, else (for a 1xx–3xx status that carries none) a
+/// plain success.
+fn judge<D, E, B, ResB>(
+    shared: &Shared<D>,
+    template: &Option<(request::Parts, ReplayBody<B>)>,
+    attempts: u32,
+    start: Option<Instant>,
+    response: &http::Response<ResB>,
+    derived: Option<&Classification>,
+) -> Step
+where
+    D: Decide<E>,
+{
+    let classification = derived
+        .or_else(|| response.extensions().get::<Classification>())
+        .unwrap_or(&shared.success);
+    let outcome = Outcome::Response {
+        status: response.status(),
+        headers: response.headers(),
+        classification,
+    };
+    next_step(shared, template, attempts, start, outcome)
+}
+
+/// Decides, applies the bounds and the budget, and says so in a tracing event.
+fn next_step<D, E, B>(
+    shared: &Shared<D>,
+    template: &Option<(request::Parts, ReplayBody<B>)>,
+    attempts: u32,
+    start: Option<Instant>,
+    outcome: Outcome<'_, E>,
+) -> Step
+where
+    D: Decide<E>,
+{
+    let verdict = shared.decide.decide(&Attempt::new(attempts, outcome));
+    let classification = match outcome {
+        Outcome::Response { classification, .. } => Some(classification),
+        Outcome::Error(_) => None,
+    };
+    let class = classification.map(Classification::class);
+    if verdict == Verdict::Stop && class == Some(QuotaClass::Success) {
+        // The common case: no randomness, no budget, no event.
+        return Step::Stop(StopReason::Success);
+    }
+    // Time is read only when a deadline needs it.
+    let elapsed = start.map_or(Duration::ZERO, |t| t.elapsed());
+    let facts = Facts {
+        attempts,
+        elapsed,
+        class,
+        server_delay: classification.and_then(Classification::retry_after),
+        replayable: template.as_ref().is_some_and(|(_, b)| b.is_replayable()),
+    };
+    let mut step = policy::plan(&shared.limits, facts, verdict, shared.random());
+    if let Step::Retry(_) = step {
+        if !shared.budget.withdraw() {
+            step = Step::Stop(StopReason::BudgetExhausted);
+        }
+    }
+    let class = class.map_or("transport_error", QuotaClass::as_str);
+    match step {
+        Step::Retry(delay) => tracing::debug!(
+            attempt = attempts,
+            class,
+            delay_ms = delay_ms(delay),
+            server_delay_ms = facts.server_delay.map(delay_ms),
+            "retrying"
+        ),
+        Step::Stop(reason) => tracing::debug!(
+            attempts,
+            class,
+            reason = reason.as_str(),
+            server_delay_ms = facts.server_delay.map(delay_ms),
+            "not retrying"
+        ),
+    }
+    step
+}
+
+fn delay_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl<S, ReqB, D> fmt::Debug for ResponseFuture<S, ReqB, D>
+where
+    S: Service<http::Request<ReplayBody<ReqB>>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Called { .. } => "called",
+            State::Waiting => "waiting",
+            State::Retrying => "retrying",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
