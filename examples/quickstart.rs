@@ -1,181 +1,238 @@
-//! Classifies recorded provider responses through `QuotaClassifyLayer` and prints each
-//! verdict: the class, who the limit applies to, the server's delay, when an exhausted quota
-//! resets, and whether the request is worth sending again.
+//! The main demonstration: the same workload against a simulated OpenRouter free tier, sent
+//! twice over real HTTP on loopback — first by a plain hyper-util client, then by the same
+//! client behind tower-quota's three layers — and a side-by-side table of what happened.
+//!
+//! The simulator enforces OpenRouter's rolling "20 requests per minute" with its exact 429s,
+//! headers and error bodies; here a "minute" lasts two seconds so the run takes a few seconds.
 //!
 //! Runs offline: `cargo run --example quickstart`.
 
-use std::convert::Infallible;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body;
 use http_body_util::{BodyExt, Full};
-use tower::{service_fn, ServiceBuilder, ServiceExt};
-use tower_quota::classify::Classification;
-use tower_quota::QuotaClassifyLayer;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::Instant;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower_quota::limit::KeyBy;
+use tower_quota::retry::ReplayBody;
+use tower_quota::sim::{self, Simulator};
+use tower_quota::{Quota, QuotaClassifyLayer, RateLimitLayer, RetryAfterLayer, Tier};
 
-/// A recorded response: what it is, status, headers, body.
-type Recorded = (
-    &'static str,
-    u16,
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
+/// A scaled minute: OpenRouter's free tier is 20 requests per (rolling) minute.
+const MINUTE: Duration = Duration::from_secs(2);
+const PER_MINUTE: usize = 20;
+const REQUESTS: usize = 60;
+const CONCURRENCY: usize = 8;
+const LATENCY: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(25));
+const API_KEY: &str = "sk-or-v1-quickstart-0000";
+const MODEL: &str = "meta-llama/llama-3.3-70b-instruct:free";
 
-/// What the providers really send (PROVIDERS.md).
-const RECORDED: &[Recorded] = &[
-    (
-        "OpenRouter :free, per-minute cap",
-        429,
-        &[
-            ("x-ratelimit-limit", "20"),
-            ("x-ratelimit-remaining", "0"),
-            ("x-ratelimit-reset", "{in_30s_ms}"),
-        ],
-        r#"{"error":{"message":"Rate limit exceeded: free-models-per-min. ","code":429}}"#,
-    ),
-    (
-        "OpenRouter :free, daily cap",
-        429,
-        &[
-            ("x-ratelimit-limit", "50"),
-            ("x-ratelimit-remaining", "0"),
-            ("x-ratelimit-reset", "{midnight_ms}"),
-        ],
-        r#"{"error":{"message":"Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day","code":429}}"#,
-    ),
-    (
-        "OpenRouter, upstream provider 429",
-        429,
-        &[],
-        r#"{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"deepseek/deepseek-chat-v3-0324:free is temporarily rate-limited upstream. Please retry shortly.","provider_name":"Chutes","is_byok":false,"retry_after_seconds":29}}}"#,
-    ),
-    (
-        "OpenRouter, credits gone",
-        402,
-        &[],
-        r#"{"error":{"message":"Insufficient credits. Add more using https://openrouter.ai/credits","code":402}}"#,
-    ),
-    (
-        "OpenRouter, no provider",
-        503,
-        &[],
-        r#"{"error":{"message":"No endpoints found that support the requested parameters","code":503}}"#,
-    ),
-    (
-        "OpenAI, insufficient_quota",
-        429,
-        &[],
-        r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
-    ),
-    (
-        "OpenAI, tokens per minute",
-        429,
-        &[("retry-after-ms", "1500")],
-        r#"{"error":{"message":"Rate limit reached for gpt-4o in organization org-x on tokens per min (TPM). Please try again in 1.5s.","type":"tokens","param":null,"code":"rate_limit_exceeded"}}"#,
-    ),
-    (
-        "Anthropic, overloaded",
-        529,
-        &[],
-        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
-    ),
-    (
-        "Anthropic, spend limit",
-        429,
-        &[],
-        r#"{"type":"error","error":{"type":"rate_limit_error","message":"You have reached your specified API usage limits.","details":{"error_code":"enforced_spend_limit_reached"}}}"#,
-    ),
-    (
-        "LiteLLM, budget exceeded",
-        400,
-        &[],
-        r#"{"error":{"message":"Budget has been exceeded! Current cost: 10.2, Max budget: 10.0","type":"budget_exceeded","param":null,"code":"400"}}"#,
-    ),
-    (
-        "LiteLLM, key RPM",
-        429,
-        &[("retry-after", "60")],
-        r#"{"error":{"message":"Crossed TPM / RPM / Max Parallel Request Limit","type":"None","param":"None","code":"429"}}"#,
-    ),
-    (
-        "HTTP-date Retry-After",
-        503,
-        &[("retry-after", "{date_in_90s}")],
-        "Service Unavailable",
-    ),
-    (
-        "success",
-        200,
-        &[
-            ("x-ratelimit-remaining-requests", "499"),
-            ("x-ratelimit-reset-requests", "120ms"),
-        ],
-        r#"{"choices":[{"message":{"content":"hi"}}]}"#,
-    ),
-];
-
-fn fill(value: &str) -> String {
-    let now = std::time::SystemTime::now();
-    let epoch = now.duration_since(std::time::UNIX_EPOCH).unwrap();
-    let midnight = (epoch.as_secs() / 86_400 + 1) * 86_400;
-    value
-        .replace("{in_30s_ms}", &(epoch.as_millis() + 30_000).to_string())
-        .replace("{midnight_ms}", &(u128::from(midnight) * 1000).to_string())
-        .replace(
-            "{date_in_90s}",
-            &httpdate::fmt_http_date(now + Duration::from_secs(90)),
-        )
+/// What one run of the workload did.
+struct Report {
+    name: &'static str,
+    succeeded: usize,
+    failed: usize,
+    server_429s: u64,
+    wasted: u64,
+    makespan: Duration,
+    p50: Duration,
+    p99: Duration,
 }
 
-fn secs(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".into(), |d| format!("{:.1}s", d.as_secs_f64()))
+fn completion() -> Request<Full<Bytes>> {
+    let body = format!(r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    Request::post("/api/v1/chat/completions")
+        .header("authorization", format!("Bearer {API_KEY}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// Sends the workload through `client` with `CONCURRENCY` workers, showing progress.
+async fn run<S, B>(name: &'static str, client: S, base: &str, sim: &Simulator) -> Report
+where
+    S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Send,
+{
+    sim.reset();
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let progress = tokio::spawn(progress_bar(name, done.clone(), start));
+    let mut workers = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (client, next, done, base) =
+            (client.clone(), next.clone(), done.clone(), base.to_owned());
+        workers.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            while next.fetch_add(1, Ordering::SeqCst) < REQUESTS {
+                let mut req = completion();
+                *req.uri_mut() = format!("{base}/api/v1/chat/completions").parse().unwrap();
+                let sent = Instant::now();
+                let resp = client.clone().oneshot(req).await.map_err(Into::into);
+                let ok = match resp {
+                    Ok(resp) => {
+                        let ok = resp.status().is_success();
+                        let _ = resp.into_body().collect().await;
+                        ok
+                    }
+                    Err(_) => false,
+                };
+                results.push((ok, sent.elapsed()));
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            results
+        }));
+    }
+    let mut results = Vec::new();
+    for w in workers {
+        results.extend(w.await.expect("worker"));
+    }
+    let makespan = start.elapsed();
+    progress.abort();
+    finish_bar(name, makespan);
+
+    let stats = sim.stats();
+    let mut latencies: Vec<Duration> = results.iter().map(|r| r.1).collect();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    let succeeded = results.iter().filter(|r| r.0).count();
+    Report {
+        name,
+        succeeded,
+        failed: results.len() - succeeded,
+        server_429s: stats.rate_limited,
+        wasted: stats.wasted,
+        makespan,
+        p50: pct(0.5),
+        p99: pct(0.99),
+    }
+}
+
+async fn progress_bar(name: &str, done: Arc<AtomicUsize>, start: Instant) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown = usize::MAX;
+    loop {
+        let n = done.load(Ordering::SeqCst);
+        if terminal || n / 20 != shown / 20 {
+            shown = n;
+            let filled = n * 30 / REQUESTS;
+            let bar = format!("{}{}", "#".repeat(filled), ".".repeat(30 - filled));
+            let line = format!(
+                "{name:<24} [{bar}] {n:>3}/{REQUESTS}  {:>5.1}s",
+                start.elapsed().as_secs_f64()
+            );
+            if terminal {
+                eprint!("\r{line}");
+            } else {
+                eprintln!("{line}");
+            }
+            let _ = std::io::stderr().flush();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn finish_bar(name: &str, makespan: Duration) {
+    let line = format!(
+        "{name:<24} [{}] {REQUESTS:>3}/{REQUESTS}  {:>5.1}s",
+        "#".repeat(30),
+        makespan.as_secs_f64()
+    );
+    if std::io::stderr().is_terminal() {
+        eprintln!("\r{line}");
+    } else {
+        eprintln!("{line}");
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // A stand-in for an HTTP client: it answers with the recorded response named in the path.
-    let recorded = service_fn(|req: Request<()>| async move {
-        let i: usize = req.uri().path().trim_start_matches('/').parse().unwrap();
-        let (_, status, headers, body) = RECORDED[i];
-        let mut resp = Response::builder().status(status);
-        for (k, v) in headers {
-            resp = resp.header(*k, fill(v));
-        }
-        Ok::<_, Infallible>(
-            resp.body(Full::new(Bytes::from_static(body.as_bytes())))
-                .unwrap(),
-        )
-    });
-    let client = ServiceBuilder::new()
-        .layer(QuotaClassifyLayer::default())
-        .service(recorded);
-
+async fn main() -> Result<(), BoxError> {
+    let sim = Simulator::builder()
+        .key(API_KEY, sim::Tier::openrouter_credited())
+        .minute(MINUTE)
+        .latency(LATENCY.0, LATENCY.1)
+        .seed(7)
+        .build();
+    let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await?;
+    let base = format!("http://{addr}");
     println!(
-        "{:<36} {:>6}  {:<16} {:<9} {:>7} {:>9}  retry?",
-        "response", "status", "class", "scope", "delay", "resets in"
+        "Simulated OpenRouter on {addr}: {PER_MINUTE} requests per rolling \"minute\" of {:?}.",
+        MINUTE
     );
-    for (i, (name, ..)) in RECORDED.iter().enumerate() {
-        let req = Request::get(format!("/{i}")).body(())?;
-        let resp = client.clone().oneshot(req).await?;
-        let c = resp.extensions().get::<Classification>().cloned().unwrap();
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await?.to_bytes();
-        assert_eq!(
-            body,
-            RECORDED[i].3.as_bytes(),
-            "the body is handed on intact"
-        );
+    println!("Workload: {REQUESTS} chat completions on a :free model, {CONCURRENCY} at a time.\n");
+
+    // 1. A plain client, as most code calls a router today.
+    let plain = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let plain = run("plain hyper-util client", plain, &base, &sim).await;
+
+    // 2. The same client behind the three layers: pace to the tier, classify every
+    //    response, retry exactly as the server asks.
+    let tier =
+        Tier::new("openrouter-free (scaled)").with_quota(Quota::new(PER_MINUTE as u64, MINUTE));
+    let inner = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Full<Bytes>>>();
+    let layered = ServiceBuilder::new()
+        .layer(RetryAfterLayer::new())
+        .layer(
+            RateLimitLayer::new(tier)
+                .key_by(KeyBy::ApiKey)
+                // Absorbs the jitter between our clock and the server's arrival times.
+                .with_margin(Duration::from_millis(50)),
+        )
+        .layer(QuotaClassifyLayer::default())
+        .service(inner);
+    let layered = run("with tower-quota", layered, &base, &sim).await;
+    server.shutdown().await;
+
+    // The best any client can do: PER_MINUTE admissions per window, back to back.
+    let windows = REQUESTS.div_ceil(PER_MINUTE) as u32 - 1;
+    let optimum = MINUTE * windows + LATENCY.0;
+    println!();
+    println!(
+        "{:<26} {:>9} {:>7} {:>11} {:>7} {:>9} {:>11} {:>8} {:>8}",
+        "", "succeeded", "failed", "429s (srv)", "wasted", "makespan", "vs optimum", "p50", "p99"
+    );
+    for r in [&plain, &layered] {
+        let ratio = if r.failed == 0 {
+            format!("{:.2}x", r.makespan.as_secs_f64() / optimum.as_secs_f64())
+        } else {
+            "-".to_string()
+        };
         println!(
-            "{:<36} {:>6}  {:<16} {:<9} {:>7} {:>9}  {}",
-            name,
-            status,
-            c.class().as_str(),
-            c.scope().as_str(),
-            secs(c.retry_after()),
-            secs(c.reset_after()),
-            if c.should_retry() { "yes" } else { "no" },
+            "{:<26} {:>9} {:>7} {:>11} {:>7} {:>8.2}s {:>11} {:>7.0}ms {:>7.0}ms",
+            r.name,
+            r.succeeded,
+            r.failed,
+            r.server_429s,
+            r.wasted,
+            r.makespan.as_secs_f64(),
+            ratio,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
         );
+    }
+    println!(
+        "\ntheoretical optimum: {:.2}s ({windows} full windows of {:?}, then the last batch)",
+        optimum.as_secs_f64(),
+        MINUTE
+    );
+
+    if layered.succeeded != REQUESTS {
+        return Err(format!("tower-quota: {} of {REQUESTS} succeeded", layered.succeeded).into());
+    }
+    if layered.server_429s > 0 {
+        return Err(format!("tower-quota: the server sent {} 429s", layered.server_429s).into());
     }
     Ok(())
 }
