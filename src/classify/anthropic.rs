@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use http::response::Parts;
 use serde_json::Value;
 
-use super::json::{contains_ci, str_at};
+use super::json::{self, contains_ci, str_at};
 use super::{Classification, Classify, QuotaClass, Scope};
 
 /// Classifies Anthropic responses:
@@ -42,14 +42,9 @@ pub(crate) fn matches(v: &Value) -> bool {
 }
 
 pub(crate) fn refine(c: &mut Classification, _parts: &Parts, v: &Value) -> bool {
-    let Some(err) = v.get("error").filter(|e| e.is_object()) else {
+    let Some((err, message)) = json::error_object(c, v, "anthropic") else {
         return false;
     };
-    c.set_api("anthropic");
-    let message = str_at(err, "message").unwrap_or("");
-    if !message.is_empty() {
-        c.set_message(message);
-    }
     let kind = str_at(err, "type").unwrap_or("");
     if !kind.is_empty() {
         c.set_code(kind);

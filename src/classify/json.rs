@@ -22,6 +22,22 @@ pub(crate) fn parse(body: &[u8]) -> Option<Value> {
     }
 }
 
+/// Opens the `{"error": {…}}` object of a provider body: records the API and the message on
+/// `c` and returns the object with its message (`""` when it has none).
+pub(crate) fn error_object<'a>(
+    c: &mut super::Classification,
+    v: &'a Value,
+    api: &'static str,
+) -> Option<(&'a Value, &'a str)> {
+    let err = v.get("error").filter(|e| e.is_object())?;
+    c.set_api(api);
+    let message = str_at(err, "message").unwrap_or("");
+    if !message.is_empty() {
+        c.set_message(message);
+    }
+    Some((err, message))
+}
+
 /// `v[key]` as a string, when it is one.
 pub(crate) fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key)?.as_str()

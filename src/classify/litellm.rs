@@ -85,14 +85,9 @@ const BUDGET_MARKERS: &[&str] = &[
 ];
 
 pub(crate) fn refine(c: &mut Classification, _parts: &Parts, v: &Value) -> bool {
-    let Some(err) = v.get("error").filter(|e| e.is_object()) else {
+    let Some((err, message)) = json::error_object(c, v, "litellm") else {
         return false;
     };
-    c.set_api("litellm");
-    let message = str_at(err, "message").unwrap_or("");
-    if !message.is_empty() {
-        c.set_message(message);
-    }
     let kind = str_at(err, "type").unwrap_or("");
     if !kind.is_empty() {
         c.set_code(kind);

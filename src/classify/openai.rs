@@ -52,14 +52,9 @@ pub(crate) const QUOTA_CODES: &[&str] = &[
 ];
 
 pub(crate) fn refine(c: &mut Classification, _parts: &Parts, v: &Value) -> bool {
-    let Some(err) = v.get("error").filter(|e| e.is_object()) else {
+    let Some((err, message)) = json::error_object(c, v, "openai") else {
         return false;
     };
-    c.set_api("openai");
-    let message = str_at(err, "message").unwrap_or("");
-    if !message.is_empty() {
-        c.set_message(message);
-    }
     let kind = str_at(err, "type").unwrap_or("");
     let code = str_at(err, "code").unwrap_or("");
     if let Some(most_specific) = [code, kind].into_iter().find(|s| !s.is_empty()) {

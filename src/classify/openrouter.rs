@@ -58,15 +58,10 @@ pub(crate) fn matches(v: &Value) -> bool {
 }
 
 pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
-    let Some(err) = v.get("error").filter(|e| e.is_object()) else {
+    let Some((err, message)) = json::error_object(c, v, "openrouter") else {
         return false;
     };
-    c.set_api("openrouter");
     let now = c.classified_at();
-    let message = str_at(err, "message").unwrap_or("");
-    if !message.is_empty() {
-        c.set_message(message);
-    }
     let empty = Value::Null;
     let meta = err.get("metadata").unwrap_or(&empty);
     let raw = match meta.get("raw") {
