@@ -165,7 +165,7 @@ async fn main() -> Result<(), BoxError> {
         prompt: "Say hi in five words.".into(),
     };
     let start = Instant::now();
-    client.ready().await.map_err(Into::<BoxError>::into)?;
+    client.ready().await?;
     let reply = client
         .unary(
             tonic::Request::new(request.clone()),
@@ -198,7 +198,7 @@ async fn main() -> Result<(), BoxError> {
 
     // 2. A quota that is used up: returned at once.
     let start = Instant::now();
-    client.ready().await.map_err(Into::<BoxError>::into)?;
+    client.ready().await?;
     let status = client
         .unary(
             tonic::Request::new(CompleteRequest {
