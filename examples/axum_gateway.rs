@@ -90,7 +90,8 @@ async fn main() -> Result<(), BoxError> {
         Client::builder(TokioExecutor::new()).build_http();
     let upstream = ServiceBuilder::new()
         .layer(RetryAfterLayer::new())
-        .layer(RateLimitLayer::new(upstream_tier).with_margin(Duration::from_millis(25)))
+        // The margin absorbs the time between our admission and the router's arrival.
+        .layer(RateLimitLayer::new(upstream_tier).with_margin(Duration::from_millis(100)))
         .layer(QuotaClassifyLayer::new(classify::OpenRouter))
         .service(hyper_client);
 

@@ -82,8 +82,9 @@ async fn main() -> Result<(), BoxError> {
                         .is_some_and(|m| m.is_free_variant())
                         .then(|| free.clone())
                 })
-                // Loopback jitter between our clock and the simulator's arrival times.
-                .with_margin(Duration::from_millis(25)),
+                // Room for the time between our admission and the simulator's arrival (a
+                // new connection, a busy thread): the window is kept on the server's side.
+                .with_margin(Duration::from_millis(100)),
         )
         .layer(QuotaClassifyLayer::new(classify::OpenRouter))
         .service(hyper_client);
