@@ -12,6 +12,10 @@
 //! cooldowns after a 429, pauses until a reset, tightened counts, and (when asked) the
 //! server's own limits.
 //!
+//! A gateway that limits its own clients in [`Mode::Reject`] answers the error with
+//! [`RateLimited::to_response`]: a 429 with `Retry-After` and the IETF `RateLimit-Policy` /
+//! `RateLimit` fields, from the error and the key's [`Snapshot`] ([`RateLimited::snapshot`]).
+//!
 //! All clones of the layer and its services share one [`Limiter`], which can also be used
 //! directly ([`Limiter::acquire`], [`Limiter::try_acquire`], [`Limiter::snapshot`]). Its
 //! state lives behind the async [`Store`](store::Store) trait (in memory by default).
@@ -79,6 +83,7 @@ mod key;
 mod layer;
 mod limiter;
 mod quota;
+mod response;
 mod service;
 pub mod store;
 mod window;
