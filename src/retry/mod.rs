@@ -148,3 +148,6 @@ pub use layer::RetryAfterLayer;
 pub use policy::{Attempt, Decide, Outcome, RetryInfo, Standard, StopReason, Verdict};
 pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BYTES};
 pub use service::RetryAfter;
+
+pub(crate) use policy::Step;
+pub(crate) use service::Shared;
