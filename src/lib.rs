@@ -57,8 +57,10 @@ pub mod limit;
 pub mod retry;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod stack;
 pub mod tiers;
 
 pub use classify::QuotaClassifyLayer;
 pub use limit::{Quota, RateLimitLayer, Tier};
 pub use retry::RetryAfterLayer;
+pub use stack::{QuotaLayer, QuotaStack};
