@@ -54,6 +54,8 @@ pub mod classify;
 pub mod clock;
 pub mod headers;
 pub mod limit;
+#[cfg(feature = "reqwest-middleware")]
+pub mod reqwest;
 pub mod retry;
 #[cfg(feature = "sim")]
 pub mod sim;
