@@ -149,5 +149,5 @@ pub use policy::{Attempt, Decide, Outcome, RetryInfo, Standard, StopReason, Verd
 pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BYTES};
 pub use service::RetryAfter;
 
-pub(crate) use policy::Step;
-pub(crate) use service::Shared;
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use {policy::Step, service::Shared};
