@@ -90,7 +90,7 @@ impl<D> Shared<D> {
         let class = class.map_or("transport_error", QuotaClass::as_str);
         match step {
             Step::Retry(delay) => tracing::debug!(
-                attempt = attempts,
+                attempts,
                 class,
                 delay_ms = delay_ms(delay),
                 server_delay_ms = facts.server_delay.map(delay_ms),
