@@ -11,7 +11,7 @@ use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
 use tokio::time::Instant;
 use tower::ServiceExt;
 use tower_quota::classify::{Classification, QuotaClass, Scope};
-use tower_quota::limit::{KeyBy, RateLimited};
+use tower_quota::limit::{KeyBy, Model, RateLimited, RequestHead};
 use tower_quota::reqwest::QuotaMiddleware;
 use tower_quota::retry::{RetryInfo, StopReason};
 use tower_quota::sim::{Account, Faults, Limit, Models, Simulator, Tier as SimTier};
@@ -283,5 +283,49 @@ async fn daily_cap_arrives_at_once_with_its_classification() {
     let limited = err.downcast_ref::<RateLimited>().expect("a RateLimited");
     assert!(limited.retry_after().unwrap() > Duration::from_secs(60));
     assert_eq!(sim.stats().requests, 3);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_and_tiers_read_the_middleware_extensions() {
+    let sim = Simulator::builder()
+        .key("sk-a", SimTier::unlimited())
+        .build();
+    let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await.unwrap();
+    let tier = Tier::new("per-model").with_quota(Quota::per_minute(10));
+    let selected = tier.clone();
+    // Only requests that name a model are paced, each model under its own key.
+    let rate_limit = RateLimitLayer::new(tier.clone())
+        .key_by(KeyBy::Model)
+        .with_tier_selector(move |head| head.model().map(|_| selected.clone()));
+    let layer = QuotaLayer::new(tier.clone()).with_rate_limit(rate_limit);
+    let limiter = layer.limiter().clone();
+    let client = client(layer);
+
+    for _ in 0..3 {
+        let response = completion(&client, addr, "sk-a", PAID_MODEL)
+            .with_extension(Model::new(PAID_MODEL))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // Not paced: no model in the extensions.
+    completion(&client, addr, "sk-a", PAID_MODEL)
+        .send()
+        .await
+        .unwrap();
+
+    let mut head = http::Request::new(());
+    head.extensions_mut().insert(Model::new(PAID_MODEL));
+    let key = KeyBy::Model.key(&RequestHead::of(&head));
+    let snap = limiter.snapshot_with(key, &tier).await.unwrap();
+    assert_eq!(snap.windows[0].used, 3);
+    let snap = limiter
+        .snapshot_with(tower_quota::limit::Key::GLOBAL, &tier)
+        .await
+        .unwrap();
+    assert_eq!(snap.windows[0].used, 0);
+    assert_eq!(sim.stats().succeeded, 4);
     server.shutdown().await;
 }
