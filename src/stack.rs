@@ -6,7 +6,7 @@ use tower_layer::Layer;
 
 use crate::classify::{Auto, QuotaClassify, QuotaClassifyLayer};
 use crate::limit::{KeyBy, Limiter, RateLimit, RateLimitLayer, Tier};
-use crate::retry::{RetryAfter, RetryAfterLayer, Standard, StopOnLimiterErrors};
+use crate::retry::{RetryAfter, RetryAfterLayer, Standard};
 
 /// The whole stack in one layer: [`RetryAfterLayer`] (outermost, so that every attempt goes
 /// through the limiter again) → [`RateLimitLayer`] → [`QuotaClassifyLayer`] (with the
@@ -21,11 +21,8 @@ use crate::retry::{RetryAfter, RetryAfterLayer, Standard, StopOnLimiterErrors};
 ///     .layer(QuotaClassifyLayer::new(Auto))
 /// ```
 ///
-/// with two differences: the classifier and the retry layer read the limiter's wall clock
-/// ([`Limiter::wall_clock`]), so that all three agree on "now" — in paused tokio time too; and
-/// the retry decision is wrapped in [`StopOnLimiterErrors`], so that the limiter's own
-/// refusals (reject mode, a wait beyond its `max_wait`) come back at once rather than being
-/// retried like transport errors.
+/// with one difference: the classifier and the retry layer read the limiter's wall clock
+/// ([`Limiter::wall_clock`]), so that all three agree on "now" — in paused tokio time too.
 /// Each part stays reachable: [`key_by`](Self::key_by) for the most common setting, and
 /// [`with_retry`](Self::with_retry), [`with_rate_limit`](Self::with_rate_limit),
 /// [`with_classifier`](Self::with_classifier) and [`with_classify`](Self::with_classify) to
@@ -111,10 +108,8 @@ pub struct QuotaLayer<C = Auto, D = Standard> {
     pub(crate) classify: QuotaClassifyLayer<C>,
 }
 
-/// The service a [`QuotaLayer`] makes:
-/// `RetryAfter<RateLimit<QuotaClassify<S, C>>, StopOnLimiterErrors<D>>`.
-pub type QuotaStack<S, C = Auto, D = Standard> =
-    RetryAfter<RateLimit<QuotaClassify<S, C>>, StopOnLimiterErrors<D>>;
+/// The service a [`QuotaLayer`] makes: `RetryAfter<RateLimit<QuotaClassify<S, C>>, D>`.
+pub type QuotaStack<S, C = Auto, D = Standard> = RetryAfter<RateLimit<QuotaClassify<S, C>>, D>;
 
 impl QuotaLayer {
     /// The three layers with their defaults, enforcing `tier` under one global key.
@@ -209,10 +204,7 @@ impl<S, C: Clone, D: Clone> Layer<S> for QuotaLayer<C, D> {
     type Service = QuotaStack<S, C, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let decide = StopOnLimiterErrors(self.retry.decide().clone());
         self.retry
-            .clone()
-            .with_decide(decide)
             .layer(self.rate_limit.layer(self.classify.layer(inner)))
     }
 }
@@ -330,30 +322,6 @@ mod tests {
         assert_eq!(c.class(), QuotaClass::QuotaExhausted);
         let info = RetryInfo::get(resp.extensions());
         assert_eq!((info.attempts, info.stopped), (1, StopReason::NotRetryable));
-    }
-
-    /// The limiter's own refusal is returned at once: a retry would only queue again.
-    #[tokio::test(start_paused = true)]
-    async fn limiter_refusals_are_not_retried() {
-        let calls = Arc::new(AtomicU32::new(0));
-        let c = calls.clone();
-        let upstream = tower::service_fn(move |_req: Req| {
-            c.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, Infallible>(answer(200, &[], "{}")) }
-        });
-        let tier = Tier::new("t").with_quota(Quota::per_minute(1));
-        let svc = ServiceBuilder::new()
-            .layer(
-                QuotaLayer::new(tier.clone()).with_rate_limit(RateLimitLayer::new(tier).reject()),
-            )
-            .service(upstream);
-        let req = || http::Request::new(Full::new(Bytes::new()));
-        svc.clone().oneshot(req()).await.unwrap();
-        let start = tokio::time::Instant::now();
-        let err = svc.clone().oneshot(req()).await.unwrap_err();
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        assert!(err.is::<crate::limit::RateLimited>(), "{err}");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -126,9 +126,7 @@
 //! # Stacking
 //!
 //! Put this layer outermost, so that every attempt goes through the rate limiter again:
-//! `RetryAfterLayer` → `RateLimitLayer` → `QuotaClassifyLayer` → the client — and give it the
-//! decision [`StopOnLimiterErrors`], so that the limiter's own refusals are not retried like
-//! transport errors. [`QuotaLayer`](crate::QuotaLayer) does both.
+//! `RetryAfterLayer` → `RateLimitLayer` → `QuotaClassifyLayer` → the client.
 //!
 //! [`Classification`]: crate::classify::Classification
 //! [`Classification::retry_after`]: crate::classify::Classification::retry_after
@@ -147,9 +145,7 @@ pub use budget::{Budget, NoBudget, TpsBudget};
 pub use error::ReplayError;
 pub use future::ResponseFuture;
 pub use layer::RetryAfterLayer;
-pub use policy::{
-    Attempt, Decide, Outcome, RetryInfo, Standard, StopOnLimiterErrors, StopReason, Verdict,
-};
+pub use policy::{Attempt, Decide, Outcome, RetryInfo, Standard, StopReason, Verdict};
 pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BYTES};
 pub use service::RetryAfter;
 

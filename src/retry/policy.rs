@@ -9,7 +9,6 @@ use http::{HeaderMap, StatusCode};
 
 use super::backoff::{self, Backoff};
 use crate::classify::{Classification, QuotaClass};
-use crate::limit::{BoxError, CostExceedsLimit, RateLimited};
 
 // === Verdict, Outcome, Attempt ===
 
@@ -142,41 +141,6 @@ impl<E> Decide<E> for Standard {
             Outcome::Response { .. } => Verdict::Stop,
             Outcome::Error(_) => Verdict::Retry,
         }
-    }
-}
-
-/// The decision for a retry layer stacked over a [`RateLimitLayer`](crate::RateLimitLayer):
-/// the limiter's own refusals — [`RateLimited`](crate::limit::RateLimited) (reject mode, or a
-/// wait beyond the limiter's `max_wait`) and [`CostExceedsLimit`](crate::limit::CostExceedsLimit)
-/// — are returned at once, since sending the request again would only queue it again; every
-/// other attempt is judged by `D`. [`QuotaLayer`](crate::QuotaLayer) uses it; a stack built by
-/// hand should too:
-///
-/// ```
-/// use tower::ServiceBuilder;
-/// use tower_quota::retry::{Standard, StopOnLimiterErrors};
-/// use tower_quota::{tiers, QuotaClassifyLayer, RateLimitLayer, RetryAfterLayer};
-///
-/// # let client = tower::service_fn(|_: http::Request<tower_quota::retry::ReplayBody<String>>| async {
-/// #     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-/// # });
-/// let svc = ServiceBuilder::new()
-///     .layer(RetryAfterLayer::new().with_decide(StopOnLimiterErrors(Standard)))
-///     .layer(RateLimitLayer::new(tiers::openrouter::free()))
-///     .layer(QuotaClassifyLayer::default())
-///     .service(client);
-/// ```
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StopOnLimiterErrors<D = Standard>(pub D);
-
-impl<D: Decide<BoxError>> Decide<BoxError> for StopOnLimiterErrors<D> {
-    fn decide(&self, attempt: &Attempt<'_, BoxError>) -> Verdict {
-        if let Outcome::Error(e) = attempt.outcome {
-            if e.is::<RateLimited>() || e.is::<CostExceedsLimit>() {
-                return Verdict::Stop;
-            }
-        }
-        self.0.decide(attempt)
     }
 }
 
