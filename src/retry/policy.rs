@@ -128,20 +128,54 @@ where
 /// [`should_retry`](Classification::should_retry) — the server's explicit verdict when it gave
 /// one (`x-should-retry`, `availability.retryable`, a negative gRPC pushback), else the class:
 /// `RateLimited`, `Overloaded`, `Unavailable`, `Timeout`, `ServerError`, and `QuotaExhausted`
-/// only with a server delay — and retry every transport error.
+/// only with a server delay — and retry every transport error, except the rate limiter's
+/// own refusals ([`RateLimited`](crate::limit::RateLimited),
+/// [`CostExceedsLimit`](crate::limit::CostExceedsLimit)): a [`RateLimitLayer`](crate::RateLimitLayer)
+/// below this one already held the request as long as it may, so another attempt soon would
+/// be refused the same way (after a daily cap, for hours).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Standard;
 
-impl<E> Decide<E> for Standard {
+impl<E: 'static> Decide<E> for Standard {
     fn decide(&self, attempt: &Attempt<'_, E>) -> Verdict {
         match attempt.outcome {
             Outcome::Response { classification, .. } if classification.should_retry() => {
                 Verdict::Retry
             }
             Outcome::Response { .. } => Verdict::Stop,
+            Outcome::Error(e) if is_limiter_refusal(e) => Verdict::Stop,
             Outcome::Error(_) => Verdict::Retry,
         }
     }
+}
+
+/// Whether `e` is (or is caused by) the rate limiter's refusal to send a request.
+fn is_limiter_refusal<E: 'static>(e: &E) -> bool {
+    use crate::limit::{AcquireError, CostExceedsLimit, RateLimited};
+    use std::any::Any;
+    use std::error::Error;
+
+    let any = e as &dyn Any;
+    let mut next: Option<&(dyn Error + 'static)> =
+        if let Some(boxed) = any.downcast_ref::<tower::BoxError>() {
+            Some(&**boxed)
+        } else if let Some(e) = any.downcast_ref::<AcquireError>() {
+            Some(e)
+        } else {
+            return any.is::<RateLimited>() || any.is::<CostExceedsLimit>();
+        };
+    while let Some(err) = next {
+        if err.is::<RateLimited>() || err.is::<CostExceedsLimit>() {
+            return true;
+        }
+        if let Some(AcquireError::RateLimited(_) | AcquireError::CostExceedsLimit(_)) =
+            err.downcast_ref::<AcquireError>()
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 // === RetryInfo, StopReason ===
@@ -357,6 +391,32 @@ mod tests {
                 classification: c,
             },
         ))
+    }
+
+    #[test]
+    fn standard_retries_transport_errors_but_not_the_limiters_refusals() {
+        use crate::limit::{Key, RateLimited, Reason};
+        use tower::BoxError;
+
+        let limited = RateLimited {
+            key: Key::of("k"),
+            tier: crate::Tier::new("t"),
+            reason: Reason::MaxWait,
+            available_at: None,
+            retry_after: Some(secs(50_000)),
+        };
+        let error = |e: &BoxError| Standard.decide(&Attempt::new(1, Outcome::Error(e)));
+        let io: BoxError = std::io::Error::other("connection reset").into();
+        assert_eq!(error(&io), Verdict::Retry);
+        let refused: BoxError = Box::new(limited.clone());
+        assert_eq!(error(&refused), Verdict::Stop);
+        // Wrapped in the limiter's own error, or as a plain value.
+        let wrapped: BoxError = Box::new(crate::limit::AcquireError::RateLimited(limited.clone()));
+        assert_eq!(error(&wrapped), Verdict::Stop);
+        assert_eq!(
+            Standard.decide(&Attempt::new(1, Outcome::Error(&limited))),
+            Verdict::Stop
+        );
     }
 
     #[test]
