@@ -23,6 +23,8 @@ use crate::retry::{RetryAfter, RetryAfterLayer, Standard};
 ///
 /// with one difference: the classifier and the retry layer read the limiter's wall clock
 /// ([`Limiter::wall_clock`]), so that all three agree on "now" — in paused tokio time too.
+/// The limiter's own refusals (reject mode, a wait beyond its `max_wait`) come back at once:
+/// [`Standard`] does not retry them.
 /// Each part stays reachable: [`key_by`](Self::key_by) for the most common setting, and
 /// [`with_retry`](Self::with_retry), [`with_rate_limit`](Self::with_rate_limit),
 /// [`with_classifier`](Self::with_classifier) and [`with_classify`](Self::with_classify) to
@@ -322,6 +324,31 @@ mod tests {
         assert_eq!(c.class(), QuotaClass::QuotaExhausted);
         let info = RetryInfo::get(resp.extensions());
         assert_eq!((info.attempts, info.stopped), (1, StopReason::NotRetryable));
+    }
+
+    /// The limiter's own refusal is returned at once ([`Standard`] does not retry it): a
+    /// retry would only be refused again.
+    #[tokio::test(start_paused = true)]
+    async fn limiter_refusals_are_not_retried() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let upstream = tower::service_fn(move |_req: Req| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(answer(200, &[], "{}")) }
+        });
+        let tier = Tier::new("t").with_quota(Quota::per_minute(1));
+        let svc = ServiceBuilder::new()
+            .layer(
+                QuotaLayer::new(tier.clone()).with_rate_limit(RateLimitLayer::new(tier).reject()),
+            )
+            .service(upstream);
+        let req = || http::Request::new(Full::new(Bytes::new()));
+        svc.clone().oneshot(req()).await.unwrap();
+        let start = tokio::time::Instant::now();
+        let err = svc.clone().oneshot(req()).await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(err.is::<crate::limit::RateLimited>(), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]
