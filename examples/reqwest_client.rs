@@ -34,13 +34,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build();
     let (addr, server) = simulator.serve(([127, 0, 0, 1], 0)).await?;
 
-    // The simulator's 20 per minute, with the minute scaled down; a 50 ms margin absorbs the
+    // The simulator's 20 per minute, with the minute scaled down; a 100 ms margin absorbs the
     // latency differences of a real connection.
     let tier = Tier::new("openrouter-free (demo speed)").with_quota(Quota::new(20, minute));
     let layer = QuotaLayer::new(tier.clone()).with_rate_limit(
         RateLimitLayer::new(tier)
             .key_by(KeyBy::ApiKeyAndModel)
-            .with_margin(Duration::from_millis(50)),
+            .with_margin(Duration::from_millis(100)),
     );
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(QuotaMiddleware::from(layer))

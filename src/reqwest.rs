@@ -60,7 +60,7 @@
 //! let tier = Tier::new("free").with_quota(Quota::new(20, minute));
 //! let layer = QuotaLayer::new(tier.clone())
 //!     // On a real network, a small margin absorbs the latency differences between requests.
-//!     .with_rate_limit(RateLimitLayer::new(tier).with_margin(Duration::from_millis(50)));
+//!     .with_rate_limit(RateLimitLayer::new(tier).with_margin(Duration::from_millis(100)));
 //! let client = ClientBuilder::new(reqwest::Client::new())
 //!     .with(QuotaMiddleware::from(layer))
 //!     .build();

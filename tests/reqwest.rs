@@ -47,7 +47,7 @@ fn class_of(response: &reqwest::Response) -> &Classification {
 
 #[tokio::test]
 async fn paced_tier_sees_no_429() {
-    let minute = Duration::from_millis(400);
+    let minute = Duration::from_millis(500);
     let sim = Simulator::builder()
         .key("sk-a", SimTier::openrouter_free())
         .minute(minute)
@@ -57,7 +57,7 @@ async fn paced_tier_sees_no_429() {
     let layer = QuotaLayer::new(tier.clone()).with_rate_limit(
         RateLimitLayer::new(tier)
             .key_by(KeyBy::ApiKey)
-            .with_margin(Duration::from_millis(50)),
+            .with_margin(Duration::from_millis(100)),
     );
     let client = client(layer);
 
@@ -130,7 +130,7 @@ async fn server_delay_is_honoured() {
     assert_eq!(response.status(), 200);
     // The delay was in the body only (`metadata.retry_after_seconds`): 1 s, plus at most 10 %.
     assert!(elapsed >= Duration::from_secs(1), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(1_600), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(2_000), "{elapsed:?}");
     let info = RetryInfo::get(response.extensions());
     assert_eq!((info.attempts, info.stopped), (2, StopReason::Success));
     let stats = sim.stats();
