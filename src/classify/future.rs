@@ -157,8 +157,8 @@ fn attach(parts: &mut Parts, c: Classification) {
     if !c.class().is_success() {
         tracing::debug!(
             status = parts.status.as_u16(),
-            class = %c.class(),
-            scope = %c.scope(),
+            class = c.class().as_str(),
+            scope = c.scope().as_str(),
             retry_after_ms = c.retry_after().map(|d| d.as_millis() as u64),
             code = c.code(),
             "classified response"

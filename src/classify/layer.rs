@@ -29,9 +29,9 @@ pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 /// ```
 #[derive(Debug, Clone)]
 pub struct QuotaClassifyLayer<C = Auto> {
-    classifier: C,
-    max_body: usize,
-    clock: WallClock,
+    pub(crate) classifier: C,
+    pub(crate) max_body: usize,
+    pub(crate) clock: WallClock,
 }
 
 impl<C> QuotaClassifyLayer<C> {
@@ -54,6 +54,16 @@ impl<C> QuotaClassifyLayer<C> {
     pub fn with_clock(mut self, clock: WallClock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// The classifier.
+    pub fn classifier(&self) -> &C {
+        &self.classifier
+    }
+
+    /// The most bytes of an error body read before classifying.
+    pub fn max_body(&self) -> usize {
+        self.max_body
     }
 }
 

@@ -71,6 +71,16 @@ impl RateLimited {
     }
 }
 
+impl Reason {
+    /// A short, stable, lower-case name for logs and metrics: `"rejected"`, `"max_wait"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rejected => "rejected",
+            Reason::MaxWait => "max_wait",
+        }
+    }
+}
+
 impl fmt::Display for RateLimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

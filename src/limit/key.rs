@@ -144,7 +144,27 @@ impl<'a> RequestHead<'a> {
 type KeyFn = dyn Fn(&RequestHead<'_>) -> Key + Send + Sync;
 
 /// How requests are keyed: which requests share windows.
+///
+/// With the `serde` feature it reads and writes as `"global"`, `"api-key"`, `"model"`,
+/// `"api-key-and-model"` or `{ header = "x-tenant" }`; [`KeyBy::Custom`] (a function) cannot
+/// be written.
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use tower_quota::limit::KeyBy;
+///
+/// let k: KeyBy = serde_json::from_str(r#""api-key""#).unwrap();
+/// assert!(matches!(k, KeyBy::ApiKey));
+/// let k: KeyBy = serde_json::from_str(r#"{"header":"x-tenant"}"#).unwrap();
+/// assert!(matches!(k, KeyBy::Header(h) if h == "x-tenant"));
+/// # }
+/// ```
 #[derive(Clone, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize),
+    serde(try_from = "serde_impl::KeyByRepr")
+)]
 #[non_exhaustive]
 pub enum KeyBy {
     /// Every request shares one key (the default).
@@ -214,6 +234,88 @@ impl fmt::Debug for KeyBy {
             KeyBy::Model => f.write_str("Model"),
             KeyBy::ApiKeyAndModel => f.write_str("ApiKeyAndModel"),
             KeyBy::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+mod serde_impl {
+    use http::header::HeaderName;
+    use serde::{ser::Error as _, Deserialize, Serialize, Serializer};
+
+    use super::KeyBy;
+
+    #[derive(Deserialize, Serialize)]
+    #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+    pub(super) enum KeyByRepr {
+        Global,
+        ApiKey,
+        Model,
+        ApiKeyAndModel,
+        Header(String),
+    }
+
+    impl TryFrom<KeyByRepr> for KeyBy {
+        type Error = String;
+
+        fn try_from(r: KeyByRepr) -> Result<KeyBy, String> {
+            Ok(match r {
+                KeyByRepr::Global => KeyBy::Global,
+                KeyByRepr::ApiKey => KeyBy::ApiKey,
+                KeyByRepr::Model => KeyBy::Model,
+                KeyByRepr::ApiKeyAndModel => KeyBy::ApiKeyAndModel,
+                KeyByRepr::Header(name) => KeyBy::Header(
+                    HeaderName::try_from(name.as_str())
+                        .map_err(|e| format!("invalid header name {name:?}: {e}"))?,
+                ),
+            })
+        }
+    }
+
+    impl Serialize for KeyBy {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let repr = match self {
+                KeyBy::Global => KeyByRepr::Global,
+                KeyBy::ApiKey => KeyByRepr::ApiKey,
+                KeyBy::Model => KeyByRepr::Model,
+                KeyBy::ApiKeyAndModel => KeyByRepr::ApiKeyAndModel,
+                KeyBy::Header(h) => KeyByRepr::Header(h.as_str().to_string()),
+                KeyBy::Custom(_) => {
+                    return Err(S::Error::custom(
+                        "a custom key function cannot be serialised",
+                    ))
+                }
+            };
+            repr.serialize(s)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trips() {
+            for (k, json) in [
+                (KeyBy::Global, r#""global""#),
+                (KeyBy::ApiKey, r#""api-key""#),
+                (KeyBy::Model, r#""model""#),
+                (KeyBy::ApiKeyAndModel, r#""api-key-and-model""#),
+                (
+                    KeyBy::Header(HeaderName::from_static("x-tenant")),
+                    r#"{"header":"x-tenant"}"#,
+                ),
+            ] {
+                assert_eq!(serde_json::to_string(&k).unwrap(), json);
+                let back: KeyBy = serde_json::from_str(json).unwrap();
+                assert_eq!(format!("{back:?}"), format!("{k:?}"));
+            }
+            assert!(serde_json::to_string(&KeyBy::custom(|_| super::super::Key::GLOBAL)).is_err());
+            assert!(serde_json::from_str::<KeyBy>(r#"{"header":"bad header"}"#).is_err());
+            assert!(serde_json::from_str::<KeyBy>(r#""by-moon-phase""#).is_err());
+            // Header names are case-insensitive: written lower-case.
+            let k: KeyBy = serde_json::from_str(r#"{"header":"X-Tenant"}"#).unwrap();
+            assert!(matches!(k, KeyBy::Header(h) if h == "x-tenant"));
         }
     }
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::future::Learn;
 use super::key::{KeyBy, RequestHead};
-use super::limiter::{LearnOptions, Limiter, Mode};
+use super::limiter::{Acquire, LearnOptions, Limiter, Mode};
 use super::quota::Tier;
 use super::service::RateLimit;
 use super::store::Store;
@@ -41,6 +42,26 @@ impl Policy {
             learn_limits: self.learn_limits,
             keys_model: self.key_by.keys_model(),
         }
+    }
+
+    /// What admitting a request takes — its tier, key and weight, turned into the
+    /// [`Acquire`] to await and what to learn from its response — or `None` when its tier
+    /// selector lets it through unlimited. Shared by the tower service and the reqwest
+    /// middleware.
+    pub(crate) fn admission(&self, head: &RequestHead<'_>) -> Option<(Acquire, Option<Learn>)> {
+        let tier = match &self.tiers {
+            Some(select) => select(head)?,
+            None => self.limiter.tier().clone(),
+        };
+        let key = self.key_by.key(head);
+        let weight = self.cost.as_ref().map_or(1, |f| f(head));
+        let learn = self.learn.then(|| Learn {
+            limiter: self.limiter.clone(),
+            key,
+            tier: tier.clone(),
+            options: self.learn_options(),
+        });
+        Some((self.limiter.acquire_tier(key, tier, weight), learn))
     }
 }
 

@@ -290,7 +290,61 @@ impl Limiter {
         }
     }
 
-    /// The state of `key`'s windows under the default tier.
+    /// The state of `key`'s windows under the default tier: per quota the limit in force,
+    /// the units used and remaining, and when one more fits; whether the key is blocked
+    /// (cooling down after a 429, or paused until a reset) and how many requests wait on it.
+    ///
+    /// This is the way to export the limiter's state as metrics: read it on an interval (or
+    /// when your metrics are scraped) and set gauges. The key of a request is what the
+    /// layer's [`KeyBy`](super::KeyBy) makes of its head.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_quota::limit::{KeyBy, RequestHead};
+    /// use tower_quota::{tiers, QuotaLayer};
+    ///
+    /// /// Stands in for your metrics library (`metrics::gauge!`, a Prometheus `GaugeVec`, …).
+    /// fn gauge(name: &str, labels: &[(&str, &str)], value: f64) {
+    ///     println!("{name}{labels:?} {value}");
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let layer = QuotaLayer::new(tiers::openrouter::free()).key_by(KeyBy::ApiKey);
+    /// let limiter = layer.limiter().clone(); // shares the state of every service the layer makes
+    /// # for _ in 0..3 { let req = http::Request::builder().header("authorization", "Bearer sk-or-v1-team").body(()).unwrap();
+    /// #     let key = KeyBy::ApiKey.key(&RequestHead::of(&req)); limiter.acquire(key, 1).await.unwrap(); }
+    ///
+    /// // The key the layer gives a team's requests.
+    /// let req = http::Request::builder()
+    ///     .header("authorization", "Bearer sk-or-v1-team")
+    ///     .body(())
+    ///     .unwrap();
+    /// let key = KeyBy::ApiKey.key(&RequestHead::of(&req));
+    ///
+    /// // In a task of its own: `loop { interval.tick().await; … }`.
+    /// let snap = limiter.snapshot(key).await.unwrap();
+    /// let tier = limiter.tier().name();
+    /// for w in &snap.windows {
+    ///     let window = w.quota.to_string(); // "20/60s rolling", "50/86400s calendar"
+    ///     let labels = [("tier", tier), ("window", window.as_str())];
+    ///     gauge("llm_quota_limit", &labels, w.limit as f64);
+    ///     gauge("llm_quota_used", &labels, w.used as f64);
+    ///     gauge("llm_quota_remaining", &labels, w.remaining as f64);
+    /// }
+    /// let blocked = snap.blocked_until.map_or(Duration::ZERO, |t| {
+    ///     t.saturating_duration_since(tokio::time::Instant::now())
+    /// });
+    /// gauge("llm_quota_blocked_seconds", &[("tier", tier)], blocked.as_secs_f64());
+    /// gauge("llm_quota_waiting", &[("tier", tier)], snap.waiting as f64);
+    ///
+    /// assert_eq!(snap.windows[0].used, 3);
+    /// assert_eq!(snap.windows[1].remaining, 47);
+    /// # }
+    /// ```
+    ///
+    /// A [`Key`] is a hash: metrics per API key should be labelled with a name of your own,
+    /// never the key itself.
     pub async fn snapshot(&self, key: Key) -> Result<Snapshot, StoreError> {
         let tier = self.shared.config.tier.clone();
         self.snapshot_with(key, &tier).await
@@ -436,7 +490,7 @@ impl Limiter {
         };
         if !applies {
             if c.class() == QuotaClass::RateLimited {
-                tracing::debug!(key = %key, tier = tier.name(), scope = %c.scope(), "rate limit: not cooling the key down for a model- or upstream-scoped limit");
+                tracing::debug!(key = %key, tier = tier.name(), scope = c.scope().as_str(), "rate limit: not cooling the key down for a model- or upstream-scoped limit");
             }
             return out;
         }
@@ -453,7 +507,7 @@ impl Limiter {
             _ => None,
         };
         if let Some(d) = delay {
-            tracing::info!(key = %key, tier = tier.name(), class = %c.class(), delay_ms = d.as_millis() as u64, "rate limit: cooling down");
+            tracing::info!(key = %key, tier = tier.name(), class = c.class().as_str(), delay_ms = d.as_millis() as u64, "rate limit: cooling down");
             out.push(Update::BlockUntil(until(d)));
         }
         for w in info.windows() {
@@ -525,7 +579,7 @@ fn limited(key: Key, tier: &Tier, reason: Reason, available_at: Option<Instant>)
         available_at,
         retry_after: available_at.map(|t| t.saturating_duration_since(now)),
     };
-    tracing::info!(key = %key, tier = tier.name(), reason = ?reason, retry_after_ms = e.retry_after.map(|d| d.as_millis() as u64), "rate limit: request not admitted");
+    tracing::info!(key = %key, tier = tier.name(), reason = reason.as_str(), retry_after_ms = e.retry_after.map(|d| d.as_millis() as u64), "rate limit: request not admitted");
     AcquireError::RateLimited(e)
 }
 

@@ -58,7 +58,19 @@ impl Window {
 /// assert_eq!(daily.window().length(), Duration::from_secs(86_400));
 /// assert!(tpm.is_weighted());
 /// ```
+///
+/// With the `serde` feature, a quota reads and writes as a small map: `limit`, one of
+/// `window` (a rolling window: `"60s"`, `"1m"`, `"1h"`, `"1d"`, `"500ms"`, `"1h30m"`), `per`
+/// (`"second"`, `"minute"`, `"hour"`, `"day"` — rolling — or `"utc-hour"`, `"utc-day"` —
+/// calendar) or `calendar` (a calendar period as a duration), and optionally `dimension`
+/// (`"requests"`, the default, `"tokens"`, `"input-tokens"`, `"output-tokens"`, or any other
+/// name). See [`Tier`] for an example.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(try_from = "serde_impl::QuotaRepr", into = "serde_impl::QuotaRepr")
+)]
 pub struct Quota {
     limit: u64,
     window: Window,
@@ -194,7 +206,52 @@ impl fmt::Display for Quota {
 /// assert_eq!(free.quotas().len(), 2);
 /// assert_eq!(free.name(), "openrouter-free");
 /// ```
+///
+/// With the `serde` feature, tiers can live in a configuration file, one per model the way
+/// LiteLLM users keep `rpm`/`tpm` per model (TOML here; JSON and YAML read the same):
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use std::collections::BTreeMap;
+/// use std::time::Duration;
+/// use tower_quota::{Quota, Tier};
+/// use tower_quota::headers::Dimension;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Config {
+///     tiers: BTreeMap<String, Tier>,
+/// }
+///
+/// let config: Config = toml::from_str(r#"
+///     [tiers."meta-llama/llama-3.3-70b-instruct:free"]
+///     name = "openrouter-free"
+///     quotas = [{ limit = 20, window = "1m" }, { limit = 50, per = "utc-day" }]
+///
+///     [tiers."gpt-4o"]
+///     name = "gpt-4o"
+///     quotas = [
+///         { limit = 500, per = "minute" },
+///         { limit = 30000, window = "60s", dimension = "tokens" },
+///     ]
+/// "#).unwrap();
+///
+/// assert_eq!(config.tiers["meta-llama/llama-3.3-70b-instruct:free"], tower_quota::tiers::openrouter::free());
+/// assert_eq!(
+///     config.tiers["gpt-4o"],
+///     Tier::new("gpt-4o")
+///         .with_quota(Quota::per_minute(500))
+///         .with_quota(Quota::new(30_000, Duration::from_secs(60)).with_dimension(Dimension::Tokens)),
+/// );
+/// # }
+/// ```
+///
+/// A tier reads and writes as `name` and `quotas` (a list of [`Quota`]s, possibly empty).
 #[derive(Clone)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(try_from = "serde_impl::TierRepr", into = "serde_impl::TierRepr")
+)]
 pub struct Tier {
     inner: Arc<TierInner>,
 }
@@ -314,4 +371,281 @@ impl Eq for Tier {}
 
 pub(crate) fn dur_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+// === serde ===
+
+#[cfg(feature = "serde")]
+pub(crate) mod serde_impl {
+    //! The shapes `Quota` and `Tier` read and write as.
+
+    use std::time::Duration;
+
+    use serde::{Deserialize, Serialize};
+
+    use super::{Quota, Tier, Window};
+    use crate::headers::{parse_go_duration, Dimension};
+
+    #[derive(Deserialize, Serialize)]
+    #[serde(deny_unknown_fields)]
+    pub(crate) struct QuotaRepr {
+        limit: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        per: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        calendar: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dimension: Option<String>,
+    }
+
+    impl TryFrom<QuotaRepr> for Quota {
+        type Error = String;
+
+        fn try_from(r: QuotaRepr) -> Result<Quota, String> {
+            let window = match (r.window, r.per, r.calendar) {
+                (Some(w), None, None) => Window::Rolling(duration(&w)?),
+                (None, Some(p), None) => match p.as_str() {
+                    "second" => Window::Rolling(Duration::from_secs(1)),
+                    "minute" => Window::Rolling(Duration::from_secs(60)),
+                    "hour" => Window::Rolling(Duration::from_secs(3_600)),
+                    "day" => Window::Rolling(Duration::from_secs(86_400)),
+                    "utc-hour" => Window::Calendar(Duration::from_secs(3_600)),
+                    "utc-day" => Window::Calendar(Duration::from_secs(86_400)),
+                    other => {
+                        return Err(format!(
+                            "unknown `per` {other:?}: expected second, minute, hour, day, \
+                             utc-hour or utc-day"
+                        ))
+                    }
+                },
+                (None, None, Some(c)) => Window::Calendar(duration(&c)?),
+                _ => {
+                    return Err(
+                        "a quota needs exactly one of `window`, `per` and `calendar`".to_string(),
+                    )
+                }
+            };
+            if window.length().is_zero() {
+                return Err("a quota window must not be zero".to_string());
+            }
+            let quota = match window {
+                Window::Rolling(d) => Quota::new(r.limit, d),
+                Window::Calendar(d) => Quota::calendar(r.limit, d),
+            };
+            Ok(match r.dimension.as_deref() {
+                None | Some("requests") => quota,
+                Some("tokens") => quota.with_dimension(Dimension::Tokens),
+                Some("input-tokens") => quota.with_dimension(Dimension::InputTokens),
+                Some("output-tokens") => quota.with_dimension(Dimension::OutputTokens),
+                Some(name) => quota.with_dimension(Dimension::Named(name.into())),
+            })
+        }
+    }
+
+    impl From<Quota> for QuotaRepr {
+        fn from(q: Quota) -> QuotaRepr {
+            let (mut window, mut per, mut calendar) = (None, None, None);
+            match q.window {
+                Window::Calendar(d) if d == Duration::from_secs(3_600) => {
+                    per = Some("utc-hour".into())
+                }
+                Window::Calendar(d) if d == Duration::from_secs(86_400) => {
+                    per = Some("utc-day".into())
+                }
+                Window::Calendar(d) => calendar = Some(humane(d)),
+                Window::Rolling(d) => window = Some(humane(d)),
+            }
+            let dimension = match q.dimension {
+                Dimension::Requests => None,
+                Dimension::Tokens => Some("tokens".into()),
+                Dimension::InputTokens => Some("input-tokens".into()),
+                Dimension::OutputTokens => Some("output-tokens".into()),
+                Dimension::Named(name) => Some(name.into()),
+            };
+            QuotaRepr {
+                limit: q.limit,
+                window,
+                per,
+                calendar,
+                dimension,
+            }
+        }
+    }
+
+    #[derive(Deserialize, Serialize)]
+    #[serde(deny_unknown_fields)]
+    pub(crate) struct TierRepr {
+        name: String,
+        #[serde(default)]
+        quotas: Vec<Quota>,
+    }
+
+    impl From<TierRepr> for Tier {
+        fn from(r: TierRepr) -> Tier {
+            Tier::build(r.name.into_boxed_str(), r.quotas)
+        }
+    }
+
+    impl From<Tier> for TierRepr {
+        fn from(t: Tier) -> TierRepr {
+            TierRepr {
+                name: t.name().to_string(),
+                quotas: t.quotas().to_vec(),
+            }
+        }
+    }
+
+    /// A duration as people write it in configuration: a Go duration (`"90s"`, `"1m"`,
+    /// `"1h30m"`, `"500ms"`, a bare number of seconds) or a whole number of days (`"1d"`).
+    pub(crate) fn duration(s: &str) -> Result<Duration, String> {
+        let t = s.trim();
+        let days = t
+            .strip_suffix('d')
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        match days {
+            Some(n) => n
+                .checked_mul(86_400)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("duration {s:?} is too long")),
+            None => parse_go_duration(t).ok_or_else(|| {
+                format!("invalid duration {s:?}: expected e.g. \"60s\", \"1m\", \"1h\", \"1d\"")
+            }),
+        }
+    }
+
+    /// The shortest exact way to write `d` in the form [`duration`] reads.
+    pub(crate) fn humane(d: Duration) -> String {
+        let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+        if nanos == 0 {
+            match secs {
+                0 => "0s".to_string(),
+                s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+                s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+                s if s % 60 == 0 => format!("{}m", s / 60),
+                s => format!("{s}s"),
+            }
+        } else if nanos % 1_000_000 == 0 {
+            format!("{}ms", d.as_millis())
+        } else {
+            format!("{}ns", d.as_nanos())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::headers::Dimension;
+
+        #[test]
+        fn durations() {
+            let table = [
+                ("60s", 60_000),
+                ("1m", 60_000),
+                ("1h", 3_600_000),
+                ("1d", 86_400_000),
+                (" 2d ", 172_800_000),
+                ("1h30m", 5_400_000),
+                ("500ms", 500),
+                ("20", 20_000),
+            ];
+            for (s, ms) in table {
+                assert_eq!(duration(s), Ok(Duration::from_millis(ms)), "{s}");
+            }
+            for bad in ["", "1x", "-1m", "d", "1.5d", "1 minute"] {
+                assert!(duration(bad).is_err(), "{bad}");
+            }
+            for ms in [
+                1, 500, 1_000, 90_000, 60_000, 3_600_000, 86_400_000, 5_400_000,
+            ] {
+                let d = Duration::from_millis(ms);
+                assert_eq!(duration(&humane(d)), Ok(d), "{}", humane(d));
+            }
+            assert_eq!(humane(Duration::from_secs(5_400)), "90m");
+            assert_eq!(humane(Duration::from_nanos(1_500)), "1500ns");
+        }
+
+        #[test]
+        fn quotas_from_json() {
+            let q = |s: &str| serde_json::from_str::<Quota>(s);
+            assert_eq!(
+                q(r#"{"limit":20,"window":"1m"}"#).unwrap(),
+                Quota::per_minute(20)
+            );
+            assert_eq!(
+                q(r#"{"limit":20,"per":"minute"}"#).unwrap(),
+                Quota::per_minute(20)
+            );
+            assert_eq!(
+                q(r#"{"limit":5,"per":"second"}"#).unwrap(),
+                Quota::per_second(5)
+            );
+            assert_eq!(q(r#"{"limit":9,"per":"day"}"#).unwrap(), Quota::per_day(9));
+            assert_eq!(
+                q(r#"{"limit":50,"per":"utc-day"}"#).unwrap(),
+                Quota::per_utc_day(50)
+            );
+            assert_eq!(
+                q(r#"{"limit":7,"per":"utc-hour"}"#).unwrap(),
+                Quota::per_utc_hour(7)
+            );
+            assert_eq!(
+                q(r#"{"limit":3,"calendar":"6h"}"#).unwrap(),
+                Quota::calendar(3, Duration::from_secs(21_600))
+            );
+            assert_eq!(
+                q(r#"{"limit":1000,"window":"1m","dimension":"input-tokens"}"#).unwrap(),
+                Quota::per_minute(1000).with_dimension(Dimension::InputTokens)
+            );
+            assert_eq!(
+                q(r#"{"limit":1,"window":"1m","dimension":"images"}"#).unwrap(),
+                Quota::per_minute(1).with_dimension(Dimension::Named("images".into()))
+            );
+            for bad in [
+                r#"{"limit":20}"#,
+                r#"{"limit":20,"window":"1m","per":"minute"}"#,
+                r#"{"limit":20,"window":"0s"}"#,
+                r#"{"limit":20,"per":"fortnight"}"#,
+                r#"{"limit":20,"window":"soon"}"#,
+                r#"{"limit":-1,"window":"1m"}"#,
+                r#"{"limit":20,"window":"1m","burst":3}"#,
+                r#"{"window":"1m"}"#,
+            ] {
+                let err = q(bad).unwrap_err().to_string();
+                assert!(!err.is_empty(), "{bad}");
+            }
+            let err = q(r#"{"limit":20,"per":"fortnight"}"#)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("fortnight"), "{err}");
+        }
+
+        #[test]
+        fn round_trips() {
+            let tier = Tier::new("mixed")
+                .with_quota(Quota::per_minute(20))
+                .with_quota(Quota::new(3, Duration::from_millis(1500)))
+                .with_quota(Quota::per_utc_day(50))
+                .with_quota(Quota::per_utc_hour(10))
+                .with_quota(Quota::calendar(4, Duration::from_secs(600)))
+                .with_quota(Quota::per_minute(90_000).with_dimension(Dimension::Tokens))
+                .with_quota(Quota::per_minute(9).with_dimension(Dimension::Named("x".into())));
+            let json = serde_json::to_string(&tier).unwrap();
+            assert_eq!(
+                json,
+                concat!(
+                    r#"{"name":"mixed","quotas":[{"limit":20,"window":"1m"},"#,
+                    r#"{"limit":3,"window":"1500ms"},{"limit":50,"per":"utc-day"},"#,
+                    r#"{"limit":10,"per":"utc-hour"},{"limit":4,"calendar":"10m"},"#,
+                    r#"{"limit":90000,"window":"1m","dimension":"tokens"},"#,
+                    r#"{"limit":9,"window":"1m","dimension":"x"}]}"#
+                )
+            );
+            let back: Tier = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, tier);
+            let empty: Tier = serde_json::from_str(r#"{"name":"open"}"#).unwrap();
+            assert_eq!(empty, Tier::new("open"));
+        }
+    }
 }

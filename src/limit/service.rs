@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::future::{Learn, ResponseFuture};
+use super::future::ResponseFuture;
 use super::key::RequestHead;
 use super::layer::Policy;
 use super::limiter::Limiter;
@@ -69,24 +69,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let p = &*self.policy;
-        let head = RequestHead::of(&req);
-        let tier = match &p.tiers {
-            Some(select) => select(&head),
-            None => Some(p.limiter.tier().clone()),
-        };
-        let Some(tier) = tier else {
+        let Some((mut acquire, learn)) = self.policy.admission(&RequestHead::of(&req)) else {
             return ResponseFuture::calling(self.inner.call(req), None);
         };
-        let key = p.key_by.key(&head);
-        let weight = p.cost.as_ref().map_or(1, |f| f(&head));
-        let learn = p.learn.then(|| Learn {
-            limiter: p.limiter.clone(),
-            key,
-            tier: tier.clone(),
-            options: p.learn_options(),
-        });
-        let mut acquire = p.limiter.acquire_tier(key, tier, weight);
         // Most requests are admissible at once: decide now, with a no-op waker (a pending
         // `Acquire` re-registers the real waker when the response future polls it).
         let mut cx = Context::from_waker(Waker::noop());

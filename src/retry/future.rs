@@ -5,7 +5,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use http::request;
 use http_body::Body;
@@ -13,10 +12,10 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::policy::{self, Attempt, Decide, Facts, Outcome, RetryInfo, Step, StopReason, Verdict};
+use super::policy::{Decide, Outcome, RetryInfo, Step, StopReason};
 use super::replay::ReplayBody;
 use super::service::Shared;
-use crate::classify::{Classification, Classify, Generic, QuotaClass};
+use crate::classify::{Classification, Classify, Generic};
 
 pin_project! {
     /// The response future of [`RetryAfter`](super::RetryAfter).
@@ -128,12 +127,15 @@ where
                         }
                         Err(e) => {
                             let outcome = Outcome::Error(&e);
-                            let step = next_step(
-                                this.shared,
-                                this.template,
+                            let replayable = this
+                                .template
+                                .as_ref()
+                                .is_some_and(|(_, b)| b.is_replayable());
+                            let step = this.shared.next_step(
                                 *this.attempts,
                                 *this.start,
                                 outcome,
+                                replayable,
                             );
                             (step, Err(e))
                         }
@@ -202,67 +204,8 @@ where
         headers: response.headers(),
         classification,
     };
-    next_step(shared, template, attempts, start, outcome)
-}
-
-/// Decides, applies the bounds and the budget, and says so in a tracing event.
-fn next_step<D, E, B>(
-    shared: &Shared<D>,
-    template: &Option<(request::Parts, ReplayBody<B>)>,
-    attempts: u32,
-    start: Option<Instant>,
-    outcome: Outcome<'_, E>,
-) -> Step
-where
-    D: Decide<E>,
-{
-    let verdict = shared.decide.decide(&Attempt::new(attempts, outcome));
-    let classification = match outcome {
-        Outcome::Response { classification, .. } => Some(classification),
-        Outcome::Error(_) => None,
-    };
-    let class = classification.map(Classification::class);
-    if verdict == Verdict::Stop && class == Some(QuotaClass::Success) {
-        // The common case: no randomness, no budget, no event.
-        return Step::Stop(StopReason::Success);
-    }
-    // Time is read only when a deadline needs it.
-    let elapsed = start.map_or(Duration::ZERO, |t| t.elapsed());
-    let facts = Facts {
-        attempts,
-        elapsed,
-        class,
-        server_delay: classification.and_then(Classification::retry_after),
-        replayable: template.as_ref().is_some_and(|(_, b)| b.is_replayable()),
-    };
-    let mut step = policy::plan(&shared.limits, facts, verdict, shared.random());
-    if let Step::Retry(_) = step {
-        if !shared.budget.withdraw() {
-            step = Step::Stop(StopReason::BudgetExhausted);
-        }
-    }
-    let class = class.map_or("transport_error", QuotaClass::as_str);
-    match step {
-        Step::Retry(delay) => tracing::debug!(
-            attempt = attempts,
-            class,
-            delay_ms = delay_ms(delay),
-            server_delay_ms = facts.server_delay.map(delay_ms),
-            "retrying"
-        ),
-        Step::Stop(reason) => tracing::debug!(
-            attempts,
-            class,
-            reason = reason.as_str(),
-            server_delay_ms = facts.server_delay.map(delay_ms),
-            "not retrying"
-        ),
-    }
-    step
-}
-
-fn delay_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    let replayable = template.as_ref().is_some_and(|(_, b)| b.is_replayable());
+    shared.next_step(attempts, start, outcome, replayable)
 }
 
 impl<S, ReqB, D> fmt::Debug for ResponseFuture<S, ReqB, D>

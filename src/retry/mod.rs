@@ -148,3 +148,6 @@ pub use layer::RetryAfterLayer;
 pub use policy::{Attempt, Decide, Outcome, RetryInfo, Standard, StopReason, Verdict};
 pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BYTES};
 pub use service::RetryAfter;
+
+#[cfg(feature = "reqwest-middleware")]
+pub(crate) use {policy::Step, service::Shared};

@@ -4,17 +4,21 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http_body::Body;
+use tokio::time::Instant;
 use tower_service::Service;
 
 use super::backoff::{splitmix64, GOLDEN_GAMMA};
 use super::budget::Budget;
 use super::future::ResponseFuture;
-use super::policy::{Decide, Limits, Standard};
+use super::policy::{
+    self, Attempt, Decide, Facts, Limits, Outcome, Standard, Step, StopReason, Verdict,
+};
 use super::replay::ReplayBody;
 use super::RetryAfterLayer;
-use crate::classify::Classification;
+use crate::classify::{Classification, QuotaClass};
 use crate::clock::WallClock;
 
 /// Retries requests exactly as the server asks: see the [module docs](crate::retry).
@@ -44,6 +48,68 @@ impl<D> Shared<D> {
         let x = self.rng.fetch_add(GOLDEN_GAMMA, Ordering::Relaxed);
         splitmix64(x.wrapping_add(GOLDEN_GAMMA))
     }
+
+    /// The next step after the `attempts`th attempt (started at `start`, read only with a
+    /// deadline): decides, applies the bounds and the budget, and says so in a tracing event.
+    /// Shared by the tower service and the reqwest middleware.
+    pub(crate) fn next_step<E>(
+        &self,
+        attempts: u32,
+        start: Option<Instant>,
+        outcome: Outcome<'_, E>,
+        replayable: bool,
+    ) -> Step
+    where
+        D: Decide<E>,
+    {
+        let verdict = self.decide.decide(&Attempt::new(attempts, outcome));
+        let classification = match outcome {
+            Outcome::Response { classification, .. } => Some(classification),
+            Outcome::Error(_) => None,
+        };
+        let class = classification.map(Classification::class);
+        if verdict == Verdict::Stop && class == Some(QuotaClass::Success) {
+            // The common case: no randomness, no budget, no event.
+            return Step::Stop(StopReason::Success);
+        }
+        // Time is read only when a deadline needs it.
+        let elapsed = start.map_or(Duration::ZERO, |t| t.elapsed());
+        let facts = Facts {
+            attempts,
+            elapsed,
+            class,
+            server_delay: classification.and_then(Classification::retry_after),
+            replayable,
+        };
+        let mut step = policy::plan(&self.limits, facts, verdict, self.random());
+        if let Step::Retry(_) = step {
+            if !self.budget.withdraw() {
+                step = Step::Stop(StopReason::BudgetExhausted);
+            }
+        }
+        let class = class.map_or("transport_error", QuotaClass::as_str);
+        match step {
+            Step::Retry(delay) => tracing::debug!(
+                attempts,
+                class,
+                delay_ms = delay_ms(delay),
+                server_delay_ms = facts.server_delay.map(delay_ms),
+                "retrying"
+            ),
+            Step::Stop(reason) => tracing::debug!(
+                attempts,
+                class,
+                reason = reason.as_str(),
+                server_delay_ms = facts.server_delay.map(delay_ms),
+                "not retrying"
+            ),
+        }
+        step
+    }
+}
+
+fn delay_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl<S> RetryAfter<S> {
