@@ -128,20 +128,37 @@ where
 /// [`should_retry`](Classification::should_retry) — the server's explicit verdict when it gave
 /// one (`x-should-retry`, `availability.retryable`, a negative gRPC pushback), else the class:
 /// `RateLimited`, `Overloaded`, `Unavailable`, `Timeout`, `ServerError`, and `QuotaExhausted`
-/// only with a server delay — and retry every transport error.
+/// only with a server delay — and retry every transport error, except the failures of
+/// [`RateLimitLayer`](crate::RateLimitLayer) itself
+/// ([`RateLimited`](crate::limit::RateLimited),
+/// [`CostExceedsLimit`](crate::limit::CostExceedsLimit)): the limiter already held the request
+/// as long as it was allowed to, so they go back to the caller at once.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Standard;
 
-impl<E> Decide<E> for Standard {
+impl<E: 'static> Decide<E> for Standard {
     fn decide(&self, attempt: &Attempt<'_, E>) -> Verdict {
         match attempt.outcome {
             Outcome::Response { classification, .. } if classification.should_retry() => {
                 Verdict::Retry
             }
             Outcome::Response { .. } => Verdict::Stop,
+            Outcome::Error(e) if is_limiter_error(e) => Verdict::Stop,
             Outcome::Error(_) => Verdict::Retry,
         }
     }
+}
+
+/// Whether an inner service's error is the rate limiter's own refusal (boxed, as
+/// `RateLimitLayer` returns it, or bare).
+fn is_limiter_error<E: 'static>(e: &E) -> bool {
+    use crate::limit::{CostExceedsLimit, RateLimited};
+    let any = e as &dyn std::any::Any;
+    if any.is::<RateLimited>() || any.is::<CostExceedsLimit>() {
+        return true;
+    }
+    any.downcast_ref::<crate::limit::BoxError>()
+        .is_some_and(|b| b.is::<RateLimited>() || b.is::<CostExceedsLimit>())
 }
 
 // === RetryInfo, StopReason ===
@@ -397,6 +414,31 @@ mod tests {
         }
         let err = Attempt::new(1, Outcome::Error(&"refused"));
         assert_eq!(Standard.decide(&err), Verdict::Retry);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limiters_own_refusals_are_not_retried() {
+        use crate::limit::{BoxError, Limiter, Mode};
+        use crate::{Quota, Tier};
+        // A limiter error: retrying it after a backoff only delays the caller (the limiter
+        // already held the request as long as it was allowed to).
+        let limiter =
+            Limiter::new(Tier::new("t").with_quota(Quota::per_minute(1))).with_mode(Mode::Reject);
+        let key = crate::limit::Key::of("k");
+        limiter.try_acquire(key, 1).unwrap();
+        let refused = limiter.try_acquire(key, 1).unwrap_err();
+        assert!(refused.as_rate_limited().is_some());
+        let boxed: BoxError = refused.into_box();
+        assert_eq!(
+            Standard.decide(&Attempt::new(1, Outcome::Error(&boxed))),
+            Verdict::Stop
+        );
+        // Any other boxed error is a transport error: retried.
+        let other: BoxError = "connection reset".into();
+        assert_eq!(
+            Standard.decide(&Attempt::new(1, Outcome::Error(&other))),
+            Verdict::Retry
+        );
     }
 
     #[test]
