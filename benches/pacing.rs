@@ -52,7 +52,11 @@ fn main() {
                 .unwrap();
             let run = rt.block_on(harness::run(sc, strategy));
             if let Err(e) = run.sim.check_invariants() {
-                eprintln!("({:?}) {}: the simulator's limits broke: {e}", sc.id, strategy.name());
+                eprintln!(
+                    "({:?}) {}: the simulator's limits broke: {e}",
+                    sc.id,
+                    strategy.name()
+                );
             }
             eprintln!(
                 "({:?}) {:<40} done in {:.1?}",

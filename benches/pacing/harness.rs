@@ -123,7 +123,10 @@ impl Scenario {
 
     /// (a) 200 requests at concurrency 16 on 20 per rolling minute.
     pub fn a() -> Scenario {
-        Scenario::base(Id::A, "free tier: 200 requests, 16 at a time, 20/min rolling")
+        Scenario::base(
+            Id::A,
+            "free tier: 200 requests, 16 at a time, 20/min rolling",
+        )
     }
 
     /// (b) 80 requests on 20/min and 50/day, of which 10 were used earlier today: the cap
@@ -346,7 +349,9 @@ impl Reply {
             }
             Err(e) => Reply {
                 status: None,
-                reset_after: e.downcast_ref::<RateLimited>().and_then(|l| l.retry_after()),
+                reset_after: e
+                    .downcast_ref::<RateLimited>()
+                    .and_then(|l| l.retry_after()),
                 error: Some(e.to_string()),
             },
         }
@@ -607,9 +612,8 @@ impl Paced {
 impl Service<Request<Full<Bytes>>> for Paced {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = std::pin::Pin<
-        Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>,
-    >;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -693,15 +697,13 @@ impl Run {
         let f = self.time_factor;
         let records = self.records();
         let rate_limited = records.iter().filter(|r| r.status == 429).count() as u64;
-        let wasted = records
-            .iter()
-            .filter(|r| !r.status.is_success())
-            .count() as u64;
+        let wasted = records.iter().filter(|r| !r.status.is_success()).count() as u64;
         let early = records
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::UpstreamRateLimited { early: true, .. }))
             .count() as u64;
-        let mut latencies: Vec<Duration> = self.done.iter().map(|d| (d.end - d.start) * f).collect();
+        let mut latencies: Vec<Duration> =
+            self.done.iter().map(|d| (d.end - d.start) * f).collect();
         latencies.sort();
         let pct = |p: f64| -> Duration {
             if latencies.is_empty() {
@@ -827,13 +829,15 @@ pub fn legend(scenarios: &[Scenario]) -> String {
 /// The SVG timeline of scenario (a): cumulative admissions over time, one polyline per run,
 /// against the most a rolling window allows (`20 × (⌊t / 60 s⌋ + 1)`).
 pub fn svg(runs: &[&Run]) -> String {
-    let (w, h) = (900.0, 480.0);
-    let (left, right, top, bottom) = (60.0, 250.0, 30.0, 50.0);
+    let (w, h) = (1000.0, 480.0);
+    let (left, right, top, bottom) = (60.0, 330.0, 30.0, 50.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let series: Vec<(Strategy, Vec<Duration>)> =
         runs.iter().map(|r| (r.strategy, r.admissions())).collect();
     let total = runs.first().map_or(200, |r| r.scenario.requests) as f64;
-    let window = runs.first().map_or(Duration::from_secs(60), |r| r.scenario.window());
+    let window = runs
+        .first()
+        .map_or(Duration::from_secs(60), |r| r.scenario.window());
     let t_max = series
         .iter()
         .filter_map(|(_, a)| a.last().copied())
@@ -882,20 +886,6 @@ pub fn svg(runs: &[&Run]) -> String {
         top + ph / 2.0,
         top + ph / 2.0
     ));
-    // The limit: at most 20 more per window.
-    let mut pts = Vec::new();
-    let mut k = 0.0;
-    while k * step <= t_max {
-        let n = (20.0 * (k + 1.0)).min(total);
-        pts.push(format!("{:.1},{:.1}", x(k * step), y(n)));
-        let next = ((k + 1.0) * step).min(t_max);
-        pts.push(format!("{:.1},{:.1}", x(next), y(n)));
-        k += 1.0;
-    }
-    s.push_str(&format!(
-        "<polyline fill=\"none\" stroke=\"black\" stroke-dasharray=\"5,4\" stroke-width=\"1.5\" points=\"{}\"/>\n",
-        pts.join(" ")
-    ));
     // One polyline per strategy: a step per admission.
     for (strategy, adm) in &series {
         let mut pts = vec![format!("{:.1},{:.1}", x(0.0), y(0.0))];
@@ -910,6 +900,20 @@ pub fn svg(runs: &[&Run]) -> String {
             pts.join(" ")
         ));
     }
+    // The limit: at most 20 more per window.
+    let mut pts = Vec::new();
+    let mut k = 0.0;
+    while k * step <= t_max {
+        let n = (20.0 * (k + 1.0)).min(total);
+        pts.push(format!("{:.1},{:.1}", x(k * step), y(n)));
+        let next = ((k + 1.0) * step).min(t_max);
+        pts.push(format!("{:.1},{:.1}", x(next), y(n)));
+        k += 1.0;
+    }
+    s.push_str(&format!(
+        "<polyline fill=\"none\" stroke=\"black\" stroke-dasharray=\"5,4\" stroke-width=\"1.2\" points=\"{}\"/>\n",
+        pts.join(" ")
+    ));
     // Legend.
     let lx = left + pw + 20.0;
     let mut ly = top + 10.0;
