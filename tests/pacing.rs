@@ -93,3 +93,12 @@ async fn peers_run_and_limits_hold() {
         eprintln!("{}", harness::markdown(std::slice::from_ref(&run)));
     }
 }
+
+/// A run is a function of its scenario: the same seed gives the same figures.
+#[tokio::test(start_paused = true)]
+async fn runs_are_deterministic() {
+    let sc = Scenario::e();
+    let first = run(&sc, Strategy::TowerQuota).await.figures();
+    let second = run(&sc, Strategy::TowerQuota).await.figures();
+    assert_eq!(format!("{first:?}"), format!("{second:?}"));
+}

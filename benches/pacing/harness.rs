@@ -829,8 +829,8 @@ pub fn legend(scenarios: &[Scenario]) -> String {
 /// The SVG timeline of scenario (a): cumulative admissions over time, one polyline per run,
 /// against the most a rolling window allows (`20 × (⌊t / 60 s⌋ + 1)`).
 pub fn svg(runs: &[&Run]) -> String {
-    let (w, h) = (1000.0, 480.0);
-    let (left, right, top, bottom) = (60.0, 330.0, 30.0, 50.0);
+    let (w, h) = (900.0, 480.0);
+    let (left, right, top, bottom) = (60.0, 20.0, 30.0, 50.0);
     let (pw, ph) = (w - left - right, h - top - bottom);
     let series: Vec<(Strategy, Vec<Duration>)> =
         runs.iter().map(|r| (r.strategy, r.admissions())).collect();
@@ -914,9 +914,15 @@ pub fn svg(runs: &[&Run]) -> String {
         "<polyline fill=\"none\" stroke=\"black\" stroke-dasharray=\"5,4\" stroke-width=\"1.2\" points=\"{}\"/>\n",
         pts.join(" ")
     ));
-    // Legend.
-    let lx = left + pw + 20.0;
-    let mut ly = top + 10.0;
+    // Legend, in the empty lower right of the plot.
+    let lx = left + pw - 430.0;
+    let mut ly = top + ph - 20.0 * (runs.len() as f64 + 1.0) - 10.0;
+    s.push_str(&format!(
+        "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"430\" height=\"{:.1}\" fill=\"white\" stroke=\"#ccc\"/>\n",
+        lx - 10.0,
+        ly - 14.0,
+        20.0 * (runs.len() as f64 + 1.0) + 8.0
+    ));
     s.push_str(&format!(
         "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{:.1}\" y2=\"{ly}\" stroke=\"black\" stroke-dasharray=\"5,4\" stroke-width=\"1.5\"/><text x=\"{:.1}\" y=\"{:.1}\">most a rolling window allows</text>\n",
         lx + 24.0,
@@ -925,11 +931,15 @@ pub fn svg(runs: &[&Run]) -> String {
     ));
     for r in runs {
         ly += 20.0;
-        let label = if r.time_factor > 1 {
-            format!("{} †", r.strategy.name())
-        } else {
-            r.strategy.name().to_string()
-        };
+        let f = r.figures();
+        let dagger = if r.time_factor > 1 { " †" } else { "" };
+        let label = format!(
+            "{}{dagger}: {}/{} ok, {} × 429",
+            r.strategy.name(),
+            f.succeeded,
+            f.requests,
+            f.rate_limited
+        );
         s.push_str(&format!(
             "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{:.1}\" y2=\"{ly}\" stroke=\"{}\" stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
             lx + 24.0,
