@@ -328,12 +328,18 @@ impl KeyWindows {
         }
     }
 
-    /// The time after which this state no longer matters (every window empty, no block).
+    /// The time after which this state no longer matters (every window empty, no block; a
+    /// learned limit is kept a whole window past the last use of the key, so that a pause
+    /// until the server's reset, which empties the log, does not forget it).
     pub(crate) fn idle_at(&self, specs: &[QuotaSpec], margin: u64) -> u64 {
         let mut t = self.blocked_until;
         for (w, s) in self.windows.iter().zip(specs) {
+            let window = s.window_ns.saturating_add(margin);
             let e = match &w.state {
-                State::Rolling(log) => log.expires_at(s.window_ns.saturating_add(margin)),
+                State::Rolling(log) if w.learned_limit.is_some() => log
+                    .expires_at(window)
+                    .max(self.last.max(self.blocked_until).saturating_add(window)),
+                State::Rolling(log) => log.expires_at(window),
                 State::Calendar(c) if c.used > 0 || w.learned_limit.is_some() => {
                     c.next_boundary(s.window_ns)
                 }

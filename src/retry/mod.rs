@@ -11,7 +11,9 @@
 //!   `Overloaded`, `Unavailable`, `Timeout` and `ServerError` are retried; `QuotaExhausted`
 //!   only when the server gave a delay; `Auth`, `Forbidden`, `InvalidRequest` and
 //!   `ClientError` never. Transport errors from the inner service are retried too, when the
-//!   request body can be replayed, and the last one is returned as it is.
+//!   request body can be replayed, and the last one is returned as it is — except the rate
+//!   limiter's own refusals ([`RateLimited`](crate::limit::RateLimited): its wait would
+//!   exceed `max_wait`), which go back to the caller at once.
 //! - **When**: after the server's delay ([`Classification::retry_after`]: `retry-after-ms`,
 //!   `Retry-After` in seconds or as an HTTP-date, `grpc-retry-pushback-ms`, a delay in the
 //!   error body) — never earlier, plus an upward jitter uniform in `[0, min(10 %, 1 s)]` so

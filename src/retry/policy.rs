@@ -459,6 +459,31 @@ mod tests {
         assert_eq!(Standard.decide(&err), Verdict::Retry);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_limiters_own_refusals_are_not_retried() {
+        use crate::limit::{BoxError, Limiter, Mode};
+        use crate::{Quota, Tier};
+        // A limiter error: retrying it after a backoff only delays the caller (the limiter
+        // already held the request as long as it was allowed to).
+        let limiter =
+            Limiter::new(Tier::new("t").with_quota(Quota::per_minute(1))).with_mode(Mode::Reject);
+        let key = crate::limit::Key::of("k");
+        limiter.try_acquire(key, 1).unwrap();
+        let refused = limiter.try_acquire(key, 1).unwrap_err();
+        assert!(refused.as_rate_limited().is_some());
+        let boxed: BoxError = refused.into_box();
+        assert_eq!(
+            Standard.decide(&Attempt::new(1, Outcome::Error(&boxed))),
+            Verdict::Stop
+        );
+        // Any other boxed error is a transport error: retried.
+        let other: BoxError = "connection reset".into();
+        assert_eq!(
+            Standard.decide(&Attempt::new(1, Outcome::Error(&other))),
+            Verdict::Retry
+        );
+    }
+
     #[test]
     fn plan_table() {
         use QuotaClass::*;

@@ -138,6 +138,38 @@ fn block_and_tighten() {
 }
 
 #[test]
+fn a_learned_rolling_limit_outlives_a_pause_until_the_reset() {
+    // A loose tier learns the server's 20 per minute from a 429, with a pause until the
+    // reset. When the pause lifts every entry has left the window: the key must not read as
+    // idle then, or the store's sweep forgets the learned limit just as requests resume.
+    let specs = [rolling(1000, 60 * S)];
+    let mut k = KeyWindows::default();
+    let t = 1_000 * S;
+    for _ in 0..21 {
+        assert_eq!(k.acquire(&specs, &[1], t, 0), Decision::Admitted);
+    }
+    k.update(
+        &specs,
+        Update::Limit {
+            quota: 0,
+            limit: 20,
+        },
+        t,
+        0,
+    );
+    k.update(&specs, Update::BlockUntil(t + 60 * S), t, 0);
+    assert!(k.idle_at(&specs, 0) > t + 60 * S);
+    // Still used: kept a window past the last use.
+    assert_eq!(k.acquire(&specs, &[1], t + 60 * S, 0), Decision::Admitted);
+    assert_eq!(k.idle_at(&specs, 0), t + 120 * S);
+    assert_eq!(k.snapshot(&specs, t + 60 * S, 0).windows[0].limit, 20);
+    // Without a learned limit, an empty log is idle as soon as it empties.
+    let mut fresh = KeyWindows::default();
+    assert_eq!(fresh.acquire(&specs, &[1], t, 0), Decision::Admitted);
+    assert_eq!(fresh.idle_at(&specs, 0), t + 60 * S);
+}
+
+#[test]
 fn tightened_units_expire_at_the_servers_reset() {
     let specs = [rolling(10, 60 * S)];
     let mut k = KeyWindows::default();
