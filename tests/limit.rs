@@ -12,7 +12,7 @@ use tower_quota::clock::WallClock;
 use tower_quota::headers::{Dimension, RateLimitInfo, RateLimitWindow};
 use tower_quota::limit::store::MemoryStore;
 use tower_quota::limit::{
-    AcquireError, CostExceedsLimit, Key, KeyBy, Limiter, Model, RateLimited, Reason,
+    AcquireError, CostExceedsLimit, Key, KeyBy, Limiter, Model, RateLimited, Reason, RequestHead,
 };
 use tower_quota::{tiers, Quota, RateLimitLayer, Tier};
 
@@ -189,6 +189,28 @@ async fn a_429_with_retry_after_cools_the_whole_key_down() {
     assert_eq!(start.elapsed(), 30 * SEC);
     waiting.await.unwrap().unwrap();
     // Another key is not affected.
+    let t = Instant::now();
+    svc.clone().oneshot(req_with_key("b")).await.unwrap();
+    assert_eq!(t.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tier_without_quotas_still_honours_what_it_learned() {
+    // Limits unknown to the client: nothing to pace by, but a 429's delay must hold every
+    // later request of the key, and `try_acquire` must see the cooldown too.
+    let c = Classification::new(QuotaClass::RateLimited)
+        .with_retry_after(30 * SEC)
+        .with_scope(Scope::Account);
+    let layer = RateLimitLayer::new(Tier::new("unknown")).key_by(KeyBy::ApiKey);
+    let svc = layer.layer(answering(c));
+    let start = Instant::now();
+    let r = svc.clone().oneshot(req_with_key("a")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let key = KeyBy::ApiKey.key(&RequestHead::of(&req_with_key("a")));
+    assert!(layer.limiter().try_acquire(key, 1).is_err());
+    svc.clone().oneshot(req_with_key("a")).await.unwrap();
+    assert_eq!(start.elapsed(), 30 * SEC);
+    // Before anything is learned, nothing waits.
     let t = Instant::now();
     svc.clone().oneshot(req_with_key("b")).await.unwrap();
     assert_eq!(t.elapsed(), Duration::ZERO);

@@ -102,3 +102,16 @@ async fn runs_are_deterministic() {
     let second = run(&sc, Strategy::TowerQuota).await.figures();
     assert_eq!(format!("{first:?}"), format!("{second:?}"));
 }
+
+/// (c) with no quota at all on the client: nothing to adopt a limit into, so each window
+/// costs one 429 — whose cooldown holds every other request of the key — and no more.
+#[tokio::test(start_paused = true)]
+async fn c_without_any_quota_one_429_per_window() {
+    let mut sc = Scenario::c();
+    sc.client_tier = tower_quota::Tier::new("unknown");
+    let windows = sc.requests.div_ceil(20);
+    let (_, f) = tower_quota(sc).await;
+    assert_eq!(f.succeeded, f.requests);
+    assert!(f.rate_limited <= windows as u64, "{} 429s", f.rate_limited);
+    assert!(f.ratio() <= 1.05, "makespan ÷ optimum = {:.4}", f.ratio());
+}

@@ -252,9 +252,8 @@ impl Limiter {
     pub fn try_acquire(&self, key: Key, cost: u64) -> Result<(), AcquireError> {
         let s = &*self.shared;
         let tier = &s.config.tier;
-        if tier.specs().is_empty() {
-            return Ok(());
-        }
+        // A tier without quotas still goes to the store: what was learned from the server
+        // (cooldowns, pauses until a reset) holds for it too.
         let store_key = key.with_tier(tier.id());
         if s.gates.maybe_queued(store_key) && s.gates.waiting(store_key) > 0 {
             return Err(limited(key, tier, Reason::Rejected, None));
@@ -740,9 +739,6 @@ impl Future for Acquire {
         loop {
             match std::mem::replace(&mut this.state, State::Done) {
                 State::Start => {
-                    if this.tier.specs().is_empty() {
-                        return Poll::Ready(Ok(()));
-                    }
                     let now_i = Instant::now();
                     // Fast path: nobody waits on this shard of keys, ask the store directly.
                     // An admission (or a final failure) needs no queue; a wait joins the
