@@ -2,10 +2,9 @@
 //! "Observability" table). Alone in its own test binary: tracing caches per-callsite interest
 //! process-wide, so a thread-local subscriber must not race other tests.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,69 +12,14 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_quota::retry::ReplayBody;
 use tower_quota::{Quota, QuotaLayer, RateLimitLayer, Tier};
 
-type Event = (String, BTreeMap<String, String>);
+mod common;
 
-/// A subscriber that keeps every event: its message and its fields, as text.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<Event>>>);
-
-struct Fields<'a>(&'a mut Event);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.put(field, value.to_owned());
-    }
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        self.put(field, value.to_string());
-    }
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.put(field, format!("{value:?}"));
-    }
-}
-
-impl Fields<'_> {
-    fn put(&mut self, field: &tracing::field::Field, value: String) {
-        if field.name() == "message" {
-            self.0 .0 = value;
-        } else {
-            self.0 .1.insert(field.name().to_owned(), value);
-        }
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut e = Event::default();
-        event.record(&mut Fields(&mut e));
-        self.0.lock().unwrap().push(e);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-impl Capture {
-    fn find(&self, message: &str) -> BTreeMap<String, String> {
-        let events = self.0.lock().unwrap();
-        events
-            .iter()
-            .find(|(m, _)| m == message)
-            .map(|(_, f)| f.clone())
-            .unwrap_or_else(|| panic!("no {message:?} event in {events:#?}"))
-    }
-}
+use common::Capture;
 
 #[tokio::test(start_paused = true)]
 async fn one_vocabulary_across_the_layers() {
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
+    let _guard = capture.install();
 
     // A rate limit with a 2 s delay, then a success; then a request the limiter refuses.
     let calls = Arc::new(AtomicU32::new(0));

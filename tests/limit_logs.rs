@@ -12,44 +12,17 @@ use tower_quota::classify::{Classification, QuotaClass};
 use tower_quota::limit::{Key, KeyBy, RateLimited};
 use tower_quota::{Quota, RateLimitLayer, Tier};
 
+mod common;
+
+use common::Capture;
+
 const SEC: Duration = Duration::from_secs(1);
-
-/// A subscriber that writes every event's fields into a string.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<String>>);
-
-struct Fields<'a>(&'a mut String);
-
-impl tracing::field::Visit for Fields<'_> {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        use std::fmt::Write;
-        let _ = write!(self.0, "{}={:?} ", field.name(), value);
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut s = self.0.lock().unwrap();
-        event.record(&mut Fields(&mut s));
-        s.push('\n');
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
 
 #[tokio::test(start_paused = true)]
 async fn the_raw_api_key_never_shows() {
     const SECRET: &str = "sk-or-v1-0123456789abcdef";
     let capture = Capture::default();
-    let _guard = tracing::subscriber::set_default(capture.clone());
+    let _guard = capture.install();
     let c = Classification::new(QuotaClass::RateLimited).with_retry_after(5 * SEC);
     let layer = RateLimitLayer::new(tier(1, 60 * SEC))
         .key_by(KeyBy::ApiKey)
@@ -61,7 +34,7 @@ async fn the_raw_api_key_never_shows() {
     let limited = err.downcast_ref::<RateLimited>().unwrap();
     let key = Key::of(format!("Bearer {SECRET}").as_bytes());
     assert_eq!(limited.key(), key);
-    let logs = capture.0.lock().unwrap().clone();
+    let logs = capture.text();
     assert!(logs.contains("cooling down"), "{logs}");
     assert!(logs.contains("not admitted"), "{logs}");
     assert!(logs.contains(&key.to_string()), "{logs}");

@@ -881,63 +881,7 @@ async fn parsed_should_retry_overrides_the_status() {
 
 // === visibility ===
 
-/// A tracing subscriber that keeps the `reason` of every event that has one.
-#[derive(Clone, Default)]
-struct Reasons(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Reasons {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Visit<'a>(&'a Mutex<Vec<String>>);
-        impl tracing::field::Visit for Visit<'_> {
-            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-                if field.name() == "reason" {
-                    self.0.lock().unwrap().push(value.to_owned());
-                }
-            }
-            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
-        }
-        event.record(&mut Visit(&self.0));
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-#[tokio::test(start_paused = true)]
-async fn every_bound_that_stops_says_so_in_a_tracing_event() {
-    let reasons = Reasons::default();
-    let _guard = tracing::subscriber::set_default(reasons.clone());
-
-    let _ = run(layer(), [reply(503)]).await;
-    let long = reply(429).class(rate_limited(secs(3600)));
-    let _ = run(layer(), [long]).await;
-    let slow = reply(503).class(rate_limited(secs(4)));
-    let _ = run(layer().with_deadline(secs(5)), [slow]).await;
-    let _ = run(layer().with_budget(Allow(AtomicU32::new(0))), [reply(503)]).await;
-    let _ = run(layer(), [reply(401)]).await;
-    let server = Server::new([reply(503)]);
-    let big = Full::new(Bytes::from(vec![1u8; 64]));
-    let _ = send(layer().with_max_replay_bytes(8), &server, big).await;
-
-    assert_eq!(
-        *reasons.0.lock().unwrap(),
-        [
-            "max_attempts",
-            "delay_too_long",
-            "deadline",
-            "budget_exhausted",
-            "not_retryable",
-            "not_replayable"
-        ]
-    );
-}
+// The tracing events of each bound: tests/retry_events.rs (a binary of its own).
 
 #[test]
 fn futures_and_bodies_are_send() {
