@@ -77,6 +77,15 @@ fn one_key(c: &mut Criterion) {
     g.bench_function("governor_check", |b| {
         b.iter(|| black_box(gov.check()).is_ok())
     });
+    // The same check on std's monotonic clock (what a limiter that must follow
+    // `tokio::time::Instant` pays for its clock), instead of governor's TSC-based default.
+    let gov_std = RateLimiter::direct_with_clock(
+        GQuota::per_second(NonZeroU32::MAX),
+        governor::clock::MonotonicClock,
+    );
+    g.bench_function("governor_check_std_clock", |b| {
+        b.iter(|| black_box(gov_std.check()).is_ok())
+    });
     let key = Key::of("alice");
     let exact = Limiter::new(Tier::new("exact").with_quota(exact()));
     g.bench_function("acquire_exact_log", |b| {
