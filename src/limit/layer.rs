@@ -144,6 +144,12 @@ impl RateLimitLayer {
     }
 
     /// Adds a margin to every window and cooldown (default: zero).
+    ///
+    /// The server counts a request when it *arrives*; two requests sent exactly one window
+    /// apart can arrive less than a window apart when the first took longer on the way. Over
+    /// a real network, set a margin of about the spread of your one-way latency (e.g. 100–
+    /// 250 ms against a hosted router): it costs that much per window and saves a 429 at each
+    /// window's edge. In-process tests need none.
     pub fn with_margin(self, margin: Duration) -> RateLimitLayer {
         self.map_limiter(|l| l.with_margin(margin))
     }
