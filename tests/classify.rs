@@ -194,6 +194,15 @@ const CASES: &[Case] = &[
     case("openai requests per day, delay only in the message", Oai, 429, RateLimited)
         .b(r#"{"error":{"message":"Rate limit reached for gpt-4o-mini in organization org-x on requests per day (RPD): Limit 200, Used 200, Requested 1. Please try again in 7m12s. Visit https://platform.openai.com/account/rate-limits to learn more.","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#)
         .delay(432.0).scope(Scope::Model).retry(),
+    case("xai credits gone (error as a string)", Oai, 429, QuotaExhausted)
+        .b(r#"{"code":"Some resource has been exhausted","error":"Your team 0f1e has either used all available credits or reached its monthly spending limit. To continue making API requests, please purchase more credits or raise your spending limit."}"#)
+        .scope(Scope::Account),
+    case("deepseek insufficient balance", Oai, 402, QuotaExhausted)
+        .b(r#"{"error":{"message":"Insufficient Balance","type":"unknown_error","param":null,"code":"invalid_request_error"}}"#),
+    case("mistral rate limit (no error object)", Oai, 429, RateLimited)
+        .h(&[("retry-after", "1")])
+        .b(r#"{"message":"Requests rate limit exceeded"}"#)
+        .delay(1.0).retry(),
     // === Google (Gemini) ===
     case("gemini per-minute quota with RetryInfo", Goo, 429, RateLimited)
         .b(r#"{"error":{"code":429,"message":"You exceeded your current quota, please check your plan and billing details.","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaMetric":"generativelanguage.googleapis.com/generate_content_free_tier_requests","quotaId":"GenerateRequestsPerMinutePerProjectPerModel-FreeTier","quotaDimensions":{"location":"global","model":"gemini-2.0-flash"},"quotaValue":"15"}]},{"@type":"type.googleapis.com/google.rpc.Help","links":[{"description":"Learn more","url":"https://ai.google.dev/gemini-api/docs/rate-limits"}]},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"34s"}]}}"#)
@@ -403,10 +412,18 @@ fn auto_names_the_api() {
         (Lite, "litellm"),
         (Rpc, "grpc"),
     ];
-    for case in CASES
-        .iter()
-        .filter(|c| !c.body.is_empty() || matches!(c.provider, Rpc))
-    {
+    // Every case with an `{"error": {…}}` object (or gRPC headers) names its API; bodies of
+    // another shape are classified from the status and text markers, naming none.
+    let shaped = |c: &&Case| {
+        matches!(c.provider, Rpc)
+            || c.body.trim_start_matches('[').contains(r#"{"error":{"#)
+            || c.body.starts_with(r#"{"type":"error""#)
+    };
+    assert!(
+        CASES.iter().filter(shaped).count() >= 70,
+        "the filter keeps the shaped cases"
+    );
+    for case in CASES.iter().filter(shaped) {
         let Some((_, api)) = want
             .iter()
             .find(|(p, _)| std::mem::discriminant(p) == std::mem::discriminant(&case.provider))

@@ -71,6 +71,10 @@ pub(crate) fn refine_text(c: &mut Classification, body: &[u8]) {
             "budget has been exceeded",
             "enforced_spend_limit_reached",
             "credit balance is too low",
+            "insufficient balance",
+            "insufficient credits",
+            "used all available credits",
+            "monthly spending limit",
         ])
         .find(|m| contains_ci(body, m));
     if contains_ci(body, "free-models-per-day") {
