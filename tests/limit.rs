@@ -654,3 +654,18 @@ fn futures_and_services_are_send() {
     send::<Limiter>();
     send::<RateLimitLayer>();
 }
+
+#[test]
+fn request_head_debug_shows_no_key() {
+    let req = Request::post("https://generativelanguage.example/v1/models?key=AIzaSECRET1")
+        .header("authorization", "Bearer sk-or-v1-SECRET2")
+        .header("x-api-key", "sk-ant-SECRET3")
+        .body(())
+        .unwrap();
+    let debug = format!("{:?}", RequestHead::of(&req));
+    assert!(
+        debug.contains("authorization") && debug.contains("/v1/models"),
+        "{debug}"
+    );
+    assert!(!debug.contains("SECRET"), "{debug}");
+}

@@ -653,3 +653,20 @@ async fn concurrent_clients_that_honour_the_reset_are_never_refused_twice() {
     assert_eq!(stats.admission_span(), Duration::from_secs(120));
     sim.check_invariants().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn debug_output_leaves_keys_out() {
+    const KEY: &str = "sk-or-v1-0123456789abcdefSECRET";
+    let sim = Simulator::builder()
+        .account(Account::new(KEY).with_tier(Tier::openrouter_free()))
+        .build();
+    let response = sim.clone().oneshot(completion(KEY, FREE)).await.unwrap();
+    let record = response.extensions().get::<Record>().unwrap().clone();
+    assert_eq!(
+        record.key.as_deref(),
+        Some(KEY),
+        "the record keeps the key as data"
+    );
+    let debug = format!("{record:?} {:?} {:?} {sim:?}", sim.accounts(), sim.stats());
+    assert!(!debug.contains("SECRET"), "{debug}");
+}

@@ -112,7 +112,10 @@ impl Model {
 }
 
 /// A borrowed view of a request's head, handed to key, tier and cost functions.
-#[derive(Debug, Clone, Copy)]
+///
+/// Its `Debug` output shows the method, the path and the header *names* only: header values
+/// (`Authorization`, `x-api-key`) and the query (`?key=…`) can carry API keys.
+#[derive(Clone, Copy)]
 pub struct RequestHead<'a> {
     /// The method.
     pub method: &'a Method,
@@ -223,6 +226,16 @@ fn api_key(headers: &HeaderMap) -> Key {
 fn model_key(head: &RequestHead<'_>) -> Key {
     head.model()
         .map_or(Key::GLOBAL, |m| Key::of(&("model", m.as_str())))
+}
+
+impl fmt::Debug for RequestHead<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestHead")
+            .field("method", self.method)
+            .field("path", &self.uri.path())
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for KeyBy {

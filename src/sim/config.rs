@@ -1,5 +1,6 @@
 //! What the simulator enforces: limits, tiers, accounts and faults.
 
+use std::fmt;
 use std::time::Duration;
 
 /// Which models a [`Limit`] counts: OpenRouter's `:free` variants, paid models, or both.
@@ -261,7 +262,7 @@ impl Tier {
 ///     .with_credits(10.0);
 /// assert_eq!(account.keys().len(), 2);
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Account {
     pub(crate) label: String,
     pub(crate) keys: Vec<String>,
@@ -419,6 +420,17 @@ impl Faults {
     pub fn with_enforced_retry_after(mut self, enforce: bool) -> Self {
         self.enforce_retry_after = enforce;
         self
+    }
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("label", &self.label)
+            .field("keys", &format_args!("<{} redacted>", self.keys.len()))
+            .field("tier", &self.tier)
+            .field("credits", &self.credits)
+            .finish()
     }
 }
 

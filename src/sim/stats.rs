@@ -50,8 +50,9 @@ pub enum Outcome {
 }
 
 /// One request the simulator received. Responses of the in-process service also carry theirs
-/// in their extensions: `response.extensions().get::<Record>()`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// in their extensions: `response.extensions().get::<Record>()`. Its `Debug` output leaves
+/// the key out.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Record {
     /// Its number since the simulator started (or was [reset](super::Simulator::reset)), from 0.
@@ -76,8 +77,9 @@ pub struct Record {
     pub outcome: Outcome,
 }
 
-/// One admission: a completion that counted against the account's limits.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One admission: a completion that counted against the account's limits. Its `Debug`
+/// output leaves the key out.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Admission {
     /// The request's number (see [`Record::seq`]).
@@ -246,6 +248,46 @@ pub(crate) fn check_limit(
         })
     } else {
         Ok(())
+    }
+}
+
+/// Stands in for a key in `Debug` output.
+pub(crate) struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("seq", &self.seq)
+            .field("at", &self.at)
+            .field("wall", &self.wall)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("key", &self.key.as_ref().map(|_| Redacted))
+            .field("account", &self.account)
+            .field("model", &self.model)
+            .field("status", &self.status)
+            .field("outcome", &self.outcome)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admission")
+            .field("seq", &self.seq)
+            .field("at", &self.at)
+            .field("wall", &self.wall)
+            .field("account", &self.account)
+            .field("key", &Redacted)
+            .field("model", &self.model)
+            .field("free", &self.free)
+            .finish()
     }
 }
 
