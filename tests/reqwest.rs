@@ -107,8 +107,14 @@ async fn seed_with_one_upstream_429(faults: &Faults) -> u64 {
     panic!("no seed gives one upstream 429");
 }
 
-#[tokio::test]
-async fn server_delay_is_honoured() {
+/// A simulator on loopback whose first completion gets an upstream 429 with a 1 s delay in
+/// its body, and a client paced to the free tier.
+async fn one_upstream_429() -> (
+    Simulator,
+    std::net::SocketAddr,
+    tower_quota::sim::ServerHandle,
+    ClientWithMiddleware,
+) {
     let faults = Faults::none().with_upstream_429(0.5, 1, 1);
     let seed = seed_with_one_upstream_429(&faults).await;
     let sim = Simulator::builder()
@@ -120,6 +126,12 @@ async fn server_delay_is_honoured() {
     let client = client(QuotaLayer::new(
         Tier::new("free").with_quota(Quota::per_minute(20)),
     ));
+    (sim, addr, server, client)
+}
+
+#[tokio::test]
+async fn server_delay_is_honoured() {
+    let (sim, addr, server, client) = one_upstream_429().await;
 
     let start = Instant::now();
     let response = completion(&client, addr, "sk-a", FREE_MODEL)
@@ -145,17 +157,7 @@ async fn server_delay_is_honoured() {
 
 #[tokio::test]
 async fn a_body_that_cannot_be_cloned_is_sent_once() {
-    let faults = Faults::none().with_upstream_429(0.5, 1, 1);
-    let seed = seed_with_one_upstream_429(&faults).await;
-    let sim = Simulator::builder()
-        .key("sk-a", SimTier::openrouter_free())
-        .faults(faults)
-        .seed(seed)
-        .build();
-    let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await.unwrap();
-    let client = client(QuotaLayer::new(
-        Tier::new("free").with_quota(Quota::per_minute(20)),
-    ));
+    let (sim, addr, server, client) = one_upstream_429().await;
 
     // A streaming body: `try_clone()` is `None`.
     let body = reqwest::Body::wrap(Full::new(Bytes::from(format!(
