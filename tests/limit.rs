@@ -132,6 +132,27 @@ async fn reject_mode_through_the_service() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_quota_of_zero_fails_at_once_and_a_zero_cost_passes() {
+    let limiter = Limiter::new(Tier::new("closed").with_quota(Quota::per_minute(0)));
+    let start = Instant::now();
+    let err = limiter.acquire(Key::GLOBAL, 1).await.unwrap_err();
+    let AcquireError::CostExceedsLimit(e) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((e.cost(), e.limit()), (1, 0));
+    assert_eq!(start.elapsed(), Duration::ZERO, "no hang");
+
+    let tokens = Limiter::new(
+        Tier::new("t").with_quota(Quota::per_minute(1).with_dimension(Dimension::Tokens)),
+    );
+    for _ in 0..3 {
+        tokens.acquire(Key::GLOBAL, 0).await.unwrap(); // weighs nothing
+    }
+    tokens.acquire(Key::GLOBAL, 1).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
 async fn cost_above_the_limit_is_an_error_not_a_hang() {
     let limiter = Limiter::new(
         Tier::new("t").with_quota(Quota::per_minute(100).with_dimension(Dimension::Tokens)),
@@ -152,6 +173,13 @@ async fn cost_above_the_limit_is_an_error_not_a_hang() {
         .await
         .unwrap_err();
     assert!(err.downcast_ref::<CostExceedsLimit>().is_some());
+}
+
+/// A 429's verdict: rate limited for `delay`, for `scope`.
+fn rate_limited(delay: Duration, scope: Scope) -> Classification {
+    Classification::new(QuotaClass::RateLimited)
+        .with_retry_after(delay)
+        .with_scope(scope)
 }
 
 /// An inner service answering with the given classification on its first call.
@@ -175,9 +203,7 @@ fn answering(
 
 #[tokio::test(start_paused = true)]
 async fn a_429_with_retry_after_cools_the_whole_key_down() {
-    let c = Classification::new(QuotaClass::RateLimited)
-        .with_retry_after(30 * SEC)
-        .with_scope(Scope::Account);
+    let c = rate_limited(30 * SEC, Scope::Account);
     let layer = RateLimitLayer::new(tier(100, 60 * SEC)).key_by(KeyBy::ApiKey);
     let svc = layer.layer(answering(c));
     let start = Instant::now();
@@ -198,9 +224,7 @@ async fn a_429_with_retry_after_cools_the_whole_key_down() {
 async fn a_tier_without_quotas_still_honours_what_it_learned() {
     // Limits unknown to the client: nothing to pace by, but a 429's delay must hold every
     // later request of the key, and `try_acquire` must see the cooldown too.
-    let c = Classification::new(QuotaClass::RateLimited)
-        .with_retry_after(30 * SEC)
-        .with_scope(Scope::Account);
+    let c = rate_limited(30 * SEC, Scope::Account);
     let layer = RateLimitLayer::new(Tier::new("unknown")).key_by(KeyBy::ApiKey);
     let svc = layer.layer(answering(c));
     let start = Instant::now();
@@ -218,9 +242,7 @@ async fn a_tier_without_quotas_still_honours_what_it_learned() {
 
 #[tokio::test(start_paused = true)]
 async fn an_upstream_429_never_pauses_the_account() {
-    let c = Classification::new(QuotaClass::RateLimited)
-        .with_retry_after(29 * SEC)
-        .with_scope(Scope::Upstream);
+    let c = rate_limited(29 * SEC, Scope::Upstream);
     let svc = RateLimitLayer::new(tier(100, 60 * SEC))
         .key_by(KeyBy::ApiKey)
         .layer(answering(c.clone()));
@@ -547,7 +569,7 @@ impl tower_quota::limit::store::Store for Remote {
 
 #[tokio::test(start_paused = true)]
 async fn an_async_store_paces_and_learns_the_same() {
-    let c = Classification::new(QuotaClass::RateLimited).with_retry_after(30 * SEC);
+    let c = rate_limited(30 * SEC, Scope::Unknown);
     let layer = RateLimitLayer::new(tier(2, 10 * SEC)).with_store(Remote::default());
     let svc = layer.layer(answering(c));
     let start = Instant::now();

@@ -332,7 +332,8 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(NOW)
     }
 
-    fn map(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+    /// A header map of raw values (the tests of the submodules use it too).
+    pub(super) fn map(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for &(name, value) in pairs {
             h.append(name, HeaderValue::from_bytes(value).unwrap());

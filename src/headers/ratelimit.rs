@@ -178,8 +178,8 @@ pub(super) fn parse(headers: &HeaderMap, now: SystemTime) -> RateLimitInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::tests::map;
     use crate::headers::MAX_DELAY;
-    use http::HeaderValue;
     use std::time::UNIX_EPOCH;
 
     /// 2024-11-21T23:00:00Z.
@@ -187,14 +187,6 @@ mod tests {
 
     fn now() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(NOW)
-    }
-
-    fn map(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for &(name, value) in pairs {
-            h.append(name, HeaderValue::from_bytes(value).unwrap());
-        }
-        h
     }
 
     fn win(
