@@ -233,9 +233,7 @@ where
                 .expect("the classifier attached one");
             if let Some(l) = learn {
                 if let Some(pending) = l.limiter.learn(l.key, &l.tier, classification, l.options) {
-                    if let Err(e) = pending.await {
-                        tracing::warn!(error = %e, "rate limit: could not record what a response taught");
-                    }
+                    pending.await;
                 }
             }
             let outcome = Outcome::Response {

@@ -373,7 +373,7 @@ async fn calendar_window_resets_at_utc_midnight() {
     // 2026-01-01T23:59:30Z
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_311_970);
     let limiter = Limiter::new(tiers::openrouter::free())
-        .with_wall_clock(WallClock::fixed(t))
+        .with_wall_clock(WallClock::starting_at(t))
         .with_max_wait(None);
     let start = Instant::now();
     // 50 per UTC day, 20 per rolling minute: 20 now, then the minute blocks past midnight.
@@ -402,7 +402,7 @@ async fn daily_cap_waits_for_midnight_or_fails_fast() {
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_311_940);
     let daily = Tier::new("daily").with_quota(Quota::per_utc_day(2));
     let limiter = Limiter::new(daily.clone())
-        .with_wall_clock(WallClock::fixed(t))
+        .with_wall_clock(WallClock::starting_at(t))
         .with_max_wait(Some(120 * SEC));
     let start = Instant::now();
     limiter.acquire(Key::GLOBAL, 1).await.unwrap();
@@ -411,7 +411,7 @@ async fn daily_cap_waits_for_midnight_or_fails_fast() {
     assert_eq!(start.elapsed(), 60 * SEC, "admitted at midnight");
     // With 10 s of max_wait, the next day's cap fails at once.
     let limiter = Limiter::new(daily)
-        .with_wall_clock(WallClock::fixed(t))
+        .with_wall_clock(WallClock::starting_at(t))
         .with_max_wait(Some(10 * SEC));
     limiter.acquire(Key::GLOBAL, 1).await.unwrap();
     limiter.acquire(Key::GLOBAL, 1).await.unwrap();
@@ -541,29 +541,22 @@ impl tower_quota::limit::store::Store for Remote {
         })
     }
 
-    fn update(
-        &self,
-        key: Key,
-        quotas: Arc<[tower_quota::limit::store::QuotaSpec]>,
-        update: tower_quota::limit::store::Update,
-        now: u64,
-        margin: u64,
-    ) -> tower_quota::limit::store::StoreFuture<'_, ()> {
+    fn update<'a>(
+        &'a self,
+        req: tower_quota::limit::store::UpdateRequest<'a>,
+    ) -> tower_quota::limit::store::StoreFuture<'a, ()> {
         Box::pin(async move {
             yield_once().await;
-            self.0.update(key, quotas, update, now, margin).await
+            self.0.update(req).await
         })
     }
 
     fn snapshot<'a>(
         &'a self,
-        key: Key,
-        quotas: &'a [tower_quota::limit::store::QuotaSpec],
-        now: u64,
-        margin: u64,
+        req: tower_quota::limit::store::SnapshotRequest<'a>,
     ) -> tower_quota::limit::store::StoreFuture<'a, Option<tower_quota::limit::store::StoreSnapshot>>
     {
-        self.0.snapshot(key, quotas, now, margin)
+        self.0.snapshot(req)
     }
 }
 
@@ -594,7 +587,8 @@ async fn an_async_store_paces_and_learns_the_same() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn poll_ready_forwards_the_inner_readiness() {
+async fn inner_readiness_is_reserved_only_once_admitted() {
+    use std::future::Future;
     use std::task::{Context, Poll};
     let (inner, handle) = tower_test_like::pair();
     let mut svc = RateLimitLayer::new(tier(1, SEC)).layer(inner);
@@ -603,11 +597,17 @@ async fn poll_ready_forwards_the_inner_readiness() {
     handle
         .ready
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    assert!(svc.poll_ready(&mut cx).is_pending());
+    // The limiter is ready whatever the inner service says: the wait comes first.
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let mut fut = std::pin::pin!(svc.call(Request::new(())));
+    assert!(
+        fut.as_mut().poll(&mut cx).is_pending(),
+        "admitted, waiting for the inner service"
+    );
     handle
         .ready
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
 }
 
 mod tower_test_like {

@@ -32,6 +32,11 @@ impl Key {
         Key(seeded().hash_one(value))
     }
 
+    /// Which of `n` shards the key lives in: bits the hash maps do not use for their tags.
+    pub(crate) fn shard(self, n: usize) -> usize {
+        (self.0.rotate_left(32) as usize) % n
+    }
+
     /// The raw 64-bit hash (what a store sees).
     pub fn as_u64(self) -> u64 {
         self.0

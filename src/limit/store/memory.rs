@@ -3,15 +3,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasherDefault;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{
-    AcquireRequest, Decision, QuotaSpec, Store, StoreError, StoreFuture, StoreSnapshot, Update,
+    AcquireRequest, Decision, QuotaSpec, SnapshotRequest, Store, StoreError, StoreFuture,
+    StoreSnapshot, UpdateRequest,
 };
 use crate::limit::key::{Key, KeyHasher};
 use crate::limit::quota::dur_ns;
-use crate::limit::window::KeyWindows;
+use crate::limit::window::{KeyWindows, Now};
 
 const SHARDS: usize = 16;
 
@@ -94,7 +95,7 @@ impl MemoryStore {
 
     fn shard(&self, key: Key) -> MutexGuard<'_, Shard> {
         // The low bits pick the map bucket; use high bits for the shard.
-        lock(&self.shards[(key.0 >> 60) as usize % SHARDS])
+        lock(&self.shards[key.shard(SHARDS)])
     }
 
     fn with_key<T>(
@@ -149,60 +150,53 @@ impl fmt::Debug for MemoryStore {
 
 impl Store for MemoryStore {
     fn acquire<'a>(&'a self, req: AcquireRequest<'a>) -> StoreFuture<'a, Decision> {
-        let out = self
-            .acquire_now(&req)
-            .expect("memory store answers at once");
-        Box::pin(std::future::ready(out))
+        Box::pin(std::future::ready(Ok(self.decide(&req))))
     }
 
     fn acquire_now(&self, req: &AcquireRequest<'_>) -> Option<Result<Decision, StoreError>> {
-        Some(Ok(self.with_key(
-            req.key,
-            req.quotas,
-            req.now,
-            req.margin,
-            |w| w.acquire(req.quotas, req.costs, req.now, req.margin),
-        )))
+        Some(Ok(self.decide(req)))
     }
 
-    fn update(
-        &self,
-        key: Key,
-        quotas: Arc<[QuotaSpec]>,
-        update: Update,
-        now: u64,
-        margin: u64,
-    ) -> StoreFuture<'_, ()> {
-        self.update_now(key, &quotas, update, now, margin);
+    fn update<'a>(&'a self, req: UpdateRequest<'a>) -> StoreFuture<'a, ()> {
+        self.update_now(&req);
         Box::pin(std::future::ready(Ok(())))
     }
 
-    fn update_now(
-        &self,
-        key: Key,
-        quotas: &[QuotaSpec],
-        update: Update,
-        now: u64,
-        margin: u64,
-    ) -> bool {
-        self.with_key(key, quotas, now, margin, |w| {
-            w.update(quotas, update, now, margin)
+    fn update_now(&self, req: &UpdateRequest<'_>) -> bool {
+        let t = Now {
+            now: req.now,
+            wall: req.wall,
+        };
+        self.with_key(req.key, req.quotas, req.now, req.margin, |w| {
+            for &u in req.updates {
+                w.update(req.quotas, u, t, req.margin);
+            }
         });
         true
     }
 
-    fn snapshot<'a>(
-        &'a self,
-        key: Key,
-        quotas: &'a [QuotaSpec],
-        now: u64,
-        margin: u64,
-    ) -> StoreFuture<'a, Option<StoreSnapshot>> {
-        let mut shard = self.shard(key);
+    fn snapshot<'a>(&'a self, req: SnapshotRequest<'a>) -> StoreFuture<'a, Option<StoreSnapshot>> {
+        let t = Now {
+            now: req.now,
+            wall: req.wall,
+        };
+        let mut shard = self.shard(req.key);
         let out = shard
             .keys
-            .get_mut(&key.0)
-            .map(|slot| slot.windows.snapshot(quotas, now, margin));
+            .get_mut(&req.key.0)
+            .map(|slot| slot.windows.snapshot(req.quotas, t, req.margin));
         Box::pin(std::future::ready(Ok(out)))
+    }
+}
+
+impl MemoryStore {
+    fn decide(&self, req: &AcquireRequest<'_>) -> Decision {
+        let t = Now {
+            now: req.now,
+            wall: req.wall,
+        };
+        self.with_key(req.key, req.quotas, req.now, req.margin, |w| {
+            w.acquire(req.quotas, req.costs, t, req.margin)
+        })
     }
 }
