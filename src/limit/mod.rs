@@ -91,6 +91,7 @@ mod gate;
 mod key;
 mod layer;
 mod limiter;
+mod margin;
 mod quota;
 mod response;
 mod service;
