@@ -463,7 +463,7 @@ async fn clones_share_one_limiter() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_keys_are_evicted() {
-    let store = Arc::new(MemoryStore::new().with_sweep_interval(SEC));
+    let store = Arc::new(MemoryStore::new());
     let limiter = Limiter::new(tier(5, 10 * SEC)).with_shared_store(store.clone());
     for i in 0..100 {
         limiter.acquire(Key::of(&i), 1).await.unwrap();

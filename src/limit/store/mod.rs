@@ -19,7 +19,7 @@
 
 mod memory;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, DEFAULT_MAX_KEYS};
 
 use std::error::Error;
 use std::fmt;
