@@ -68,11 +68,7 @@ impl Key {
                 h.write_u64(other.0);
                 Key(h.finish())
             }
-            Secret::Shared(k) => k.hash(&[
-                b"join",
-                &self.0.to_le_bytes(),
-                &other.0.to_le_bytes(),
-            ]),
+            Secret::Shared(k) => k.hash(&[b"join", &self.0.to_le_bytes(), &other.0.to_le_bytes()]),
         }
     }
 }
@@ -389,7 +385,8 @@ fn api_key(headers: &HeaderMap, secret: &KeySecret) -> Key {
 }
 
 fn model_key(head: &RequestHead<'_>, secret: &KeySecret) -> Key {
-    head.model().map_or(Key::GLOBAL, |m| secret.model(m.as_str()))
+    head.model()
+        .map_or(Key::GLOBAL, |m| secret.model(m.as_str()))
 }
 
 impl fmt::Debug for RequestHead<'_> {
@@ -526,8 +523,18 @@ mod tests {
         let k = s.key(b"Bearer sk-or-v1-team");
         // Pinned: a change here splits every deployment's keys in two during an upgrade.
         assert_eq!(k, Key(0x5e3b_f2bb_61ca_abe6));
-        assert_eq!(k, KeySecret::new("0123456789abcdef-shared-secret").unwrap().key(b"Bearer sk-or-v1-team"));
-        assert_ne!(k, KeySecret::new("0123456789abcdef-other-secret").unwrap().key(b"Bearer sk-or-v1-team"));
+        assert_eq!(
+            k,
+            KeySecret::new("0123456789abcdef-shared-secret")
+                .unwrap()
+                .key(b"Bearer sk-or-v1-team")
+        );
+        assert_ne!(
+            k,
+            KeySecret::new("0123456789abcdef-other-secret")
+                .unwrap()
+                .key(b"Bearer sk-or-v1-team")
+        );
         assert_ne!(k, Key::of(b"Bearer sk-or-v1-team".as_slice()));
         // Values of different kinds never collide by construction.
         assert_ne!(s.key(b"x"), s.model("x"));

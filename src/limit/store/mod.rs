@@ -17,8 +17,14 @@
 //! so the hot path allocates no future; a network store pays one box per call, small next
 //! to a round trip.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 use std::error::Error;
