@@ -239,7 +239,11 @@ local function save(q, st, now, wall, margin)
   end
   redis.call('HSET', KEYS[1], unpack(h))
   local ms = math.ceil(math.max(idle - now, 0) / 1000) + 1000
-  for i = 1, #KEYS do
-    redis.call('PEXPIRE', KEYS[i], ms)
+  redis.call('PEXPIRE', KEYS[1], ms)
+  for _, x in ipairs(q) do
+    -- An empty log is no key at all.
+    if not x.cal and x.used > 0 then
+      redis.call('PEXPIRE', x.log, ms)
+    end
   end
 end
