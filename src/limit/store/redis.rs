@@ -39,7 +39,7 @@
 //!
 //! Every operation is bounded by a [timeout](RedisStoreBuilder::timeout) (default 200 ms).
 //! When Redis is unreachable, slow, restarting or answers an error, the store follows its
-//! [`FaultPolicy`]: fall back to an in-process [`MemoryStore`](super::MemoryStore) holding a
+//! [`FaultPolicy`]: fall back to an in-process [`MemoryStore`] holding a
 //! share of each limit (the default, with the whole limit), or fail with a [`StoreError`]
 //! whose source is a [`RedisStoreError`]. After a failure it stops asking Redis for a
 //! [while](RedisStoreBuilder::retry_interval) (default 1 s), so a dead server costs one
@@ -114,7 +114,7 @@ pub enum TimeSource {
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub enum FaultPolicy {
-    /// Decide in this process, in a [`MemoryStore`](super::MemoryStore), with `share` of
+    /// Decide in this process, in a [`MemoryStore`], with `share` of
     /// each limit (at least 1 unit of a non-zero limit): `1.0` keeps pacing each process to
     /// the whole limit, `1.0 / processes` keeps the sum under it.
     Fallback {
