@@ -209,10 +209,13 @@ async fn a_429_with_retry_after_cools_the_whole_key_down() {
     let start = Instant::now();
     let r = svc.clone().oneshot(req_with_key("a")).await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    // Requests already waiting and new ones are held until the cooldown ends.
+    // A 429 the windows did not predict widens the learned margin (20 ms at first)...
+    assert_eq!(layer.limiter().learned_margin(), Duration::from_millis(20));
+    // ...and requests already waiting and new ones are held until the cooldown (and that
+    // margin) ends.
     let waiting = tokio::spawn(svc.clone().oneshot(req_with_key("a")));
     svc.clone().oneshot(req_with_key("a")).await.unwrap();
-    assert_eq!(start.elapsed(), 30 * SEC);
+    assert_eq!(start.elapsed(), 30 * SEC + Duration::from_millis(20));
     waiting.await.unwrap().unwrap();
     // Another key is not affected.
     let t = Instant::now();
@@ -563,7 +566,9 @@ impl tower_quota::limit::store::Store for Remote {
 #[tokio::test(start_paused = true)]
 async fn an_async_store_paces_and_learns_the_same() {
     let c = rate_limited(30 * SEC, Scope::Unknown);
-    let layer = RateLimitLayer::new(tier(2, 10 * SEC)).with_store(Remote::default());
+    let layer = RateLimitLayer::new(tier(2, 10 * SEC))
+        .with_store(Remote::default())
+        .learn_margin(false);
     let svc = layer.layer(answering(c));
     let start = Instant::now();
     svc.clone().oneshot(Request::new(())).await.unwrap(); // a 429: 30 s cooldown

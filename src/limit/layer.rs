@@ -143,15 +143,20 @@ impl RateLimitLayer {
         self.map_limiter(|l| l.with_max_wait(None))
     }
 
-    /// Adds a margin to every window and cooldown (default: zero).
+    /// Sets the least margin added to every window and cooldown (default: zero).
     ///
     /// The server counts a request when it *arrives*; two requests sent exactly one window
-    /// apart can arrive less than a window apart when the first took longer on the way. Over
-    /// a real network, set a margin of about the spread of your one-way latency (e.g. 100–
-    /// 250 ms against a hosted router): it costs that much per window and saves a 429 at each
-    /// window's edge. In-process tests need none.
+    /// apart can arrive less than a window apart when the first took longer on the way. The
+    /// limiter learns the margin that covers this from the round trips it sees and from any
+    /// 429 its windows did not predict ([`Limiter::learn_margin`]); set one here only as a
+    /// floor, when you know your network's spread.
     pub fn with_margin(self, margin: Duration) -> RateLimitLayer {
         self.map_limiter(|l| l.with_margin(margin))
+    }
+
+    /// Whether the limiter learns its margin (default: yes; see [`Limiter::learn_margin`]).
+    pub fn learn_margin(self, learn: bool) -> RateLimitLayer {
+        self.map_limiter(|l| l.learn_margin(learn))
     }
 
     /// Sets the store (default: a [`MemoryStore`](super::store::MemoryStore)).

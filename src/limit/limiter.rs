@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep};
 use super::error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 use super::gate::{Gates, Joined};
 use super::key::{Key, KeySecret};
+use super::margin::Margin;
 use super::quota::{dur_ns, smallcosts::Costs, Quota, Tier};
 use super::store::{
     AcquireRequest, Decision, MemoryStore, SnapshotRequest, Store, StoreError, StoreFuture, Update,
@@ -50,6 +51,7 @@ struct Config {
     tier: Tier,
     store: Arc<dyn Store>,
     margin: Duration,
+    learn_margin: bool,
     max_wait: Option<Duration>,
     max_queue: usize,
     learn_timeout: Duration,
@@ -61,7 +63,7 @@ struct Config {
 struct Shared {
     config: Config,
     gates: Gates,
-    margin_ns: u64,
+    margin: Margin,
     /// The limiter's clock: `wall_epoch + (tokio::time::Instant::now() - epoch)`, in
     /// nanoseconds since the Unix epoch. Monotonic and follows tokio's paused clock; every
     /// time that crosses the store is on it. Calendar periods read the wall clock itself,
@@ -106,6 +108,7 @@ impl Limiter {
             tier,
             store: Arc::new(MemoryStore::new()),
             margin: Duration::ZERO,
+            learn_margin: true,
             max_wait: Some(DEFAULT_MAX_WAIT),
             max_queue: DEFAULT_MAX_QUEUE,
             learn_timeout: DEFAULT_LEARN_TIMEOUT,
@@ -123,7 +126,7 @@ impl Limiter {
             .map_or(0, dur_ns);
         Limiter {
             shared: Arc::new(Shared {
-                margin_ns: dur_ns(config.margin),
+                margin: Margin::new(dur_ns(config.margin), config.learn_margin),
                 config,
                 gates: Gates::new(),
                 epoch: Instant::now(),
@@ -168,10 +171,21 @@ impl Limiter {
         &self.shared.config.key_secret
     }
 
-    /// Adds `margin` to every window (and cooldown), to absorb clock and network jitter
-    /// between client and server. Default: zero.
+    /// Sets the least margin added to every window (and cooldown), to absorb the difference
+    /// between when requests are sent and when the server counts them. Default: zero — the
+    /// limiter learns the margin from the round trips it sees and from any 429 its windows
+    /// did not predict ([`learn_margin`](Self::learn_margin)); this is a floor for those who
+    /// know their network.
     pub fn with_margin(self, margin: Duration) -> Limiter {
         self.reconfigure(|c| c.margin = margin)
+    }
+
+    /// Whether to learn the margin (default: yes): from the spread of round trips (the 5th to
+    /// the 95th percentile of the last 64) and from surprise 429s (each doubles it, at least
+    /// 20 ms, halving every 5 minutes without another), never more than a twentieth of the
+    /// tier's shortest window nor 2 s. See [`learned_margin`](Self::learned_margin).
+    pub fn learn_margin(self, learn: bool) -> Limiter {
+        self.reconfigure(|c| c.learn_margin = learn)
     }
 
     /// Sets the longest a request may wait (`None`: no bound). Default: [`DEFAULT_MAX_WAIT`].
@@ -225,9 +239,33 @@ impl Limiter {
         self.shared.config.max_wait
     }
 
-    /// The margin.
+    /// The configured margin: the floor of the margin in force.
     pub fn margin(&self) -> Duration {
         self.shared.config.margin
+    }
+
+    /// The margin learned so far (before the per-tier bound and the floor apply).
+    pub fn learned_margin(&self) -> Duration {
+        Duration::from_nanos(self.shared.margin.learned())
+    }
+
+    /// The margin in force for `tier`: the learned one, bounded by a twentieth of the tier's
+    /// shortest window, and at least the configured one.
+    pub fn margin_for(&self, tier: &Tier) -> Duration {
+        Duration::from_nanos(self.margin_ns(tier))
+    }
+
+    fn margin_ns(&self, tier: &Tier) -> u64 {
+        self.shared.margin.get(tier.shortest_window_ns())
+    }
+
+    /// A round trip from admission to response, for the learned margin.
+    pub(crate) fn observe_round_trip(&self, admitted: Instant) {
+        let now = Instant::now();
+        self.shared.margin.observe_rtt(
+            dur_ns(now.saturating_duration_since(admitted)),
+            self.to_ns(now),
+        );
     }
 
     /// The most requests of one key that may wait in this process.
@@ -300,7 +338,7 @@ impl Limiter {
     ) -> Option<Result<Decision, StoreError>> {
         let req = AcquireRequest::new(key, tier.specs(), costs, t.now)
             .with_wall(t.wall)
-            .with_margin(self.shared.margin_ns);
+            .with_margin(self.margin_ns(tier));
         self.shared.config.store.acquire_now(&req)
     }
 
@@ -309,7 +347,7 @@ impl Limiter {
         let store = self.shared.config.store.clone();
         let tier = tier.clone();
         let costs = costs.clone();
-        let margin = self.shared.margin_ns;
+        let margin = self.margin_ns(&tier);
         Box::pin(async move {
             let req = AcquireRequest::new(key, tier.specs(), costs.as_slice(), t.now)
                 .with_wall(t.wall)
@@ -455,7 +493,7 @@ impl Limiter {
         let s = &self.shared;
         let req = SnapshotRequest::new(store_key, tier.specs(), t.now)
             .with_wall(t.wall)
-            .with_margin(s.margin_ns);
+            .with_margin(self.margin_ns(tier));
         let snap = s.config.store.snapshot(req).await?;
         let windows = tier
             .quotas()
@@ -493,7 +531,7 @@ impl Limiter {
         let until = self
             .now_ns()
             .saturating_add(dur_ns(delay))
-            .saturating_add(self.shared.margin_ns);
+            .saturating_add(self.margin_ns(tier));
         tracing::info!(key = %key, tier = tier.name(), delay_ms = delay.as_millis() as u64, "rate limit: cooling down");
         match self.apply(key, tier, vec![Update::BlockUntil(until)]) {
             Some(fut) => fut.await,
@@ -512,15 +550,15 @@ impl Limiter {
         let s = &self.shared;
         let store_key = key.with_tier(tier.id());
         let t = self.times(tier, Instant::now());
+        let margin = self.margin_ns(tier);
         let req = UpdateRequest::new(store_key, tier.specs(), &updates, t.now)
             .with_wall(t.wall)
-            .with_margin(s.margin_ns);
+            .with_margin(margin);
         if s.config.store.update_now(&req) {
             return None;
         }
         let store = s.config.store.clone();
         let tier = tier.clone();
-        let margin = s.margin_ns;
         Some(Box::pin(async move {
             let req = UpdateRequest::new(store_key, tier.specs(), &updates, t.now)
                 .with_wall(t.wall)
@@ -578,7 +616,16 @@ impl Limiter {
             return out;
         }
         let now = self.now_ns();
-        let margin = self.shared.margin_ns;
+        if c.class() == QuotaClass::RateLimited
+            && matches!(c.scope(), Scope::Account | Scope::Unknown)
+            && !tier.quotas().is_empty()
+        {
+            // The windows admitted this request: the server counted it in a window they
+            // did not see, so its arrivals run further from our sends than the margin says.
+            self.shared.margin.surprise(now);
+            tracing::debug!(key = %key, tier = tier.name(), learned_margin_ms = self.learned_margin().as_millis() as u64, "rate limit: a 429 the windows did not predict, widening the margin");
+        }
+        let margin = self.margin_ns(tier);
         let until = |d: Duration| now.saturating_add(dur_ns(d)).saturating_add(margin);
         let info = c.rate_limit();
         let delay = match c.class() {
@@ -679,6 +726,7 @@ impl fmt::Debug for Limiter {
             .field("mode", &c.mode)
             .field("max_wait", &c.max_wait)
             .field("margin", &c.margin)
+            .field("learned_margin", &self.learned_margin())
             .field("clock", &c.clock)
             .field("key_secret", &c.key_secret)
             .finish()
@@ -833,7 +881,7 @@ impl Acquire {
     /// least `floor((ahead + cost - 1) / N)` more windows after the head's admission. A lower
     /// bound: honest as a `retry_after`, and a sure sign the request cannot make its deadline.
     fn earliest_behind(&self, head_at: Instant, ahead: &Costs) -> Instant {
-        let margin = self.limiter.margin();
+        let margin = self.limiter.margin_for(&self.tier);
         let mut at = head_at;
         for ((q, &units), &cost) in self
             .tier

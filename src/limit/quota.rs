@@ -332,6 +332,17 @@ impl Tier {
         &self.inner.specs
     }
 
+    /// The length of the tier's shortest window in nanoseconds, 0 without quotas (bounds the
+    /// learned margin).
+    pub(crate) fn shortest_window_ns(&self) -> u64 {
+        self.inner
+            .specs
+            .iter()
+            .map(|s| s.window_ns)
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Whether a quota of the tier is a calendar window (the only thing that reads the wall
     /// clock on an admission).
     pub(crate) fn has_calendar(&self) -> bool {

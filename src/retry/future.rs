@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::policy::{Decide, Outcome, RetryInfo, Step, StopReason};
+use super::policy::{is_limiter_refusal, Decide, Outcome, RetryInfo, Step, StopReason};
 use super::replay::ReplayBody;
 use super::service::Shared;
 use crate::classify::{Classification, Classify, Generic};
@@ -22,7 +22,7 @@ pin_project! {
     ///
     /// Dropping it stops everything at once: the attempt in flight is dropped, and no
     /// further attempt is sent.
-    pub struct ResponseFuture<S, ReqB, D>
+    pub struct ResponseFuture<S, ReqB, D, ResB>
     where
         S: Service<http::Request<ReplayBody<ReqB>>>,
     {
@@ -35,6 +35,9 @@ pin_project! {
         template: Option<(request::Parts, ReplayBody<ReqB>)>,
         // Allocated on the first retry only, and reused.
         sleep: Option<Pin<Box<Sleep>>>,
+        // The response of the last attempt that reached the server, held while a retry is
+        // pending: if the rate limiter then refuses the retry, the caller gets it.
+        last: Option<http::Response<ResB>>,
         attempts: u32,
         // When the request entered the service; read only with a deadline.
         start: Option<Instant>,
@@ -56,7 +59,7 @@ pin_project! {
     }
 }
 
-impl<S, ReqB, D> ResponseFuture<S, ReqB, D>
+impl<S, ReqB, D, ResB> ResponseFuture<S, ReqB, D, ResB>
 where
     S: Service<http::Request<ReplayBody<ReqB>>>,
 {
@@ -73,15 +76,17 @@ where
             shared,
             template,
             sleep: None,
+            last: None,
             attempts: 1,
             start,
         }
     }
 }
 
-impl<S, ReqB, D, ResB> Future for ResponseFuture<S, ReqB, D>
+impl<S, ReqB, D, ResB> Future for ResponseFuture<S, ReqB, D, ResB>
 where
     S: Service<http::Request<ReplayBody<ReqB>>, Response = http::Response<ResB>>,
+    S::Error: 'static,
     ReqB: Body,
     D: Decide<S::Error>,
 {
@@ -123,7 +128,22 @@ where
                                 }
                                 return Poll::Ready(Ok(response));
                             }
+                            *this.last = Some(response);
                             (step, Ok(()))
+                        }
+                        Err(e) if this.last.is_some() && is_limiter_refusal(&e) => {
+                            // The limiter will not admit the retry in time: the server's
+                            // last answer is what the caller gets, as it was sent.
+                            let mut response = this.last.take().expect("checked above");
+                            let info =
+                                RetryInfo::new(*this.attempts - 1, StopReason::LimiterRefused);
+                            response.extensions_mut().insert(info);
+                            tracing::debug!(
+                                attempts = *this.attempts - 1,
+                                reason = StopReason::LimiterRefused.as_str(),
+                                "not retrying"
+                            );
+                            return Poll::Ready(Ok(response));
                         }
                         Err(e) => {
                             let outcome = Outcome::Error(&e);
@@ -145,11 +165,15 @@ where
                         (Step::Stop(_), Err(e)) => return Poll::Ready(Err(e)),
                         (Step::Stop(_), Ok(())) => unreachable!("returned above"),
                     };
-                    // The response (or error) of this attempt is dropped here.
+                    // An error of this attempt is dropped here; a response is held in `last`.
                     if delay.is_zero() {
                         this.state.set(State::Retrying);
                     } else {
-                        let at = Instant::now() + delay;
+                        // A delay past what `Instant` can hold waits "forever" (30 years).
+                        let at = Instant::now()
+                            .checked_add(delay)
+                            .or_else(|| Instant::now().checked_add(FOREVER))
+                            .unwrap_or_else(Instant::now);
                         match this.sleep {
                             Some(sleep) => sleep.as_mut().reset(at),
                             None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
@@ -164,7 +188,12 @@ where
                     this.state.set(State::Retrying);
                 }
                 StateProj::Retrying => {
-                    ready!(this.service.poll_ready(cx))?;
+                    if let Err(e) = ready!(this.service.poll_ready(cx)) {
+                        return Poll::Ready(match this.last.take() {
+                            Some(response) if is_limiter_refusal(&e) => Ok(response),
+                            _ => Err(e),
+                        });
+                    }
                     *this.attempts += 1;
                     let last = *this.attempts >= this.shared.limits.max_attempts;
                     let (parts, body) = if last {
@@ -181,6 +210,9 @@ where
         }
     }
 }
+
+/// What "wait forever" means for a delay no `Instant` can hold.
+const FOREVER: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
 
 /// The next step after a response, from its classification: the one derived from its
 /// head, else the one in its extensions, else (for a 1xx–3xx status that carries none) a
@@ -208,7 +240,7 @@ where
     shared.next_step(attempts, start, outcome, replayable)
 }
 
-impl<S, ReqB, D> fmt::Debug for ResponseFuture<S, ReqB, D>
+impl<S, ReqB, D, ResB> fmt::Debug for ResponseFuture<S, ReqB, D, ResB>
 where
     S: Service<http::Request<ReplayBody<ReqB>>>,
 {

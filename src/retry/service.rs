@@ -168,12 +168,13 @@ impl<S: fmt::Debug, D> fmt::Debug for RetryAfter<S, D> {
 impl<S, D, ReqB, ResB> Service<http::Request<ReqB>> for RetryAfter<S, D>
 where
     S: Service<http::Request<ReplayBody<ReqB>>, Response = http::Response<ResB>> + Clone,
+    S::Error: 'static,
     ReqB: Body,
     D: Decide<S::Error>,
 {
     type Response = http::Response<ResB>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqB, D>;
+    type Future = ResponseFuture<S, ReqB, D, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
