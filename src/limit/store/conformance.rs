@@ -16,7 +16,7 @@
 //!
 //! The checks pass explicit times (`now`, `wall`, the margin) and expect decisions exact to
 //! the nanosecond, so a store with a clock of its own must decide on the caller's clock for
-//! the suite (the Redis store: [`TimeSource::Caller`](super::redis::TimeSource::Caller)).
+//! the suite (the Redis store: `TimeSource::Caller`).
 //! Every time the suite uses is a whole number of microseconds: a store may keep time at that
 //! resolution. Keys are fresh in every check, so a store on a shared server only needs a
 //! fresh prefix per factory call, if that.
