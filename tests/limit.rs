@@ -696,3 +696,57 @@ fn request_head_debug_shows_no_key() {
     );
     assert!(!debug.contains("SECRET"), "{debug}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_tier_learns_its_quota_from_openrouters_429() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower_quota::sim::{Limit, Models, Simulator, Tier as SimTier};
+    use tower_quota::QuotaLayer;
+
+    // OpenRouter's free per-minute limit, as the server knows it; the client knows nothing.
+    let sim = Simulator::builder()
+        .key(
+            "sk-a",
+            SimTier::new("free").with_limit(Limit::rolling(Models::Free, 20, 60 * SEC)),
+        )
+        .build();
+    let layer = QuotaLayer::new(Tier::new("unknown"))
+        .key_by(KeyBy::ApiKey)
+        .with_wall_clock(WallClock::from_fn(sim.wall_clock()));
+    let limiter = layer.limiter().clone();
+    let client = layer.layer(sim.clone());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let req = Request::post("/api/v1/chat/completions")
+            .header("authorization", "Bearer sk-a")
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"meta-llama/llama-3.3-70b-instruct:free"}"#,
+            )))
+            .unwrap();
+        tasks.push(tokio::spawn(client.clone().oneshot(req)));
+    }
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{:?} {:?} at {:?}, {:?}",
+            tower_quota::retry::RetryInfo::get(r.extensions()),
+            r.headers(),
+            start.elapsed(),
+            sim.stats().rate_limited
+        );
+    }
+    let stats = sim.stats();
+    // The first 429 taught the limit (20) and its window (the reset fits in a minute).
+    assert!(stats.rate_limited <= 2, "{} 429s", stats.rate_limited);
+    let key = KeyBy::ApiKey.key(&RequestHead::of(&req_with_key("sk-a")));
+    let snap = limiter.snapshot(key).await.unwrap();
+    assert_eq!(snap.windows.len(), 1, "one learned quota");
+    assert_eq!(snap.windows[0].quota, Quota::per_minute(20));
+    // 60 requests at 20 per minute: 2 windows after the first (and one lost to the 429).
+    assert!(start.elapsed() < 4 * 60 * SEC, "{:?}", start.elapsed());
+    sim.check_invariants().unwrap();
+}

@@ -1,10 +1,13 @@
 //! The [`Limiter`]: the shared handle that paces requests, usable with or without the layer.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -12,9 +15,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 use super::gate::{Gates, Joined};
-use super::key::{Key, KeySecret};
+use super::key::{Key, KeyHasher, KeySecret};
 use super::margin::Margin;
-use super::quota::{dur_ns, smallcosts::Costs, Quota, Tier};
+use super::quota::{dur_ns, smallcosts::Costs, Quota, Tier, Window};
 use super::store::{
     AcquireRequest, Decision, MemoryStore, SnapshotRequest, Store, StoreError, StoreFuture, Update,
     UpdateRequest,
@@ -64,6 +67,9 @@ struct Shared {
     config: Config,
     gates: Gates,
     margin: Margin,
+    /// Quotas learned from servers, per store key: the tier in force is the configured one
+    /// plus these.
+    learned: Learned,
     /// The limiter's clock: `wall_epoch + (tokio::time::Instant::now() - epoch)`, in
     /// nanoseconds since the Unix epoch. Monotonic and follows tokio's paused clock; every
     /// time that crosses the store is on it. Calendar periods read the wall clock itself,
@@ -127,6 +133,7 @@ impl Limiter {
         Limiter {
             shared: Arc::new(Shared {
                 margin: Margin::new(dur_ns(config.margin), config.learn_margin),
+                learned: Learned::default(),
                 config,
                 gates: Gates::new(),
                 epoch: Instant::now(),
@@ -373,9 +380,11 @@ impl Limiter {
     }
 
     pub(crate) fn acquire_tier(&self, key: Key, tier: Tier, cost: u64) -> Acquire {
+        let store_key = key.with_tier(tier.id());
+        let tier = self.shared.learned.in_force(store_key, tier);
         Acquire {
             limiter: self.clone(),
-            store_key: key.with_tier(tier.id()),
+            store_key,
             key,
             costs: tier.costs(cost),
             tier,
@@ -393,10 +402,10 @@ impl Limiter {
     /// in-memory store); other stores fail with [`AcquireError::Store`].
     pub fn try_acquire(&self, key: Key, cost: u64) -> Result<(), AcquireError> {
         let s = &*self.shared;
-        let tier = &s.config.tier;
         // A tier without quotas still goes to the store: what was learned from the server
-        // (cooldowns, pauses until a reset) holds for it too.
-        let store_key = key.with_tier(tier.id());
+        // (cooldowns, pauses until a reset, quotas) holds for it too.
+        let store_key = key.with_tier(s.config.tier.id());
+        let tier = &s.learned.in_force(store_key, s.config.tier.clone());
         if s.gates.has_waiters(store_key) {
             return Err(limited(key, tier, Reason::Rejected, None));
         }
@@ -487,9 +496,10 @@ impl Limiter {
 
     /// The state of `key`'s windows under `tier`.
     pub async fn snapshot_with(&self, key: Key, tier: &Tier) -> Result<Snapshot, StoreError> {
+        let store_key = key.with_tier(tier.id());
+        let tier = &self.shared.learned.in_force(store_key, tier.clone());
         let t = self.times(tier, Instant::now());
         let now = t.now;
-        let store_key = key.with_tier(tier.id());
         let s = &self.shared;
         let req = SnapshotRequest::new(store_key, tier.specs(), t.now)
             .with_wall(t.wall)
@@ -533,7 +543,9 @@ impl Limiter {
             .saturating_add(dur_ns(delay))
             .saturating_add(self.margin_ns(tier));
         tracing::info!(key = %key, tier = tier.name(), delay_ms = delay.as_millis() as u64, "rate limit: cooling down");
-        match self.apply(key, tier, vec![Update::BlockUntil(until)]) {
+        let store_key = key.with_tier(tier.id());
+        let tier = self.shared.learned.in_force(store_key, tier.clone());
+        match self.apply(store_key, &tier, vec![Update::BlockUntil(until)]) {
             Some(fut) => fut.await,
             None => Ok(()),
         }
@@ -543,12 +555,11 @@ impl Limiter {
     /// else returns the future of the one round trip.
     fn apply(
         &self,
-        key: Key,
+        store_key: Key,
         tier: &Tier,
         updates: Vec<Update>,
     ) -> Option<StoreFuture<'static, ()>> {
         let s = &self.shared;
-        let store_key = key.with_tier(tier.id());
         let t = self.times(tier, Instant::now());
         let margin = self.margin_ns(tier);
         let req = UpdateRequest::new(store_key, tier.specs(), &updates, t.now)
@@ -584,11 +595,16 @@ impl Limiter {
         classification: &Classification,
         options: LearnOptions,
     ) -> Option<Learning> {
-        let updates = self.updates(key, tier, classification, options);
+        let store_key = key.with_tier(tier.id());
+        let mut in_force = self.shared.learned.in_force(store_key, tier.clone());
+        if let Some(grown) = self.learn_quotas(key, &in_force, classification, options) {
+            in_force = self.shared.learned.set(store_key, tier, grown);
+        }
+        let updates = self.updates(key, tier, &in_force, classification, options);
         if updates.is_empty() {
             return None;
         }
-        let fut = self.apply(key, tier, updates)?;
+        let fut = self.apply(store_key, &in_force, updates)?;
         let timeout = self.shared.config.learn_timeout;
         Some(Learning {
             fut,
@@ -597,9 +613,48 @@ impl Limiter {
         })
     }
 
+    /// The tier in force grown by the windows the server announced that it has no quota for
+    /// (an empty tier learns its quotas so), or `None` when nothing is new.
+    fn learn_quotas(
+        &self,
+        key: Key,
+        in_force: &Tier,
+        c: &Classification,
+        options: LearnOptions,
+    ) -> Option<Tier> {
+        let applies = match c.scope() {
+            Scope::Model | Scope::Upstream => options.keys_model,
+            _ => true,
+        };
+        if !applies {
+            return None;
+        }
+        let mut grown: Option<Tier> = None;
+        for w in c.rate_limit().windows() {
+            let current = grown.as_ref().unwrap_or(in_force);
+            if current
+                .quotas()
+                .iter()
+                .any(|q| q.dimension() == &w.dimension)
+            {
+                continue;
+            }
+            let (Some(limit), Some(window)) =
+                (w.limit.filter(|&l| l > 0), infer_window(w, self.now_wall()))
+            else {
+                continue;
+            };
+            let quota = window.quota(limit).with_dimension(w.dimension.clone());
+            tracing::info!(key = %key, tier = in_force.name(), quota = %quota, "rate limit: learned a quota from the server");
+            grown = Some(current.clone().with_quota(quota));
+        }
+        grown
+    }
+
     fn updates(
         &self,
         key: Key,
+        configured: &Tier,
         tier: &Tier,
         c: &Classification,
         options: LearnOptions,
@@ -657,8 +712,21 @@ impl Limiter {
                     reset: w.reset.map(dur_ns),
                 });
             }
-            if options.learn_limits {
-                if let Some(limit) = w.limit.filter(|&l| l > 0) {
+            // The server's limit is adopted when asked, when it is tighter than the one
+            // configured, and always for a quota learned from the server.
+            if let Some(limit) = w.limit.filter(|&l| l > 0) {
+                let configured_limit = configured
+                    .quotas()
+                    .iter()
+                    .find(|q| {
+                        q.window() == tier.quotas()[quota].window() && q.dimension() == &w.dimension
+                    })
+                    .map(Quota::limit);
+                let adopt = match configured_limit {
+                    Some(mine) => options.learn_limits || limit < mine,
+                    None => true,
+                };
+                if adopt {
                     if limit != tier.quotas()[quota].limit() {
                         tracing::info!(key = %key, tier = tier.name(), quota, limit, "rate limit: adopting the server's limit");
                     }
@@ -698,6 +766,73 @@ fn match_quota(quotas: &[Quota], w: &RateLimitWindow) -> Option<usize> {
         }
     }
     (cands.len() == 1).then(|| cands[0])
+}
+
+/// The window a server-reported window describes: its own length when it said (IETF `w`);
+/// else, from the time until it resets, a UTC day when it resets at a UTC midnight hours
+/// away, else the shortest common window (1 s, 10 s, 1 min, 1 h, 1 day) that reset fits in
+/// (with 10 % of slack).
+fn infer_window(w: &RateLimitWindow, wall: SystemTime) -> Option<Window> {
+    if let Some(len) = w.window.filter(|d| !d.is_zero()) {
+        return Some(Window::Rolling(len));
+    }
+    let reset = w.reset?;
+    const DAY: u64 = 86_400;
+    if reset > Duration::from_secs(3600) {
+        let at = wall.checked_add(reset)?;
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        let off = secs.rem_euclid(DAY as f64);
+        if off < 2.0 || off > DAY as f64 - 2.0 {
+            return Some(Window::Calendar(Duration::from_secs(DAY)));
+        }
+    }
+    // A reset a little past a common window is that window, seen late (rounding, the way
+    // back): 10 % of slack.
+    [1, 10, 60, 3600, DAY]
+        .into_iter()
+        .map(Duration::from_secs)
+        .find(|&len| reset <= len + len / 10)
+        .map(Window::Rolling)
+}
+
+/// The quotas learned per store key, beside the configured tier.
+#[derive(Default)]
+struct Learned {
+    tiers: Mutex<HashMap<u64, Tier, BuildHasherDefault<KeyHasher>>>,
+    /// Whether any tier was learned: the common case reads one atomic.
+    any: AtomicBool,
+}
+
+/// The most keys whose quotas are learned; past it, no new key learns any (cooldowns and
+/// pauses still apply).
+const MAX_LEARNED_KEYS: usize = 100_000;
+
+impl Learned {
+    /// The tier in force for `store_key`: the learned one, else `configured`.
+    fn in_force(&self, store_key: Key, configured: Tier) -> Tier {
+        if !self.any.load(Ordering::Acquire) {
+            return configured;
+        }
+        let tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        tiers.get(&store_key.0).cloned().unwrap_or(configured)
+    }
+
+    /// Records `grown` for `store_key` (within the bound) and returns the tier in force.
+    fn set(&self, store_key: Key, configured: &Tier, grown: Tier) -> Tier {
+        let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        if tiers.len() >= MAX_LEARNED_KEYS && !tiers.contains_key(&store_key.0) {
+            return tiers
+                .get(&store_key.0)
+                .cloned()
+                .unwrap_or_else(|| configured.clone());
+        }
+        tiers.insert(store_key.0, grown.clone());
+        self.any.store(true, Ordering::Release);
+        grown
+    }
 }
 
 fn limited(key: Key, tier: &Tier, reason: Reason, available_at: Option<Instant>) -> AcquireError {

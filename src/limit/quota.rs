@@ -37,6 +37,22 @@ impl Window {
     pub fn is_calendar(&self) -> bool {
         matches!(self, Window::Calendar(_))
     }
+
+    /// A quota of `limit` requests over this window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_quota::limit::Window;
+    /// use tower_quota::Quota;
+    ///
+    /// assert_eq!(Window::Rolling(Duration::from_secs(60)).quota(20), Quota::per_minute(20));
+    /// ```
+    pub fn quota(self, limit: u64) -> Quota {
+        match self {
+            Window::Rolling(d) => Quota::new(limit, d),
+            Window::Calendar(p) => Quota::calendar(limit, p),
+        }
+    }
 }
 
 /// One limit: at most `limit` units per window.
