@@ -7,7 +7,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::future::Learn;
-use super::key::{KeyBy, RequestHead};
+use super::key::{KeyBy, KeySecret, RequestHead};
 use super::limiter::{Acquire, LearnOptions, Limiter, Mode};
 use super::quota::Tier;
 use super::service::RateLimit;
@@ -53,7 +53,7 @@ impl Policy {
             Some(select) => select(head)?,
             None => self.limiter.tier().clone(),
         };
-        let key = self.key_by.key(head);
+        let key = self.key_by.key_with(head, self.limiter.key_secret());
         let weight = self.cost.as_ref().map_or(1, |f| f(head));
         let learn = self.learn.then(|| Learn {
             limiter: self.limiter.clone(),
@@ -162,6 +162,12 @@ impl RateLimitLayer {
     /// Sets the store (default: a [`MemoryStore`](super::store::MemoryStore)).
     pub fn with_store(self, store: impl Store) -> RateLimitLayer {
         self.map_limiter(|l| l.with_store(store))
+    }
+
+    /// Sets the secret request keys are hashed with (see [`Limiter::with_key_secret`]); a
+    /// store shared by several processes sets it already.
+    pub fn with_key_secret(self, secret: KeySecret) -> RateLimitLayer {
+        self.map_limiter(|l| l.with_key_secret(secret))
     }
 
     /// Sets the wall clock the limiter is anchored to (for calendar windows).

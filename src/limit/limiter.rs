@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 use super::gate::{Gates, Joined};
-use super::key::{Key, KeyHasher};
+use super::key::{Key, KeyHasher, KeySecret};
 use super::margin::Margin;
 use super::quota::{dur_ns, smallcosts::Costs, Quota, Tier, Window};
 use super::store::{
@@ -60,6 +60,7 @@ struct Config {
     learn_timeout: Duration,
     mode: Mode,
     clock: WallClock,
+    key_secret: KeySecret,
 }
 
 struct Shared {
@@ -119,6 +120,7 @@ impl Limiter {
             learn_timeout: DEFAULT_LEARN_TIMEOUT,
             mode: Mode::Wait,
             clock: WallClock::system(),
+            key_secret: KeySecret::per_process(),
         })
     }
 
@@ -146,14 +148,34 @@ impl Limiter {
         Limiter::from_config(config)
     }
 
-    /// Sets the store (a new limiter: configure before sharing).
+    /// Sets the store (a new limiter: configure before sharing). A store with a
+    /// [`key_secret`](Store::key_secret) (a store shared by several processes) sets the
+    /// limiter's too.
     pub fn with_store(self, store: impl Store) -> Limiter {
-        self.reconfigure(|c| c.store = Arc::new(store))
+        self.with_shared_store(Arc::new(store))
     }
 
-    /// Sets a shared store (a new limiter: configure before sharing).
+    /// Sets a shared store (a new limiter: configure before sharing); like
+    /// [`with_store`](Self::with_store).
     pub fn with_shared_store(self, store: Arc<dyn Store>) -> Limiter {
-        self.reconfigure(|c| c.store = store)
+        self.reconfigure(|c| {
+            if let Some(secret) = store.key_secret() {
+                c.key_secret = secret.clone();
+            }
+            c.store = store;
+        })
+    }
+
+    /// Sets the secret the layer hashes request keys with (default:
+    /// [`KeySecret::per_process`]). Processes that share a store must share it; a store that
+    /// holds one sets it already ([`with_store`](Self::with_store)).
+    pub fn with_key_secret(self, secret: KeySecret) -> Limiter {
+        self.reconfigure(|c| c.key_secret = secret)
+    }
+
+    /// The secret request keys are hashed with ([`KeyBy::key_with`](super::KeyBy::key_with)).
+    pub fn key_secret(&self) -> &KeySecret {
+        &self.shared.config.key_secret
     }
 
     /// Sets the least margin added to every window (and cooldown), to absorb the difference
@@ -841,6 +863,7 @@ impl fmt::Debug for Limiter {
             .field("margin", &c.margin)
             .field("learned_margin", &self.learned_margin())
             .field("clock", &c.clock)
+            .field("key_secret", &c.key_secret)
             .finish()
     }
 }
