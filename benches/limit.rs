@@ -17,7 +17,8 @@ use governor::{Quota as GQuota, RateLimiter};
 use http::{Request, Response};
 use tower::{service_fn, Layer, Service};
 use tower_quota::limit::store::{
-    AcquireRequest, Decision, MemoryStore, QuotaSpec, Store, StoreFuture, StoreSnapshot, Update,
+    AcquireRequest, Decision, MemoryStore, SnapshotRequest, Store, StoreFuture, StoreSnapshot,
+    UpdateRequest,
 };
 use tower_quota::limit::{Key, Limiter};
 use tower_quota::{Quota, RateLimitLayer, Tier};
@@ -31,24 +32,11 @@ impl Store for BoxedOnly {
     fn acquire<'a>(&'a self, req: AcquireRequest<'a>) -> StoreFuture<'a, Decision> {
         self.0.acquire(req)
     }
-    fn update(
-        &self,
-        key: Key,
-        quotas: Arc<[QuotaSpec]>,
-        update: Update,
-        now: u64,
-        margin: u64,
-    ) -> StoreFuture<'_, ()> {
-        self.0.update(key, quotas, update, now, margin)
+    fn update<'a>(&'a self, req: UpdateRequest<'a>) -> StoreFuture<'a, ()> {
+        self.0.update(req)
     }
-    fn snapshot<'a>(
-        &'a self,
-        key: Key,
-        quotas: &'a [QuotaSpec],
-        now: u64,
-        margin: u64,
-    ) -> StoreFuture<'a, Option<StoreSnapshot>> {
-        self.0.snapshot(key, quotas, now, margin)
+    fn snapshot<'a>(&'a self, req: SnapshotRequest<'a>) -> StoreFuture<'a, Option<StoreSnapshot>> {
+        self.0.snapshot(req)
     }
 }
 

@@ -231,7 +231,10 @@ async fn main() -> Result<(), BoxError> {
     if layered.succeeded != REQUESTS {
         return Err(format!("tower-quota: {} of {REQUESTS} succeeded", layered.succeeded).into());
     }
-    if layered.server_429s > 0 {
+    // 0 on a quiet machine. Real time on loopback: a stall longer than the margin between an
+    // admission and its arrival (a loaded CI machine) can shift one arrival into the previous
+    // window, and the retry layer recovers it; more than one means the pacing is wrong.
+    if layered.server_429s > 1 {
         return Err(format!("tower-quota: the server sent {} 429s", layered.server_429s).into());
     }
     Ok(())

@@ -187,7 +187,6 @@ async fn main() -> Result<(), BoxError> {
     assert_eq!(reply.text, "echo: Say hi in five words.");
     assert_eq!((info.attempts, info.stopped), (3, StopReason::Success));
     assert!(took >= 2 * PUSHBACK, "each pushback was waited out");
-    assert!(took < 2 * PUSHBACK + Duration::from_millis(400), "{took:?}");
     let sent = server.seen.lock().unwrap().clone();
     assert_eq!(
         sent,
@@ -225,7 +224,6 @@ async fn main() -> Result<(), BoxError> {
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(class.class(), QuotaClass::QuotaExhausted);
     assert_eq!((info.attempts, info.stopped), (1, StopReason::NotRetryable));
-    assert!(took < Duration::from_millis(200), "{took:?}");
     assert_eq!(server.seen.lock().unwrap().len(), 4);
 
     let _ = stop.send(());

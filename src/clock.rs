@@ -36,6 +36,27 @@ impl WallClock {
         }
     }
 
+    /// A clock that reads `start` now and then advances with `tokio::time::Instant`: under
+    /// `tokio::time::pause()` it follows virtual time (the system clock would not move), so
+    /// a test can run through a UTC midnight in an instant.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use tower_quota::clock::WallClock;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_311_970);
+    /// let clock = WallClock::starting_at(start);
+    /// tokio::time::sleep(Duration::from_secs(30)).await;
+    /// assert_eq!(clock.now(), start + Duration::from_secs(30));
+    /// # }
+    /// ```
+    pub fn starting_at(start: SystemTime) -> Self {
+        let base = tokio::time::Instant::now();
+        Self::from_fn(move || start + base.elapsed())
+    }
+
     /// A clock stopped at `t`.
     pub fn fixed(t: SystemTime) -> Self {
         Self::from_fn(move || t)

@@ -97,7 +97,7 @@
 //! (`tower_quota::sim`, feature `sim`). With the feature `reqwest-middleware`, `tower_quota::reqwest`
 //! brings the same pacing, classification and retries to a
 //! `reqwest_middleware::ClientWithMiddleware`, configured by the same `QuotaLayer`. With the
-//! feature `serde`, [`Tier`], [`Quota`] and [`KeyBy`](limit::KeyBy) read from configuration
+//! feature `serde`, [`Tier`], [`Quota`] and [`KeyBy`] read from configuration
 //! files (`{ name = "free", quotas = [{ limit = 20, window = "1m" }, { limit = 50, per =
 //! "utc-day" }] }`).
 //!
@@ -144,6 +144,11 @@ mod stack;
 pub mod tiers;
 
 pub use classify::QuotaClassifyLayer;
-pub use limit::{Quota, RateLimitLayer, Tier};
+pub use limit::{KeyBy, Quota, RateLimitLayer, Tier};
 pub use retry::RetryAfterLayer;
 pub use stack::{QuotaLayer, QuotaStack};
+
+/// Every Rust snippet of the README compiles (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -191,6 +191,8 @@ where
         let replayable = template.is_some();
         let mut first = Some(req);
         let mut attempts = 0;
+        // The last response, held while a retry waits for the limiter.
+        let mut last: Option<(http::Response<PeekBody<::reqwest::Body>>, ::reqwest::Url)> = None;
         loop {
             attempts += 1;
             let req = match first.take() {
@@ -209,12 +211,20 @@ where
                 extensions,
             };
             let learn = match self.rate_limit.policy.admission(&head) {
-                Some((acquire, learn)) => {
-                    acquire.await.map_err(acquire_error)?;
-                    learn
-                }
+                Some((acquire, learn)) => match (acquire.await, last.take()) {
+                    (Ok(()), _) => learn,
+                    // The limiter refused a retry: the server's last answer is returned.
+                    (Err(AcquireError::RateLimited(_)), Some((mut response, url))) => {
+                        response
+                            .extensions_mut()
+                            .insert(RetryInfo::new(attempts - 1, StopReason::LimiterRefused));
+                        return Ok(into_reqwest(response, url));
+                    }
+                    (Err(e), _) => return Err(acquire_error(e)),
+                },
                 None => None,
             };
+            let admitted = Instant::now();
             let response = match next.clone().run(req, &mut *extensions).await {
                 Ok(response) => response,
                 Err(e) => match shared.next_step(attempts, start, Outcome::Error(&e), replayable) {
@@ -232,10 +242,9 @@ where
                 .get::<Classification>()
                 .expect("the classifier attached one");
             if let Some(l) = learn {
+                l.limiter.observe_round_trip(admitted);
                 if let Some(pending) = l.limiter.learn(l.key, &l.tier, classification, l.options) {
-                    if let Err(e) = pending.await {
-                        tracing::warn!(error = %e, "rate limit: could not record what a response taught");
-                    }
+                    pending.await;
                 }
             }
             let outcome = Outcome::Response {
@@ -245,7 +254,7 @@ where
             };
             match shared.next_step(attempts, start, outcome, replayable) {
                 Step::Retry(delay) => {
-                    drop(response);
+                    last = Some((response, url));
                     tokio::time::sleep(delay).await;
                 }
                 Step::Stop(stopped) => {

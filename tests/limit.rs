@@ -209,10 +209,13 @@ async fn a_429_with_retry_after_cools_the_whole_key_down() {
     let start = Instant::now();
     let r = svc.clone().oneshot(req_with_key("a")).await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    // Requests already waiting and new ones are held until the cooldown ends.
+    // A 429 the windows did not predict widens the learned margin (20 ms at first)...
+    assert_eq!(layer.limiter().learned_margin(), Duration::from_millis(20));
+    // ...and requests already waiting and new ones are held until the cooldown (and that
+    // margin) ends.
     let waiting = tokio::spawn(svc.clone().oneshot(req_with_key("a")));
     svc.clone().oneshot(req_with_key("a")).await.unwrap();
-    assert_eq!(start.elapsed(), 30 * SEC);
+    assert_eq!(start.elapsed(), 30 * SEC + Duration::from_millis(20));
     waiting.await.unwrap().unwrap();
     // Another key is not affected.
     let t = Instant::now();
@@ -373,7 +376,7 @@ async fn calendar_window_resets_at_utc_midnight() {
     // 2026-01-01T23:59:30Z
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_311_970);
     let limiter = Limiter::new(tiers::openrouter::free())
-        .with_wall_clock(WallClock::fixed(t))
+        .with_wall_clock(WallClock::starting_at(t))
         .with_max_wait(None);
     let start = Instant::now();
     // 50 per UTC day, 20 per rolling minute: 20 now, then the minute blocks past midnight.
@@ -402,7 +405,7 @@ async fn daily_cap_waits_for_midnight_or_fails_fast() {
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_311_940);
     let daily = Tier::new("daily").with_quota(Quota::per_utc_day(2));
     let limiter = Limiter::new(daily.clone())
-        .with_wall_clock(WallClock::fixed(t))
+        .with_wall_clock(WallClock::starting_at(t))
         .with_max_wait(Some(120 * SEC));
     let start = Instant::now();
     limiter.acquire(Key::GLOBAL, 1).await.unwrap();
@@ -411,7 +414,7 @@ async fn daily_cap_waits_for_midnight_or_fails_fast() {
     assert_eq!(start.elapsed(), 60 * SEC, "admitted at midnight");
     // With 10 s of max_wait, the next day's cap fails at once.
     let limiter = Limiter::new(daily)
-        .with_wall_clock(WallClock::fixed(t))
+        .with_wall_clock(WallClock::starting_at(t))
         .with_max_wait(Some(10 * SEC));
     limiter.acquire(Key::GLOBAL, 1).await.unwrap();
     limiter.acquire(Key::GLOBAL, 1).await.unwrap();
@@ -460,7 +463,7 @@ async fn clones_share_one_limiter() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_keys_are_evicted() {
-    let store = Arc::new(MemoryStore::new().with_sweep_interval(SEC));
+    let store = Arc::new(MemoryStore::new());
     let limiter = Limiter::new(tier(5, 10 * SEC)).with_shared_store(store.clone());
     for i in 0..100 {
         limiter.acquire(Key::of(&i), 1).await.unwrap();
@@ -541,36 +544,31 @@ impl tower_quota::limit::store::Store for Remote {
         })
     }
 
-    fn update(
-        &self,
-        key: Key,
-        quotas: Arc<[tower_quota::limit::store::QuotaSpec]>,
-        update: tower_quota::limit::store::Update,
-        now: u64,
-        margin: u64,
-    ) -> tower_quota::limit::store::StoreFuture<'_, ()> {
+    fn update<'a>(
+        &'a self,
+        req: tower_quota::limit::store::UpdateRequest<'a>,
+    ) -> tower_quota::limit::store::StoreFuture<'a, ()> {
         Box::pin(async move {
             yield_once().await;
-            self.0.update(key, quotas, update, now, margin).await
+            self.0.update(req).await
         })
     }
 
     fn snapshot<'a>(
         &'a self,
-        key: Key,
-        quotas: &'a [tower_quota::limit::store::QuotaSpec],
-        now: u64,
-        margin: u64,
+        req: tower_quota::limit::store::SnapshotRequest<'a>,
     ) -> tower_quota::limit::store::StoreFuture<'a, Option<tower_quota::limit::store::StoreSnapshot>>
     {
-        self.0.snapshot(key, quotas, now, margin)
+        self.0.snapshot(req)
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_async_store_paces_and_learns_the_same() {
     let c = rate_limited(30 * SEC, Scope::Unknown);
-    let layer = RateLimitLayer::new(tier(2, 10 * SEC)).with_store(Remote::default());
+    let layer = RateLimitLayer::new(tier(2, 10 * SEC))
+        .with_store(Remote::default())
+        .learn_margin(false);
     let svc = layer.layer(answering(c));
     let start = Instant::now();
     svc.clone().oneshot(Request::new(())).await.unwrap(); // a 429: 30 s cooldown
@@ -594,7 +592,8 @@ async fn an_async_store_paces_and_learns_the_same() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn poll_ready_forwards_the_inner_readiness() {
+async fn inner_readiness_is_reserved_only_once_admitted() {
+    use std::future::Future;
     use std::task::{Context, Poll};
     let (inner, handle) = tower_test_like::pair();
     let mut svc = RateLimitLayer::new(tier(1, SEC)).layer(inner);
@@ -603,11 +602,17 @@ async fn poll_ready_forwards_the_inner_readiness() {
     handle
         .ready
         .store(false, std::sync::atomic::Ordering::SeqCst);
-    assert!(svc.poll_ready(&mut cx).is_pending());
+    // The limiter is ready whatever the inner service says: the wait comes first.
+    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let mut fut = std::pin::pin!(svc.call(Request::new(())));
+    assert!(
+        fut.as_mut().poll(&mut cx).is_pending(),
+        "admitted, waiting for the inner service"
+    );
     handle
         .ready
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
 }
 
 mod tower_test_like {
@@ -690,4 +695,58 @@ fn request_head_debug_shows_no_key() {
         "{debug}"
     );
     assert!(!debug.contains("SECRET"), "{debug}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_tier_learns_its_quota_from_openrouters_429() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower_quota::sim::{Limit, Models, Simulator, Tier as SimTier};
+    use tower_quota::QuotaLayer;
+
+    // OpenRouter's free per-minute limit, as the server knows it; the client knows nothing.
+    let sim = Simulator::builder()
+        .key(
+            "sk-a",
+            SimTier::new("free").with_limit(Limit::rolling(Models::Free, 20, 60 * SEC)),
+        )
+        .build();
+    let layer = QuotaLayer::new(Tier::new("unknown"))
+        .key_by(KeyBy::ApiKey)
+        .with_wall_clock(WallClock::from_fn(sim.wall_clock()));
+    let limiter = layer.limiter().clone();
+    let client = layer.layer(sim.clone());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let req = Request::post("/api/v1/chat/completions")
+            .header("authorization", "Bearer sk-a")
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"meta-llama/llama-3.3-70b-instruct:free"}"#,
+            )))
+            .unwrap();
+        tasks.push(tokio::spawn(client.clone().oneshot(req)));
+    }
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{:?} {:?} at {:?}, {:?}",
+            tower_quota::retry::RetryInfo::get(r.extensions()),
+            r.headers(),
+            start.elapsed(),
+            sim.stats().rate_limited
+        );
+    }
+    let stats = sim.stats();
+    // The first 429 taught the limit (20) and its window (the reset fits in a minute).
+    assert!(stats.rate_limited <= 2, "{} 429s", stats.rate_limited);
+    let key = KeyBy::ApiKey.key(&RequestHead::of(&req_with_key("sk-a")));
+    let snap = limiter.snapshot(key).await.unwrap();
+    assert_eq!(snap.windows.len(), 1, "one learned quota");
+    assert_eq!(snap.windows[0].quota, Quota::per_minute(20));
+    // 60 requests at 20 per minute: 2 windows after the first (and one lost to the 429).
+    assert!(start.elapsed() < 4 * 60 * SEC, "{:?}", start.elapsed());
+    sim.check_invariants().unwrap();
 }

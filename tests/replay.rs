@@ -153,12 +153,16 @@ const CHUNKS: usize = 10;
 const CHUNK_LEN: usize = 7;
 const GAP: Duration = Duration::from_millis(300);
 
-/// Ten chunks of seven bytes, 300 ms apart (the first after 300 ms too).
+/// Ten chunks of seven bytes, 300 ms apart (the first after 300 ms too), of known size.
 fn trickle() -> Paced {
+    trickle_sized(true)
+}
+
+fn trickle_sized(exact: bool) -> Paced {
     let chunks = (0..CHUNKS)
         .map(|i| (GAP, Bytes::from(vec![b'a' + i as u8; CHUNK_LEN])))
         .collect();
-    Paced::new(chunks, None, true)
+    Paced::new(chunks, None, exact)
 }
 
 fn trickled() -> Vec<u8> {
@@ -275,6 +279,37 @@ async fn earlier_attempt_still_reading_does_not_stall_either_reader() {
 #[tokio::test(start_paused = true)]
 async fn earlier_attempt_polling_again_does_not_steal_the_wakeup() {
     early_429(Polling::Ticking).await;
+}
+
+/// The connection still reading attempt 1's body passes the replay cap while the retry
+/// waits out its delay: the retry is not sent (it could not be whole), the caller gets the
+/// server's 429, and attempt 1 sends the whole body.
+#[tokio::test(start_paused = true)]
+async fn body_past_the_cap_during_the_wait_is_not_retried() {
+    let log = Log::default();
+    let mut client = tower::ServiceBuilder::new()
+        .layer(
+            RetryAfterLayer::new()
+                .with_seed(3)
+                .with_max_replay_bytes(2 * CHUNK_LEN),
+        )
+        .service(early_429_server(Polling::Plain, Arc::clone(&log)));
+    // Of unknown size, so replayable until the cap is passed.
+    let req = http::Request::post("http://router.test/v1/chat")
+        .body(trickle_sized(false))
+        .unwrap();
+    let resp = client.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        resp.extensions().get::<RetryInfo>(),
+        Some(&RetryInfo::new(1, StopReason::NotReplayable))
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let reads = log.lock().unwrap();
+    assert_eq!(reads.len(), 1, "the retry was sent");
+    let first = reads[0].lock().unwrap();
+    assert_eq!(first.end, Some(Ok(())));
+    assert_eq!(first.bytes, trickled());
 }
 
 // === any chunking, cap and attempt behaviour ===

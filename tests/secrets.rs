@@ -17,10 +17,10 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_quota::classify::{Classification, QuotaClassifyLayer};
 use tower_quota::clock::WallClock;
 use tower_quota::limit::store::{
-    AcquireRequest, Decision, MemoryStore, QuotaSpec, Store, StoreError, StoreFuture,
-    StoreSnapshot, Update,
+    AcquireRequest, Decision, MemoryStore, SnapshotRequest, Store, StoreError, StoreFuture,
+    StoreSnapshot, UpdateRequest,
 };
-use tower_quota::limit::{Key, KeyBy, Model, RateLimited, RequestHead};
+use tower_quota::limit::{Key, KeyBy, KeySecret, Model, RateLimited, RequestHead};
 use tower_quota::retry::{ReplayBody, RetryInfo};
 use tower_quota::sim::{Account, Faults, Simulator, Tier as SimTier};
 use tower_quota::{Quota, QuotaLayer, RateLimitLayer, RetryAfterLayer, Tier};
@@ -28,9 +28,10 @@ use tower_quota::{Quota, QuotaLayer, RateLimitLayer, RetryAfterLayer, Tier};
 use common::Capture;
 
 /// The planted key, and the parts of it that must not come out either (a truncated or
-/// partly masked key is still a leak).
+/// partly masked key is still a leak). The secret keys are hashed with is planted too.
 const SECRET: &str = "sk-or-v1-PLANTED-SECRET-4b1d9e7c2a6f03e8";
-const FRAGMENTS: [&str; 3] = ["PLANTED-SECRET", "4b1d9e7c2a6f03e8", "PLANTED"];
+const HASH_SECRET: &str = "PLANTED-HASH-SECRET-90c2f1d7";
+const FRAGMENTS: [&str; 4] = ["PLANTED-SECRET", "4b1d9e7c2a6f03e8", "PLANTED", "90c2f1d7"];
 /// A second planted key, short enough that the simulator's label for it is the whole key.
 const SHORT_SECRET: &str = "sk-PLANTED-2";
 
@@ -84,39 +85,23 @@ impl Store for Recording {
         self.inner.acquire_now(req)
     }
 
-    fn update(
-        &self,
-        key: Key,
-        quotas: Arc<[QuotaSpec]>,
-        update: Update,
-        now: u64,
-        margin: u64,
-    ) -> StoreFuture<'_, ()> {
-        self.record(key);
-        self.inner.update(key, quotas, update, now, margin)
+    fn update<'a>(&'a self, req: UpdateRequest<'a>) -> StoreFuture<'a, ()> {
+        self.record(req.key);
+        self.inner.update(req)
     }
 
-    fn update_now(
-        &self,
-        key: Key,
-        quotas: &[QuotaSpec],
-        update: Update,
-        now: u64,
-        margin: u64,
-    ) -> bool {
-        self.record(key);
-        self.inner.update_now(key, quotas, update, now, margin)
+    fn update_now(&self, req: &UpdateRequest<'_>) -> bool {
+        self.record(req.key);
+        self.inner.update_now(req)
     }
 
-    fn snapshot<'a>(
-        &'a self,
-        key: Key,
-        quotas: &'a [QuotaSpec],
-        now: u64,
-        margin: u64,
-    ) -> StoreFuture<'a, Option<StoreSnapshot>> {
-        self.record(key);
-        self.inner.snapshot(key, quotas, now, margin)
+    fn snapshot<'a>(&'a self, req: SnapshotRequest<'a>) -> StoreFuture<'a, Option<StoreSnapshot>> {
+        self.record(req.key);
+        self.inner.snapshot(req)
+    }
+
+    fn key_secret(&self) -> Option<&KeySecret> {
+        self.inner.key_secret()
     }
 }
 
@@ -182,8 +167,9 @@ async fn the_api_key_never_comes_out() {
     debug("Simulator", &sim);
     debug("Account", &sim.accounts());
 
-    // The stack, keyed by API key and model, with a tier looser than the server's (so the
-    // server does answer 429s) and a store that records every key.
+    // The stack, keyed by API key and model under a configured hash secret (as processes
+    // sharing a store are), with a tier looser than the server's (so the server does
+    // answer 429s) and a store that records every key.
     let keys = Arc::new(Mutex::new(Vec::new()));
     let store = Recording {
         inner: MemoryStore::new(),
@@ -197,6 +183,7 @@ async fn the_api_key_never_comes_out() {
             RateLimitLayer::new(tier)
                 .with_store(store)
                 .key_by(KeyBy::ApiKeyAndModel)
+                .with_key_secret(KeySecret::new(HASH_SECRET).unwrap())
                 .with_wall_clock(WallClock::from_fn(sim.wall_clock())),
         )
         .with_retry(RetryAfterLayer::new().with_seed(3));
@@ -209,6 +196,8 @@ async fn the_api_key_never_comes_out() {
         &QuotaClassifyLayer::default(),
     );
     debug("Limiter", layer.limiter());
+    debug("KeySecret", layer.limiter().key_secret());
+    shown("ShortSecret", &KeySecret::new("PLANTED").unwrap_err());
     let client = layer.layer(sim.clone());
     debug("QuotaStack", &client);
 

@@ -18,8 +18,11 @@ use super::store::StoreError;
 pub enum Reason {
     /// Reject mode, and the request was not admissible at once.
     Rejected,
-    /// The wait would have exceeded `max_wait`.
+    /// The wait would have exceeded `max_wait`: the store named a later time, or the
+    /// request's place in the queue put it past its bound.
     MaxWait,
+    /// The key's queue in this process already held `max_queue` waiters.
+    QueueFull,
 }
 
 /// A request was not admitted: in reject mode because it was not admissible at once, in wait
@@ -77,6 +80,7 @@ impl Reason {
         match self {
             Reason::Rejected => "rejected",
             Reason::MaxWait => "max_wait",
+            Reason::QueueFull => "queue_full",
         }
     }
 }
@@ -92,6 +96,7 @@ impl fmt::Display for RateLimited {
         match self.reason {
             Reason::Rejected => f.write_str(": not admissible now")?,
             Reason::MaxWait => f.write_str(": the wait would exceed max_wait")?,
+            Reason::QueueFull => f.write_str(": too many requests already wait on this key")?,
         }
         if let Some(d) = self.retry_after {
             write!(f, "; admissible in {:.3}s", d.as_secs_f64())?;

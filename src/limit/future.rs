@@ -9,10 +9,12 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use tokio::time::Instant;
+use tower::util::Oneshot;
+
 use super::key::Key;
-use super::limiter::{Acquire, LearnOptions, Limiter};
+use super::limiter::{Acquire, LearnOptions, Learning, Limiter};
 use super::quota::Tier;
-use super::store::StoreFuture;
 use super::BoxError;
 use crate::classify::{Classification, Classify, Generic};
 
@@ -33,6 +35,8 @@ pin_project! {
         #[pin]
         state: State<S, B>,
         learn: Option<Learn>,
+        // When the request was admitted: the round trip feeds the learned margin.
+        admitted: Option<Instant>,
     }
 }
 
@@ -49,10 +53,11 @@ pin_project! {
         },
         Calling {
             #[pin]
-            fut: S::Future,
+            fut: Oneshot<S, Request<B>>,
         },
         Learning {
-            fut: StoreFuture<'static, ()>,
+            #[pin]
+            fut: Learning,
             out: Option<S::Response>,
         },
         Failed {
@@ -65,10 +70,14 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn calling(fut: S::Future, learn: Option<Learn>) -> Self {
+    /// Admitted: drives a clone of the inner service ready, then calls it.
+    pub(crate) fn calling(inner: S, req: Request<B>, learn: Option<Learn>) -> Self {
         ResponseFuture {
-            state: State::Calling { fut },
+            state: State::Calling {
+                fut: Oneshot::new(inner, req),
+            },
             learn,
+            admitted: Some(Instant::now()),
         }
     }
 
@@ -85,6 +94,7 @@ where
                 req: Some(req),
             },
             learn,
+            admitted: None,
         }
     }
 
@@ -92,6 +102,7 @@ where
         ResponseFuture {
             state: State::Failed { err: Some(err) },
             learn: None,
+            admitted: None,
         }
     }
 }
@@ -115,17 +126,23 @@ where
                     if let Err(e) = ready!(Pin::new(acquire).poll(cx)) {
                         return Poll::Ready(Err(e.into_box()));
                     }
-                    let mut inner = inner.take().expect("polled after completion");
+                    let inner = inner.take().expect("polled after completion");
                     let req = req.take().expect("polled after completion");
-                    // `inner` was made ready by `poll_ready` before `call` moved it here.
-                    let fut = inner.call(req);
-                    this.state.set(State::Calling { fut });
+                    *this.admitted = Some(Instant::now());
+                    // Only now, admitted, does the request reserve the inner service's
+                    // readiness: a wait never holds a slot of a `Buffer` or a pool.
+                    this.state.set(State::Calling {
+                        fut: Oneshot::new(inner, req),
+                    });
                 }
                 StateProj::Calling { fut } => {
                     let resp = ready!(fut.poll(cx)).map_err(Into::into)?;
                     let Some(learn) = this.learn.take() else {
                         return Poll::Ready(Ok(resp));
                     };
+                    if let Some(at) = this.admitted.take() {
+                        learn.limiter.observe_round_trip(at);
+                    }
                     let (resp, pending) = learn_from(learn, resp);
                     match pending {
                         None => return Poll::Ready(Ok(resp)),
@@ -136,9 +153,7 @@ where
                     }
                 }
                 StateProj::Learning { fut, out } => {
-                    if let Err(e) = ready!(fut.as_mut().poll(cx)) {
-                        tracing::warn!(error = %e, "rate limit: could not record what a response taught");
-                    }
+                    ready!(fut.poll(cx));
                     return Poll::Ready(Ok(out.take().expect("polled after completion")));
                 }
                 StateProj::Failed { err } => {
@@ -151,10 +166,7 @@ where
 
 /// Reads the response's [`Classification`] (deriving one from status and headers when none
 /// is attached) and hands it to the limiter.
-fn learn_from<RB>(
-    learn: Learn,
-    resp: Response<RB>,
-) -> (Response<RB>, Option<StoreFuture<'static, ()>>) {
+fn learn_from<RB>(learn: Learn, resp: Response<RB>) -> (Response<RB>, Option<Learning>) {
     let Learn {
         limiter,
         key,

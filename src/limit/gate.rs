@@ -3,8 +3,9 @@
 //! Only the waiter at the head of a key's queue asks the store; it sleeps until the time the
 //! store names, and when it is admitted (or gives up, or is dropped) it leaves and wakes the
 //! next one. So waiters are served in arrival order and wake-ups track admissions: no one
-//! polls. A key without waiters has no queue; its first request asks the store at once while
-//! holding the shard's lock, so no later request can pass it.
+//! polls. A key without waiters has no queue: its requests ask the store directly, each on
+//! its own (concurrently, with a network store), and join the queue only when the store
+//! says to wait. A request that finds waiters joins behind them without asking.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
@@ -13,12 +14,20 @@ use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
 use super::key::{Key, KeyHasher};
+use super::quota::smallcosts::Costs;
 
 const SHARDS: usize = 16;
 
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    waker: Option<Waker>,
+    costs: Costs,
+}
+
 #[derive(Debug, Default)]
 struct Queue {
-    slots: VecDeque<(u64, Option<Waker>)>,
+    slots: VecDeque<Slot>,
     /// When the head expects to be admitted (nanoseconds since the Unix epoch), 0 if unknown.
     head_until: u64,
 }
@@ -28,6 +37,8 @@ type Shard = HashMap<u64, Queue, BuildHasherDefault<KeyHasher>>;
 #[derive(Debug)]
 pub(crate) struct Gates {
     shards: Box<[GateShard]>,
+    /// Waiters in every queue, for [`Limiter::waiting`](super::Limiter::waiting).
+    total: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -38,17 +49,23 @@ struct GateShard {
     queued: AtomicUsize,
 }
 
-/// What happened on entering a key's gate.
-pub(crate) enum Entered<T> {
-    /// The queue was empty and `f` ran under the lock: with `Some` the caller is done (it did
-    /// not join), with `None` it joined as the head and must ask the store.
-    Decided(T),
-    /// The queue was empty, `f` ran and said to wait: the caller is now the head.
-    Head(T),
-    /// Others were waiting: the caller joined the back of the queue.
+/// What happened on joining a key's queue.
+pub(crate) enum Joined {
+    /// The queue was empty: the caller is the head and asks the store.
+    Head,
+    /// Others were waiting: the caller is at the back.
     Queued {
         /// When the head expects to be admitted, 0 if unknown.
         head_until: u64,
+        /// The costs of every waiter ahead, summed per quota.
+        ahead: Costs,
+    },
+    /// The queue holds `max` waiters already: the caller did not join.
+    Full {
+        /// When the head expects to be admitted, 0 if unknown.
+        head_until: u64,
+        /// The costs of every waiter, summed per quota.
+        ahead: Costs,
     },
 }
 
@@ -56,54 +73,66 @@ impl Gates {
     pub(crate) fn new() -> Gates {
         Gates {
             shards: (0..SHARDS).map(|_| GateShard::default()).collect(),
+            total: AtomicUsize::new(0),
         }
     }
 
     fn gate(&self, key: Key) -> &GateShard {
-        &self.shards[(key.0 >> 60) as usize % SHARDS]
+        &self.shards[key.shard(SHARDS)]
     }
 
     fn shard(&self, key: Key) -> MutexGuard<'_, Shard> {
         self.gate(key).map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether some key of `key`'s shard may have waiters. When `false`, no request that
-    /// started before this call is waiting on `key`.
-    pub(crate) fn maybe_queued(&self, key: Key) -> bool {
-        self.gate(key).queued.load(Ordering::Acquire) != 0
+    /// Whether `key` may have waiters: `false` is certain (no queue in its shard), `true`
+    /// asks the lock.
+    pub(crate) fn has_waiters(&self, key: Key) -> bool {
+        self.gate(key).queued.load(Ordering::Acquire) != 0 && self.waiting(key) > 0
     }
 
-    /// Enters the gate of `key` as waiter `id`. When nobody waits, runs `f` under the lock:
-    /// if `done(&result)` the caller is finished and does not join, otherwise it joins as the
-    /// head.
-    pub(crate) fn enter<T>(
+    /// Joins the back of `key`'s queue as waiter `id` costing `costs`, unless it already
+    /// holds `max` waiters.
+    pub(crate) fn join(
         &self,
         key: Key,
         id: u64,
         waker: &Waker,
-        f: impl FnOnce() -> T,
-        done: impl FnOnce(&T) -> bool,
-    ) -> Entered<T> {
+        costs: &Costs,
+        max: usize,
+    ) -> Joined {
         let mut shard = self.shard(key);
-        if let Some(q) = shard.get_mut(&key.0) {
-            if !q.slots.is_empty() {
-                q.slots.push_back((id, Some(waker.clone())));
-                return Entered::Queued {
-                    head_until: q.head_until,
-                };
-            }
-        }
-        let out = f();
-        if done(&out) {
-            return Entered::Decided(out);
-        }
         let q = shard.entry(key.0).or_insert_with(|| {
             self.gate(key).queued.fetch_add(1, Ordering::AcqRel);
             Queue::default()
         });
-        q.slots.push_back((id, None));
-        q.head_until = 0;
-        Entered::Head(out)
+        if q.slots.is_empty() {
+            q.head_until = 0;
+            q.slots.push_back(Slot {
+                id,
+                waker: None,
+                costs: costs.clone(),
+            });
+            self.total.fetch_add(1, Ordering::Relaxed);
+            return Joined::Head;
+        }
+        let ahead = Costs::sum(q.slots.iter().map(|s| &s.costs), costs.as_slice().len());
+        if q.slots.len() >= max {
+            return Joined::Full {
+                head_until: q.head_until,
+                ahead,
+            };
+        }
+        q.slots.push_back(Slot {
+            id,
+            waker: Some(waker.clone()),
+            costs: costs.clone(),
+        });
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Joined::Queued {
+            head_until: q.head_until,
+            ahead,
+        }
     }
 
     /// Whether `id` is at the head of `key`'s queue; if not, refreshes its waker.
@@ -112,13 +141,13 @@ impl Gates {
         let Some(q) = shard.get_mut(&key.0) else {
             return false;
         };
-        if q.slots.front().is_some_and(|s| s.0 == id) {
+        if q.slots.front().is_some_and(|s| s.id == id) {
             return true;
         }
-        if let Some(slot) = q.slots.iter_mut().find(|s| s.0 == id) {
-            match &slot.1 {
+        if let Some(slot) = q.slots.iter_mut().find(|s| s.id == id) {
+            match &slot.waker {
                 Some(w) if w.will_wake(waker) => {}
-                _ => slot.1 = Some(waker.clone()),
+                _ => slot.waker = Some(waker.clone()),
             }
         }
         false
@@ -137,12 +166,13 @@ impl Gates {
         let Some(q) = shard.get_mut(&key.0) else {
             return;
         };
-        if q.slots.front().is_some_and(|s| s.0 == id) {
+        if q.slots.front().is_some_and(|s| s.id == id) {
             q.slots.pop_front();
+            self.total.fetch_sub(1, Ordering::Relaxed);
             q.head_until = 0;
             match q.slots.front_mut() {
                 Some(next) => {
-                    if let Some(w) = next.1.take() {
+                    if let Some(w) = next.waker.take() {
                         w.wake();
                     }
                 }
@@ -151,13 +181,19 @@ impl Gates {
                     self.gate(key).queued.fetch_sub(1, Ordering::AcqRel);
                 }
             }
-        } else if let Some(i) = q.slots.iter().position(|s| s.0 == id) {
+        } else if let Some(i) = q.slots.iter().position(|s| s.id == id) {
             q.slots.remove(i);
+            self.total.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// The number of waiters queued on `key`.
     pub(crate) fn waiting(&self, key: Key) -> usize {
         self.shard(key).get(&key.0).map_or(0, |q| q.slots.len())
+    }
+
+    /// The number of waiters queued on every key.
+    pub(crate) fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
     }
 }

@@ -28,22 +28,32 @@
 //!   quotas), admissions are grouped in 256 buckets per window, each counted until its newest
 //!   entry expires: it never over-admits, and loses at most 1/256 of throughput. Calendar
 //!   quotas ([`Quota::per_utc_day`], [`Quota::per_utc_hour`]) count per UTC period.
-//! - **Time.** The limiter reads `tokio::time::Instant` (paused-time tests run instantly) and
-//!   anchors it to the wall clock once, at construction ([`Limiter::with_wall_clock`]), for
-//!   calendar windows and shared stores.
-//! - **Fairness.** The waiters of a key in one process queue in FIFO order; only the head
+//! - **Time.** Waits and rolling windows read `tokio::time::Instant` (paused-time tests run
+//!   instantly). Calendar windows read the wall clock as it is at each decision
+//!   ([`Limiter::with_wall_clock`]; [`WallClock::starting_at`](crate::clock::WallClock::starting_at)
+//!   follows paused time), and roll over only once the margin has passed the boundary.
+//! - **Readiness.** The layer's `poll_ready` is always ready; a request waits in its response
+//!   future and drives the inner service ready only once admitted, so a waiting request never
+//!   holds a `Buffer` slot, a tonic `Channel` or a pooled connection that other keys need.
+//!   The backlog is [`Limiter::waiting`].
+//! - **Fairness.** A key without waiters is asked about directly (concurrently, with a
+//!   network store). The waiters of a key in one process queue in FIFO order; only the head
 //!   asks the store, sleeps until the time it names, and on admission wakes the next. No
 //!   polling: about two polls per admission. A dropped future leaves the queue and records
 //!   nothing.
 //! - **Wait bounds.** The head fails at once when its wait would exceed `max_wait` (the error
-//!   says when it could go); a waiter further back fails at once if the head's wait already
-//!   exceeds its bound, else when its bound runs out in the queue.
+//!   says when it could go). A waiter further back fails at once when its place alone puts it
+//!   past `max_wait` — N per W admits at most N in any W, so k units ahead need at least
+//!   ⌊(k + cost − 1)/N⌋ windows after the head — with that lower bound as its `retry_after`;
+//!   and at most `max_queue` requests of a key wait (default 1024), past which a request
+//!   fails at once with [`Reason::QueueFull`].
 //! - **Learning.** See [`Limiter::learn`]: cooldowns (whole key for account-scoped or unscoped
 //!   limits; only a model-keyed key for model- or upstream-scoped ones), pauses until a
 //!   reset, tightening, and with [`RateLimitLayer::learn_limits`] the server's limits.
 //!   Learned state lives in the store with the windows and goes when the key is evicted.
-//! - **Keys** are SipHash-ed with a per-process random seed as soon as they are read; logs,
-//!   errors and `Debug` output show the hash only.
+//! - **Keys** are SipHash-ed as soon as they are read, with a per-process random seed or, for
+//!   a store shared by several processes, a configured [`KeySecret`]; logs, errors and
+//!   `Debug` output show the hash only.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -82,6 +92,7 @@ mod gate;
 mod key;
 mod layer;
 mod limiter;
+mod margin;
 mod quota;
 mod response;
 mod service;
@@ -90,10 +101,11 @@ mod window;
 
 pub use error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 pub use future::ResponseFuture;
-pub use key::{Key, KeyBy, Model, RequestHead};
+pub use key::{Key, KeyBy, KeySecret, Model, RequestHead, ShortSecret};
 pub use layer::RateLimitLayer;
 pub use limiter::{
-    Acquire, LearnOptions, Limiter, Mode, Snapshot, WindowSnapshot, DEFAULT_MAX_WAIT,
+    Acquire, LearnOptions, Learning, Limiter, Mode, Snapshot, WindowSnapshot,
+    DEFAULT_LEARN_TIMEOUT, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT,
 };
 pub use quota::{Quota, Tier, Window};
 pub use service::RateLimit;

@@ -37,6 +37,22 @@ impl Window {
     pub fn is_calendar(&self) -> bool {
         matches!(self, Window::Calendar(_))
     }
+
+    /// A quota of `limit` requests over this window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_quota::limit::Window;
+    /// use tower_quota::Quota;
+    ///
+    /// assert_eq!(Window::Rolling(Duration::from_secs(60)).quota(20), Quota::per_minute(20));
+    /// ```
+    pub fn quota(self, limit: u64) -> Quota {
+        match self {
+            Window::Rolling(d) => Quota::new(limit, d),
+            Window::Calendar(p) => Quota::calendar(limit, p),
+        }
+    }
 }
 
 /// One limit: at most `limit` units per window.
@@ -164,18 +180,31 @@ impl Quota {
         self.dimension != Dimension::Requests
     }
 
-    pub(crate) fn spec(&self) -> QuotaSpec {
+    /// The store's view of this quota; `nth` tells apart quotas of one tier that count the
+    /// same thing over the same window.
+    pub(crate) fn spec(&self, nth: u64) -> QuotaSpec {
         let window_ns = dur_ns(self.window.length());
         let granularity_ns = match self.window {
             Window::Rolling(_) if self.limit > EXACT_MAX => window_ns / BUCKETS,
             _ => 0,
         };
-        QuotaSpec {
-            limit: self.limit,
-            window_ns,
-            calendar: self.window.is_calendar(),
-            granularity_ns,
-        }
+        let calendar = self.window.is_calendar();
+        let id = super::key::stable_hash(&(&self.dimension, window_ns, calendar, nth));
+        let spec = if calendar {
+            QuotaSpec::calendar(id, self.limit, window_ns)
+        } else {
+            QuotaSpec::rolling(id, self.limit, window_ns)
+        };
+        spec.with_granularity(granularity_ns)
+    }
+
+    /// What addresses this quota's state, apart from `nth`.
+    fn slot(&self) -> (&Dimension, Duration, bool) {
+        (
+            &self.dimension,
+            self.window.length(),
+            self.window.is_calendar(),
+        )
     }
 }
 
@@ -271,8 +300,19 @@ impl Tier {
     }
 
     fn build(name: Box<str>, quotas: Vec<Quota>) -> Tier {
-        let id = super::key::stable_hash(&*name);
-        let specs = quotas.iter().map(Quota::spec).collect();
+        let specs: Arc<[QuotaSpec]> = quotas
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let nth = quotas[..i].iter().filter(|p| p.slot() == q.slot()).count();
+                q.spec(nth as u64)
+            })
+            .collect();
+        // A tier is its name and its quotas, in any order: two tiers that share a name but
+        // not their quotas never share state, and reordering quotas changes nothing.
+        let mut quota_ids: Vec<(u64, u64)> = specs.iter().map(|s| (s.id, s.limit)).collect();
+        quota_ids.sort_unstable();
+        let id = super::key::stable_hash(&(&*name, quota_ids));
         Tier {
             inner: Arc::new(TierInner {
                 name,
@@ -308,6 +348,23 @@ impl Tier {
         &self.inner.specs
     }
 
+    /// The length of the tier's shortest window in nanoseconds, 0 without quotas (bounds the
+    /// learned margin).
+    pub(crate) fn shortest_window_ns(&self) -> u64 {
+        self.inner
+            .specs
+            .iter()
+            .map(|s| s.window_ns)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Whether a quota of the tier is a calendar window (the only thing that reads the wall
+    /// clock on an admission).
+    pub(crate) fn has_calendar(&self) -> bool {
+        self.inner.specs.iter().any(|s| s.calendar)
+    }
+
     /// The per-quota costs of a request of weight `weight`.
     pub(crate) fn costs(&self, weight: u64) -> smallcosts::Costs {
         smallcosts::Costs::new(self.inner.quotas.iter().map(|q| {
@@ -341,6 +398,17 @@ pub(crate) mod smallcosts {
             } else {
                 Costs::Heap(it.collect())
             }
+        }
+
+        /// The per-quota sums of `all`, each `n` long.
+        pub(crate) fn sum<'a>(all: impl Iterator<Item = &'a Costs>, n: usize) -> Costs {
+            let mut total = vec![0u64; n];
+            for c in all {
+                for (t, &x) in total.iter_mut().zip(c.as_slice()) {
+                    *t = t.saturating_add(x);
+                }
+            }
+            Costs::new(total.into_iter())
         }
 
         pub(crate) fn as_slice(&self) -> &[u64] {

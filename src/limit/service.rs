@@ -19,10 +19,14 @@ use super::BoxError;
 /// and learns from the response. Made by [`RateLimitLayer`](super::RateLimitLayer); clones
 /// share one [`Limiter`].
 ///
-/// `poll_ready` forwards the inner service's readiness. The wait happens in the response
-/// future, since the key is only known from the request: when a request is admitted at once
-/// (the common case) the inner service is called right in `call`; otherwise the ready inner
-/// service is moved into the future (a clone takes its place) and called on admission.
+/// `poll_ready` is always ready: the key is known only from the request, so the wait happens
+/// in the response future, and only once admitted does the request drive a clone of the
+/// inner service ready and call it (tower's `Oneshot`). A waiting request so never holds a
+/// slot that the inner service's readiness reserves (a `Buffer`, a tonic `Channel`, a
+/// `ConcurrencyLimit`, a connection pool): the requests of other keys pass it. The backlog
+/// is bounded by the limiter's `max_wait` and `max_queue`, and visible as
+/// [`Limiter::waiting`]; a `ConcurrencyLimit` above this layer counts waiting requests as in
+/// flight.
 #[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
@@ -64,25 +68,22 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<S, B>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
         let Some((mut acquire, learn)) = self.policy.admission(&RequestHead::of(&req)) else {
-            return ResponseFuture::calling(self.inner.call(req), None);
+            return ResponseFuture::calling(inner, req, None);
         };
         // Most requests are admissible at once: decide now, with a no-op waker (a pending
         // `Acquire` re-registers the real waker when the response future polls it).
         let mut cx = Context::from_waker(Waker::noop());
         match Pin::new(&mut acquire).poll(&mut cx) {
-            Poll::Ready(Ok(())) => ResponseFuture::calling(self.inner.call(req), learn),
+            Poll::Ready(Ok(())) => ResponseFuture::calling(inner, req, learn),
             Poll::Ready(Err(e)) => ResponseFuture::failed(e.into_box()),
-            Poll::Pending => {
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(acquire, inner, req, learn)
-            }
+            Poll::Pending => ResponseFuture::waiting(acquire, inner, req, learn),
         }
     }
 }

@@ -13,12 +13,36 @@
 //!   (large limits), admissions less than `g` after a bucket's first entry merge into it, and
 //!   the bucket counts until its *newest* entry expires: never over-admits, memory is bounded
 //!   by `window / g + 1` buckets, and throughput loss is at most `g / window`.
-//! - **Calendar windows** count per period `floor(now / period)` of the Unix epoch, and reset
-//!   at the boundary.
+//! - **Calendar windows** count per period `floor((wall - margin) / period)` of the Unix epoch
+//!   on the *wall* clock as it is now, and reset at the boundary plus the margin (the server's
+//!   clock may still be in the previous period).
+//!
+//! Two clocks come in: `now`, the limiter's monotonic clock (rolling logs, blocks, every time
+//! returned), and `wall`, the wall clock read at the same moment (calendar periods only). A
+//! calendar boundary is converted into `now`'s timeline as `now + (boundary - wall)`, so an
+//! NTP step moves the next reset with the wall clock, not the admissions already counted.
+//!
+//! A quota's state is addressed by [`QuotaSpec::id`], never by its position: the same quotas
+//! in another order find their own state, and state is never wiped to fit a mismatch.
 
 use std::collections::VecDeque;
 
 use super::store::{Decision, QuotaSpec, StoreSnapshot, StoreWindow, Update};
+
+/// The two clocks a decision reads, in nanoseconds since the Unix epoch: the limiter's
+/// monotonic clock and the wall clock at the same moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Now {
+    pub(crate) now: u64,
+    pub(crate) wall: u64,
+}
+
+impl From<u64> for Now {
+    /// Both clocks the same (tests, and stores with one clock).
+    fn from(t: u64) -> Now {
+        Now { now: t, wall: t }
+    }
+}
 
 /// One admission (or a bucket of admissions) in a rolling log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +62,7 @@ pub(crate) struct RollingLog {
 impl RollingLog {
     /// Drops the entries that no longer count at `now` (`last + window <= now`).
     fn purge(&mut self, now: u64, window: u64) {
+        let before = self.entries.len();
         while let Some(e) = self.entries.front() {
             if e.last.saturating_add(window) <= now {
                 self.used -= e.cost;
@@ -45,6 +70,10 @@ impl RollingLog {
             } else {
                 break;
             }
+        }
+        if self.entries.is_empty() && before > 0 {
+            // An idle key (held for its calendar count, say) keeps no log buffer.
+            self.entries = VecDeque::new();
         }
     }
 
@@ -115,7 +144,8 @@ impl RollingLog {
     }
 }
 
-/// A counter for one calendar window.
+/// A counter for one calendar window: the period it counts (on the wall clock) and the
+/// units used in it.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CalendarCount {
     period: u64,
@@ -123,16 +153,24 @@ pub(crate) struct CalendarCount {
 }
 
 impl CalendarCount {
-    fn roll(&mut self, now: u64, period_ns: u64) {
-        let p = now / period_ns;
-        if p != self.period {
+    /// Moves to the period `wall - margin` falls in: a boundary counts only once the margin
+    /// has passed it.
+    fn roll(&mut self, wall: u64, margin: u64, period_ns: u64) {
+        let p = wall.saturating_sub(margin) / period_ns.max(1);
+        if p > self.period {
             self.period = p;
             self.used = 0;
         }
     }
 
-    fn next_boundary(&self, period_ns: u64) -> u64 {
-        self.period.saturating_add(1).saturating_mul(period_ns)
+    /// When the period ends (plus the margin), in `now`'s timeline.
+    fn next_boundary(&self, t: Now, margin: u64, period_ns: u64) -> u64 {
+        let boundary = self
+            .period
+            .saturating_add(1)
+            .saturating_mul(period_ns)
+            .saturating_add(margin);
+        t.now.saturating_add(boundary.saturating_sub(t.wall))
     }
 }
 
@@ -144,6 +182,8 @@ enum State {
 
 #[derive(Debug, Clone)]
 struct WindowState {
+    /// The [`QuotaSpec::id`] whose state this is.
+    id: u64,
     state: State,
     /// A limit the server announced, replacing the configured one.
     learned_limit: Option<u64>,
@@ -157,44 +197,54 @@ pub(crate) struct KeyWindows {
     blocked_until: u64,
     /// The latest time seen: time never goes backwards inside one key.
     last: u64,
+    /// The wall clock read with `last`.
+    last_wall: u64,
 }
 
 impl KeyWindows {
-    /// Makes sure the windows match `specs` (a new key, or a tier whose quotas changed).
+    /// Puts the state of `specs[i]` at `windows[i]`, finding each by its id and creating what
+    /// is missing. State of other quotas is kept behind them, never wiped: the same key with
+    /// its quotas in another order (or a deploy that added one) finds its own counts.
     fn conform(&mut self, specs: &[QuotaSpec]) {
-        let same = self.windows.len() == specs.len()
-            && self.windows.iter().zip(specs).all(|(w, s)| {
-                matches!(
-                    (&w.state, s.calendar),
-                    (State::Rolling(_), false) | (State::Calendar(_), true)
-                )
-            });
-        if !same {
-            self.windows = specs
-                .iter()
-                .map(|s| WindowState {
-                    state: if s.calendar {
+        let aligned = self.windows.len() >= specs.len()
+            && self.windows.iter().zip(specs).all(|(w, s)| w.id == s.id);
+        if aligned {
+            return;
+        }
+        for (i, s) in specs.iter().enumerate() {
+            match self.windows[i..].iter().position(|w| w.id == s.id) {
+                Some(j) => self.windows.swap(i, i + j),
+                None => {
+                    let state = if s.calendar {
                         State::Calendar(CalendarCount::default())
                     } else {
                         State::Rolling(RollingLog::default())
-                    },
-                    learned_limit: None,
-                })
-                .collect();
+                    };
+                    self.windows.insert(
+                        i,
+                        WindowState {
+                            id: s.id,
+                            state,
+                            learned_limit: None,
+                        },
+                    );
+                }
+            }
         }
     }
 
-    fn advance(&mut self, specs: &[QuotaSpec], now: u64, margin: u64) -> u64 {
+    fn advance(&mut self, specs: &[QuotaSpec], t: Now, margin: u64) -> Now {
         self.conform(specs);
-        let now = now.max(self.last);
+        let now = t.now.max(self.last);
         self.last = now;
+        self.last_wall = t.wall;
         for (w, s) in self.windows.iter_mut().zip(specs) {
             match &mut w.state {
                 State::Rolling(log) => log.purge(now, s.window_ns.saturating_add(margin)),
-                State::Calendar(c) => c.roll(now, s.window_ns),
+                State::Calendar(c) => c.roll(t.wall, margin, s.window_ns),
             }
         }
-        now
+        Now { now, wall: t.wall }
     }
 
     /// Checks every window for an admission of `costs[i]` units to quota `i` at `now` and,
@@ -204,10 +254,11 @@ impl KeyWindows {
         &mut self,
         specs: &[QuotaSpec],
         costs: &[u64],
-        now: u64,
+        t: impl Into<Now>,
         margin: u64,
     ) -> Decision {
-        let now = self.advance(specs, now, margin);
+        let t = self.advance(specs, t.into(), margin);
+        let now = t.now;
         let mut at = now.max(self.blocked_until);
         for (i, ((w, s), &cost)) in self.windows.iter().zip(specs).zip(costs).enumerate() {
             let limit = w.learned_limit.unwrap_or(s.limit);
@@ -222,7 +273,7 @@ impl KeyWindows {
                     if c.used.saturating_add(cost) <= limit {
                         now
                     } else {
-                        c.next_boundary(s.window_ns).saturating_add(margin)
+                        c.next_boundary(t, margin, s.window_ns)
                     }
                 }
             };
@@ -241,8 +292,14 @@ impl KeyWindows {
     }
 
     /// Applies what a response taught.
-    pub(crate) fn update(&mut self, specs: &[QuotaSpec], update: Update, now: u64, margin: u64) {
-        let now = self.advance(specs, now, margin);
+    pub(crate) fn update(
+        &mut self,
+        specs: &[QuotaSpec],
+        update: Update,
+        t: impl Into<Now>,
+        margin: u64,
+    ) {
+        let now = self.advance(specs, t.into(), margin).now;
         match update {
             Update::BlockUntil(t) => self.blocked_until = self.blocked_until.max(t),
             Update::Remaining {
@@ -289,8 +346,14 @@ impl KeyWindows {
     }
 
     /// The state of every window at `now`.
-    pub(crate) fn snapshot(&mut self, specs: &[QuotaSpec], now: u64, margin: u64) -> StoreSnapshot {
-        let now = self.advance(specs, now, margin);
+    pub(crate) fn snapshot(
+        &mut self,
+        specs: &[QuotaSpec],
+        t: impl Into<Now>,
+        margin: u64,
+    ) -> StoreSnapshot {
+        let t = self.advance(specs, t.into(), margin);
+        let now = t.now;
         let windows = self
             .windows
             .iter()
@@ -311,7 +374,7 @@ impl KeyWindows {
                         if c.used < limit {
                             now
                         } else {
-                            c.next_boundary(s.window_ns).saturating_add(margin)
+                            c.next_boundary(t, margin, s.window_ns)
                         },
                     ),
                 };
@@ -341,7 +404,11 @@ impl KeyWindows {
                     .max(self.last.max(self.blocked_until).saturating_add(window)),
                 State::Rolling(log) => log.expires_at(window),
                 State::Calendar(c) if c.used > 0 || w.learned_limit.is_some() => {
-                    c.next_boundary(s.window_ns)
+                    let at = Now {
+                        now: self.last,
+                        wall: self.last_wall,
+                    };
+                    c.next_boundary(at, margin, s.window_ns)
                 }
                 State::Calendar(_) => 0,
             };

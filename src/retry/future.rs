@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::policy::{Decide, Outcome, RetryInfo, Step, StopReason};
+use super::policy::{is_limiter_refusal, Decide, Outcome, RetryInfo, Step, StopReason};
 use super::replay::ReplayBody;
 use super::service::Shared;
 use crate::classify::{Classification, Classify, Generic};
@@ -22,7 +22,7 @@ pin_project! {
     ///
     /// Dropping it stops everything at once: the attempt in flight is dropped, and no
     /// further attempt is sent.
-    pub struct ResponseFuture<S, ReqB, D>
+    pub struct ResponseFuture<S, ReqB, D, ResB>
     where
         S: Service<http::Request<ReplayBody<ReqB>>>,
     {
@@ -33,10 +33,11 @@ pin_project! {
         // The request's head and a handle on its body, for the next attempt; `None` when no
         // retry is possible.
         template: Option<(request::Parts, ReplayBody<ReqB>)>,
-        // The next attempt's request, made as soon as the retry is decided.
-        next: Option<http::Request<ReplayBody<ReqB>>>,
         // Allocated on the first retry only, and reused.
         sleep: Option<Pin<Box<Sleep>>>,
+        // The response of the last attempt that reached the server, held while a retry is
+        // pending: if the rate limiter then refuses the retry, the caller gets it.
+        last: Option<http::Response<ResB>>,
         attempts: u32,
         // When the request entered the service; read only with a deadline.
         start: Option<Instant>,
@@ -58,7 +59,7 @@ pin_project! {
     }
 }
 
-impl<S, ReqB, D> ResponseFuture<S, ReqB, D>
+impl<S, ReqB, D, ResB> ResponseFuture<S, ReqB, D, ResB>
 where
     S: Service<http::Request<ReplayBody<ReqB>>>,
 {
@@ -74,17 +75,18 @@ where
             service,
             shared,
             template,
-            next: None,
             sleep: None,
+            last: None,
             attempts: 1,
             start,
         }
     }
 }
 
-impl<S, ReqB, D, ResB> Future for ResponseFuture<S, ReqB, D>
+impl<S, ReqB, D, ResB> Future for ResponseFuture<S, ReqB, D, ResB>
 where
     S: Service<http::Request<ReplayBody<ReqB>>, Response = http::Response<ResB>>,
+    S::Error: 'static,
     ReqB: Body,
     D: Decide<S::Error>,
 {
@@ -126,7 +128,22 @@ where
                                 }
                                 return Poll::Ready(Ok(response));
                             }
+                            *this.last = Some(response);
                             (step, Ok(()))
+                        }
+                        Err(e) if this.last.is_some() && is_limiter_refusal(&e) => {
+                            // The limiter will not admit the retry in time: the server's
+                            // last answer is what the caller gets, as it was sent.
+                            let mut response = this.last.take().expect("checked above");
+                            let info =
+                                RetryInfo::new(*this.attempts - 1, StopReason::LimiterRefused);
+                            response.extensions_mut().insert(info);
+                            tracing::debug!(
+                                attempts = *this.attempts - 1,
+                                reason = StopReason::LimiterRefused.as_str(),
+                                "not retrying"
+                            );
+                            return Poll::Ready(Ok(response));
                         }
                         Err(e) => {
                             let outcome = Outcome::Error(&e);
@@ -148,26 +165,15 @@ where
                         (Step::Stop(_), Err(e)) => return Poll::Ready(Err(e)),
                         (Step::Stop(_), Ok(())) => unreachable!("returned above"),
                     };
-                    // The next attempt's body is made now, not after the wait: it takes the
-                    // caller's body over at once, so a connection still streaming the
-                    // answered attempt's body stops reading it (and cannot push the
-                    // recording past the cap while we wait).
-                    let last = *this.attempts + 1 >= this.shared.limits.max_attempts;
-                    let (parts, body) = if last {
-                        let (parts, body) =
-                            this.template.take().expect("a retry needs the request");
-                        (parts, body.replay())
-                    } else {
-                        let (parts, body) =
-                            this.template.as_ref().expect("a retry needs the request");
-                        (parts.clone(), body.replay())
-                    };
-                    *this.next = Some(http::Request::from_parts(parts, body));
-                    // The response (or error) of this attempt is dropped here.
+                    // An error of this attempt is dropped here; a response is held in `last`.
                     if delay.is_zero() {
                         this.state.set(State::Retrying);
                     } else {
-                        let at = Instant::now() + delay;
+                        // A delay past what `Instant` can hold waits "forever" (30 years).
+                        let at = Instant::now()
+                            .checked_add(delay)
+                            .or_else(|| Instant::now().checked_add(FOREVER))
+                            .unwrap_or_else(Instant::now);
                         match this.sleep {
                             Some(sleep) => sleep.as_mut().reset(at),
                             None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
@@ -182,16 +188,53 @@ where
                     this.state.set(State::Retrying);
                 }
                 StateProj::Retrying => {
-                    ready!(this.service.poll_ready(cx))?;
+                    // An earlier attempt's connection may have read the caller's body past
+                    // the replay cap while we waited: the request can no longer be sent
+                    // whole, and the server's last answer is what the caller gets.
+                    let replayable = this
+                        .template
+                        .as_ref()
+                        .is_some_and(|(_, b)| b.is_replayable());
+                    if !replayable {
+                        if let Some(mut response) = this.last.take() {
+                            let attempts = *this.attempts;
+                            let stopped = StopReason::NotReplayable;
+                            response
+                                .extensions_mut()
+                                .insert(RetryInfo::new(attempts, stopped));
+                            tracing::debug!(attempts, reason = stopped.as_str(), "not retrying");
+                            return Poll::Ready(Ok(response));
+                        }
+                    }
+                    if let Err(e) = ready!(this.service.poll_ready(cx)) {
+                        return Poll::Ready(match this.last.take() {
+                            Some(response) if is_limiter_refusal(&e) => Ok(response),
+                            _ => Err(e),
+                        });
+                    }
                     *this.attempts += 1;
-                    let request = this.next.take().expect("a retry has its request");
-                    let future = this.service.call(request);
+                    let last = *this.attempts >= this.shared.limits.max_attempts;
+                    // Every attempt sends a new replay (the template's own handle is older
+                    // than the attempts before it, and an older handle may not read on).
+                    let (parts, body) = if last {
+                        let (parts, body) =
+                            this.template.take().expect("a retry needs the request");
+                        (parts, body.replay())
+                    } else {
+                        let (parts, body) =
+                            this.template.as_ref().expect("a retry needs the request");
+                        (parts.clone(), body.replay())
+                    };
+                    let future = this.service.call(http::Request::from_parts(parts, body));
                     this.state.set(State::Called { future });
                 }
             }
         }
     }
 }
+
+/// What "wait forever" means for a delay no `Instant` can hold.
+const FOREVER: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
 
 /// The next step after a response, from its classification: the one derived from its
 /// head, else the one in its extensions, else (for a 1xx–3xx status that carries none) a
@@ -219,7 +262,7 @@ where
     shared.next_step(attempts, start, outcome, replayable)
 }
 
-impl<S, ReqB, D> fmt::Debug for ResponseFuture<S, ReqB, D>
+impl<S, ReqB, D, ResB> fmt::Debug for ResponseFuture<S, ReqB, D, ResB>
 where
     S: Service<http::Request<ReplayBody<ReqB>>>,
 {

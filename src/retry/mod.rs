@@ -147,7 +147,10 @@ pub use budget::{Budget, NoBudget, TpsBudget};
 pub use error::ReplayError;
 pub use future::ResponseFuture;
 pub use layer::RetryAfterLayer;
-pub use policy::{Attempt, Decide, Outcome, RetryInfo, Standard, StopReason, Verdict};
+pub use policy::{
+    is_not_sent, Attempt, Decide, Idempotent, NotSent, Outcome, RetryInfo, Standard, StopReason,
+    Verdict,
+};
 pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BYTES};
 pub use service::RetryAfter;
 

@@ -127,30 +127,180 @@ where
 /// The default decision: retry a response whose classification
 /// [`should_retry`](Classification::should_retry) — the server's explicit verdict when it gave
 /// one (`x-should-retry`, `availability.retryable`, a negative gRPC pushback), else the class:
-/// `RateLimited`, `Overloaded`, `Unavailable`, `Timeout`, `ServerError`, and `QuotaExhausted`
-/// only with a server delay — and retry every transport error, except the rate limiter's
-/// own refusals ([`RateLimited`](crate::limit::RateLimited),
-/// [`CostExceedsLimit`](crate::limit::CostExceedsLimit)): a [`RateLimitLayer`](crate::RateLimitLayer)
-/// below this one already held the request as long as it may, so another attempt soon would
-/// be refused the same way (after a daily cap, for hours).
+/// `RateLimited`, `Overloaded`, `Unavailable`, `Timeout`, `ServerError` (but never 501 or
+/// 505), and `QuotaExhausted` only with a server delay.
+///
+/// A transport error is retried only when the request provably never reached the server
+/// ([`is_not_sent`]: a refused connection, a failed connect or DNS lookup, an HTTP/2
+/// `REFUSED_STREAM`, an error wrapped in [`NotSent`]): a POST that reached the server before
+/// the connection broke may have started a generation that is billed, and sending it again
+/// bills it twice. [`Idempotent`] retries every transport error, for requests safe to repeat.
+/// Errors are inspected through a `tower::BoxError` (what [`RateLimitLayer`](crate::RateLimitLayer)
+/// and most tower middleware return), `std::io::Error` and reqwest-middleware's error;
+/// another error type is not inspected, so not retried.
+///
+/// The rate limiter's own refusals ([`RateLimited`](crate::limit::RateLimited),
+/// [`CostExceedsLimit`](crate::limit::CostExceedsLimit)) are never retried: a
+/// [`RateLimitLayer`](crate::RateLimitLayer) below this one already held the request as long
+/// as it may, so another attempt soon would be refused the same way (after a daily cap, for
+/// hours). When it refuses a *retry*, the caller gets the server's last response, with a
+/// [`RetryInfo`] saying [`StopReason::LimiterRefused`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Standard;
 
 impl<E: 'static> Decide<E> for Standard {
     fn decide(&self, attempt: &Attempt<'_, E>) -> Verdict {
         match attempt.outcome {
+            // 501 and 505: the server cannot do this, however often it is asked.
+            Outcome::Response { status, .. }
+                if status == StatusCode::NOT_IMPLEMENTED
+                    || status == StatusCode::HTTP_VERSION_NOT_SUPPORTED =>
+            {
+                Verdict::Stop
+            }
             Outcome::Response { classification, .. } if classification.should_retry() => {
                 Verdict::Retry
             }
             Outcome::Response { .. } => Verdict::Stop,
             Outcome::Error(e) if is_limiter_refusal(e) => Verdict::Stop,
-            Outcome::Error(_) => Verdict::Retry,
+            Outcome::Error(e) if error_chain(e).is_some_and(is_not_sent) => Verdict::Retry,
+            Outcome::Error(_) => Verdict::Stop,
         }
     }
 }
 
-/// Whether `e` is (or is caused by) the rate limiter's refusal to send a request.
-fn is_limiter_refusal<E: 'static>(e: &E) -> bool {
+/// [`Standard`], and every transport error retried — also those that may have reached the
+/// server. Only for requests that are safe to repeat: an LLM generation that reached the
+/// server before the connection broke runs (and is billed) again.
+///
+/// ```
+/// use tower_quota::retry::{Idempotent, RetryAfterLayer};
+///
+/// let layer = RetryAfterLayer::new().with_decide(Idempotent);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Idempotent;
+
+impl<E: 'static> Decide<E> for Idempotent {
+    fn decide(&self, attempt: &Attempt<'_, E>) -> Verdict {
+        match attempt.outcome {
+            Outcome::Error(e) if !is_limiter_refusal(e) => Verdict::Retry,
+            _ => Standard.decide(attempt),
+        }
+    }
+}
+
+/// Marks an error as one that happened before any byte of the request reached the server,
+/// so [`Standard`] may retry it. Wrap your connector's or client's errors in it when you know
+/// (tower-quota recognises the common cases itself: see [`is_not_sent`]).
+///
+/// ```
+/// use tower_quota::retry::{is_not_sent, NotSent};
+///
+/// let e = NotSent::new(std::io::Error::other("no route to host"));
+/// assert!(is_not_sent(&e));
+/// ```
+#[derive(Debug)]
+pub struct NotSent {
+    source: tower::BoxError,
+}
+
+impl NotSent {
+    /// Wraps `source`.
+    pub fn new(source: impl Into<tower::BoxError>) -> NotSent {
+        NotSent {
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for NotSent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request not sent: {}", self.source)
+    }
+}
+
+impl std::error::Error for NotSent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Whether an error (or any error in its `source()` chain) shows that the request never
+/// reached the server, so that sending it again cannot run it twice:
+///
+/// - a [`NotSent`];
+/// - an `std::io::Error` of kind `ConnectionRefused` or `AddrNotAvailable`;
+/// - hyper-util's legacy client failing to connect (`client error (Connect)`), its
+///   connector's DNS and TCP connect errors (what reqwest and tonic channels report too);
+/// - an HTTP/2 `REFUSED_STREAM` (the server refused the stream before processing it).
+///
+/// A timeout, a reset connection or a closed connection may have come after the server
+/// started work: they are not "not sent".
+///
+/// ```
+/// use tower_quota::retry::is_not_sent;
+///
+/// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+/// assert!(is_not_sent(&refused));
+/// let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+/// assert!(!is_not_sent(&reset));
+/// ```
+pub fn is_not_sent(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<NotSent>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        // Foreign types without a dependency on their crates: their messages are stable
+        // (hyper-util's `Error` kind `Connect`, its `ConnectError`s, h2's REFUSED_STREAM).
+        let text = e.to_string();
+        if text == "client error (Connect)"
+            || text.starts_with("dns error")
+            || text.starts_with("tcp connect error")
+            || text.contains("refused stream before processing any application logic")
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// The error as a `dyn Error`, for the error types a retry layer meets: a boxed error (what
+/// the rate limiter and most tower middleware return), `std::io::Error`, the limiter's own.
+/// `None` for other types: their errors are not inspected (and not retried by [`Standard`]).
+fn error_chain<E: 'static>(e: &E) -> Option<&(dyn std::error::Error + 'static)> {
+    use std::any::Any;
+    let any = e as &dyn Any;
+    if let Some(boxed) = any.downcast_ref::<tower::BoxError>() {
+        return Some(&**boxed);
+    }
+    if let Some(boxed) = any.downcast_ref::<Box<dyn std::error::Error + Send + Sync + 'static>>() {
+        return Some(&**boxed);
+    }
+    if let Some(io) = any.downcast_ref::<std::io::Error>() {
+        return Some(io);
+    }
+    if let Some(e) = any.downcast_ref::<NotSent>() {
+        return Some(e);
+    }
+    #[cfg(feature = "reqwest-middleware")]
+    if let Some(e) = any.downcast_ref::<reqwest_middleware::Error>() {
+        return Some(e);
+    }
+    None
+}
+
+pub(crate) fn is_limiter_refusal<E: 'static>(e: &E) -> bool {
     use crate::limit::{AcquireError, CostExceedsLimit, RateLimited};
     use std::any::Any;
     use std::error::Error;
@@ -203,6 +353,9 @@ pub enum StopReason {
     /// The request body cannot be sent again: it was larger than the replay cap, or it
     /// failed while it was read.
     NotReplayable,
+    /// The rate limiter would not admit the retry within its bounds (a wait past its
+    /// `max_wait`, reject mode): the last response is returned as the server sent it.
+    LimiterRefused,
 }
 
 impl StopReason {
@@ -216,6 +369,7 @@ impl StopReason {
             StopReason::Deadline => "deadline",
             StopReason::BudgetExhausted => "budget_exhausted",
             StopReason::NotReplayable => "not_replayable",
+            StopReason::LimiterRefused => "limiter_refused",
         }
     }
 }
@@ -406,8 +560,17 @@ mod tests {
             retry_after: Some(secs(50_000)),
         };
         let error = |e: &BoxError| Standard.decide(&Attempt::new(1, Outcome::Error(e)));
-        let io: BoxError = std::io::Error::other("connection reset").into();
-        assert_eq!(error(&io), Verdict::Retry);
+        // Only what provably never reached the server is retried.
+        let refused: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into();
+        assert_eq!(error(&refused), Verdict::Retry);
+        let reset: BoxError = std::io::Error::from(std::io::ErrorKind::ConnectionReset).into();
+        assert_eq!(error(&reset), Verdict::Stop);
+        let marked: BoxError = Box::new(NotSent::new("pool closed before the request was written"));
+        assert_eq!(error(&marked), Verdict::Retry);
+        assert_eq!(
+            Idempotent.decide(&Attempt::new(1, Outcome::Error(&reset))),
+            Verdict::Retry
+        );
         let refused: BoxError = Box::new(limited.clone());
         assert_eq!(error(&refused), Verdict::Stop);
         // Wrapped in the limiter's own error, or as a plain value.
@@ -455,8 +618,26 @@ mod tests {
             }
             assert_eq!(decide(&c), expected, "{class} {delay:?} {retryable:?}");
         }
+        // An error type that cannot be inspected is not retried.
         let err = Attempt::new(1, Outcome::Error(&"refused"));
-        assert_eq!(Standard.decide(&err), Verdict::Retry);
+        assert_eq!(Standard.decide(&err), Verdict::Stop);
+        // 501 and 505 are never retried, whatever their class says.
+        let headers = HeaderMap::new();
+        let server_error = Classification::new(ServerError);
+        for status in [
+            StatusCode::NOT_IMPLEMENTED,
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+        ] {
+            let attempt = Attempt::<()>::new(
+                1,
+                Outcome::Response {
+                    status,
+                    headers: &headers,
+                    classification: &server_error,
+                },
+            );
+            assert_eq!(Standard.decide(&attempt), Verdict::Stop, "{status}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -476,11 +657,11 @@ mod tests {
             Standard.decide(&Attempt::new(1, Outcome::Error(&boxed))),
             Verdict::Stop
         );
-        // Any other boxed error is a transport error: retried.
+        // Any other boxed error may have reached the server: not retried by default.
         let other: BoxError = "connection reset".into();
         assert_eq!(
             Standard.decide(&Attempt::new(1, Outcome::Error(&other))),
-            Verdict::Retry
+            Verdict::Stop
         );
     }
 

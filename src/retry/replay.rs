@@ -26,23 +26,24 @@ pub const DEFAULT_MAX_REPLAY_BYTES: usize = 2 * 1024 * 1024;
 ///
 /// # One reader at a time
 ///
-/// The caller's body has one owner at a time: the newest attempt's handle. When
-/// `RetryAfter` decides to retry, the next attempt's handle takes the caller's body over at
-/// once, and the earlier attempt's handle — which a connection may still be streaming, though
-/// the server has already answered it — never polls the caller's body again. So the caller's
-/// body only ever holds the owner's waker, and no reader waits on a wakeup that went to
-/// another. An earlier handle that is polled on still gets the recorded bytes it had not
-/// sent yet, and the trailers if the body has ended (so a body that was read to its end is
-/// sent whole); where it would have to read on, it gets a [`ReplayError::Superseded`], and
-/// if it is waiting for the caller's body when the newer attempt takes over, it is woken to
-/// be told so. It never hangs and never ends early: a handle yields every byte of the body
-/// or an error.
+/// The caller's body has one owner at a time: the newest handle that has been polled. A
+/// retry's handle takes the caller's body over when the retry is first polled — when the
+/// inner client starts sending it, after the rate limiter admitted it — and from then on the
+/// earlier attempt's handle, which a connection may still be streaming though the server
+/// has already answered it, never polls the caller's body again. So the caller's body only
+/// ever holds the owner's waker, and no reader waits on a wakeup that went to another. An
+/// earlier handle that is polled on still gets the recorded bytes it had not sent yet, and
+/// the trailers if the body has ended (so a body that was read to its end is sent whole);
+/// where it would have to read on, it gets a [`ReplayError::Superseded`], and if it is
+/// waiting for the caller's body when the newer handle takes over, it is woken to be told
+/// so. No handle hangs or ends early: each yields every byte of the body, or a prefix and
+/// an error.
 ///
 /// (linkerd2-proxy's `ReplayBody`, which this follows, moves its state into the handle that
-/// polls and back when that handle is dropped, and panics if a second handle is polled
+/// polls and back when that handle is dropped, and panics if another handle is polled
 /// meanwhile. Here a connection that keeps streaming an answered request's body must neither
-/// stall the retry nor be left waiting, so ownership passes to the newest handle when it is
-/// made, rather than when the old one is dropped.)
+/// stall the retry nor be left waiting, so a newer handle takes the body over from an older
+/// one instead of waiting for it to be dropped.)
 ///
 /// # The cap
 ///
@@ -62,7 +63,7 @@ pub const DEFAULT_MAX_REPLAY_BYTES: usize = 2 * 1024 * 1024;
 pub struct ReplayBody<B> {
     /// `None` for a body that was empty from the start: nothing to share.
     shared: Option<Arc<Mutex<Shared<B>>>>,
-    /// This handle's number: handles made later have higher ones.
+    /// This handle's number: handles made later have higher ones (0 for an empty body).
     id: u64,
     /// Chunks this handle has yielded.
     pos: usize,
@@ -77,7 +78,10 @@ pub struct ReplayBody<B> {
 struct Shared<B> {
     /// The caller's body, until it ends or fails.
     body: Option<B>,
-    /// The number of the newest handle: the one handle that may poll the caller's body.
+    /// The number of the last handle made.
+    handles: u64,
+    /// The number of the newest handle that has been polled: the one handle that may poll
+    /// the caller's body (0 before any).
     owner: u64,
     /// The owner's waker while the caller's body is pending, so that a newer handle taking
     /// the body over can wake it to learn so.
@@ -112,7 +116,8 @@ impl<B: Body> ReplayBody<B> {
         } else {
             Some(Arc::new(Mutex::new(Shared {
                 body: Some(body),
-                owner: 1,
+                handles: 1,
+                owner: 0,
                 parked: None,
                 chunks: Chunks::default(),
                 read: 0,
@@ -147,21 +152,17 @@ impl<B> ReplayBody<B> {
         self.lock().is_none_or(|s| !s.capped && !s.failed)
     }
 
-    /// A new handle that sends the body again from its start, and takes the caller's body
-    /// over from every older handle: from now on only this one polls it (until a newer one
-    /// is made). An older handle waiting for the caller's body is woken, to learn so.
+    /// A new handle that sends the body again from its start. It is newer than every
+    /// handle made before it: once polled, it takes the caller's body over from them.
     pub(crate) fn replay(&self) -> Self {
         let Some(shared) = &self.shared else {
             return ReplayBody::handle(None, 0);
         };
-        let (id, parked) = {
+        let id = {
             let mut s = lock(shared);
-            s.owner += 1;
-            (s.owner, s.parked.take())
+            s.handles += 1;
+            s.handles
         };
-        if let Some(waker) = parked {
-            waker.wake();
-        }
         ReplayBody::handle(Some(Arc::clone(shared)), id)
     }
 
@@ -190,6 +191,17 @@ where
             return Poll::Ready(Some(Err(e.into())));
         }
         let mut guard = lock(shared);
+        if guard.owner < this.id {
+            // The newest handle polled so far: it takes the caller's body over. The old
+            // owner, if waiting for the body (whose waker is about to be this one's), is
+            // woken to learn so.
+            guard.owner = this.id;
+            if let Some(waker) = guard.parked.take() {
+                drop(guard);
+                waker.wake();
+                guard = lock(shared);
+            }
+        }
         let s = &mut *guard;
         loop {
             // Replay what was recorded.
@@ -433,16 +445,13 @@ mod tests {
         t
     }
 
-    // Each test holds the body as `RetryAfter` does: the handle `new` returns is the template,
-    // never sent; every attempt sends a `replay` of it.
-
     #[test]
     fn replays_chunks_and_trailers() {
         block_on(async {
-            let t = ReplayBody::new(Chunks::new(&[b"ab", b"cd", b"e"], Some(trailers())), 1024);
-            let (first, t1) = collect(t.replay()).await.unwrap();
-            assert!(t.is_replayable());
-            let again = t.replay();
+            let b = ReplayBody::new(Chunks::new(&[b"ab", b"cd", b"e"], Some(trailers())), 1024);
+            let again = b.replay();
+            let (first, t1) = collect(b).await.unwrap();
+            assert!(again.is_replayable());
             assert_eq!(again.size_hint().exact(), Some(5));
             let (second, t2) = collect(again).await.unwrap();
             assert_eq!(&first[..], b"abcde");
@@ -455,13 +464,13 @@ mod tests {
     #[test]
     fn second_attempt_continues_a_partly_read_body() {
         block_on(async {
-            let t = ReplayBody::new(Chunks::new(&[b"ab", b"cd", b"ef"], None), 1024);
-            let mut first = t.replay();
+            let mut first = ReplayBody::new(Chunks::new(&[b"ab", b"cd", b"ef"], None), 1024);
+            let again = first.replay();
             // The first attempt reads one chunk, then gives up (the server answered early).
             let f = first.frame().await.unwrap().unwrap();
             assert_eq!(f.into_data().unwrap(), "ab");
             drop(first);
-            let (second, _) = collect(t.replay()).await.unwrap();
+            let (second, _) = collect(again).await.unwrap();
             assert_eq!(&second[..], b"abcdef");
         });
     }
@@ -547,10 +556,13 @@ mod tests {
         let waker = Waker::from(Arc::clone(&wakes));
         let mut cx = Context::from_waker(&waker);
         assert!(Pin::new(&mut first).poll_frame(&mut cx).is_pending());
-        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 0);
         let mut second = t.replay();
-        // Woken, and told at once rather than left waiting on a body that now wakes the
-        // second attempt only.
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let noop = Waker::from(Arc::new(CountWakes::default()));
+        let mut other = Context::from_waker(&noop);
+        assert!(Pin::new(&mut second).poll_frame(&mut other).is_pending());
+        // Woken when the second takes over, and told at once rather than left waiting on a
+        // body that now wakes the second only.
         assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1);
         match Pin::new(&mut first).poll_frame(&mut cx) {
             Poll::Ready(Some(Err(e))) => {
@@ -558,19 +570,33 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(Pin::new(&mut second).poll_frame(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn older_handle_polled_late_does_not_take_over() {
+        block_on(async {
+            let t = ReplayBody::new(Chunks::new(&[b"ab", b"cd"], None), 1024);
+            // Made first, but its client had not started sending when the retry did.
+            let mut first = t.replay();
+            let mut second = t.replay();
+            assert_eq!(data(&mut second).await.unwrap(), "ab");
+            assert_eq!(data(&mut first).await.unwrap(), "ab");
+            assert!(superseded(data(&mut first).await));
+            assert_eq!(data(&mut second).await.unwrap(), "cd");
+        });
     }
 
     #[test]
     fn over_cap_is_sent_intact_and_not_replayable() {
         block_on(async {
-            let t = ReplayBody::new(Chunks::new(&[b"0123", b"4567", b"89"], None), 6);
-            assert!(t.is_replayable());
-            let (all, _) = collect(t.replay()).await.unwrap();
+            let b = ReplayBody::new(Chunks::new(&[b"0123", b"4567", b"89"], None), 6);
+            let again = b.replay();
+            assert!(b.is_replayable());
+            let (all, _) = collect(b).await.unwrap();
             assert_eq!(&all[..], b"0123456789");
-            assert!(!t.is_replayable());
-            let err = collect(t.replay()).await.unwrap_err();
-            assert_eq!(err.downcast_ref(), Some(&ReplayError::Capped), "{err}");
+            assert!(!again.is_replayable());
+            let err = collect(again).await.unwrap_err();
+            assert!(err.downcast_ref::<ReplayError>().is_some(), "{err}");
         });
     }
 
@@ -590,25 +616,26 @@ mod tests {
         assert!(b.replay().is_end_stream());
         assert!(b.is_replayable());
         assert_eq!(b.size_hint().exact(), Some(0));
-        assert_eq!(b.replay().size_hint().exact(), Some(0));
     }
 
     #[test]
     fn full_body_keeps_exact_size_hint_on_replay() {
         block_on(async {
-            let t = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 1024);
-            assert_eq!(t.size_hint().exact(), Some(5));
-            let mut first = t.replay();
-            assert_eq!(first.size_hint().exact(), Some(5));
-            assert_eq!(data(&mut first).await.unwrap(), "hello");
-            // The end is known with the last chunk, for every handle.
-            assert!(first.is_end_stream());
-            assert_eq!(first.size_hint().exact(), Some(0));
-            let mut again = t.replay();
-            assert!(!again.is_end_stream());
+            let mut b = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 1024);
+            assert_eq!(b.size_hint().exact(), Some(5));
+            let again = b.replay();
             assert_eq!(again.size_hint().exact(), Some(5));
-            assert_eq!(data(&mut again).await.unwrap(), "hello");
+            let first = b.frame().await.unwrap().unwrap();
+            assert_eq!(first.into_data().unwrap(), "hello");
+            // The end is known with the last chunk, for every handle.
+            assert!(b.is_end_stream());
+            assert_eq!(b.size_hint().exact(), Some(0));
+            assert!(!again.is_end_stream());
+            let one = Bytes::from_static(b"hello");
+            let mut again = again;
+            let two = again.frame().await.unwrap().unwrap().into_data().unwrap();
             assert!(again.is_end_stream());
+            assert_eq!(one, two);
         });
     }
 
@@ -632,24 +659,63 @@ mod tests {
     #[test]
     fn failing_body_is_not_replayable() {
         block_on(async {
-            let t = ReplayBody::new(Failing(false), 1024);
-            let err = collect(t.replay()).await.unwrap_err();
+            let b = ReplayBody::new(Failing(false), 1024);
+            let again = b.replay();
+            let err = collect(b).await.unwrap_err();
             assert_eq!(err.to_string(), "boom");
-            assert!(!t.is_replayable());
-            let err = collect(t.replay()).await.unwrap_err();
-            assert_eq!(err.downcast_ref(), Some(&ReplayError::Failed), "{err}");
+            assert!(!again.is_replayable());
+            let err = collect(again).await.unwrap_err();
+            assert!(err.downcast_ref::<ReplayError>().is_some(), "{err}");
         });
     }
 
     proptest::proptest! {
-        /// Whatever the chunking, the cap, and how far each attempt read before it was
-        /// dropped or left behind (a newer attempt made while it was still held): every
-        /// handle yields a prefix of the body and either ends with all of it or with an
-        /// error; and an attempt made while the body is replayable, read to the end, yields
-        /// exactly the body and its trailers (reading on past the cap if it must). A body
-        /// within the cap always stays replayable.
+        /// Whatever the chunking, the cap and how far the first attempt read before it gave
+        /// up: a body that is still replayable is replayed byte-for-byte (the replaying
+        /// attempt reading on past the cap if it must), and a body within the cap always is.
         #[test]
         fn replay_is_byte_for_byte(
+            chunks in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..40), 0..12),
+            cap in 0usize..300,
+            read_first in 0usize..14,
+        ) {
+            block_on(async {
+                let total: usize = chunks.iter().map(Vec::len).sum();
+                let expected: Vec<u8> = chunks.concat();
+                let body = Chunks {
+                    chunks: chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect(),
+                    trailers: None,
+                };
+                let mut first = ReplayBody::new(body, cap);
+                let again = first.replay();
+                let mut sent = Vec::new();
+                for _ in 0..read_first {
+                    match first.frame().await {
+                        Some(Ok(f)) => sent.extend_from_slice(&f.into_data().unwrap()),
+                        _ => break,
+                    }
+                }
+                assert!(expected.starts_with(&sent));
+                drop(first);
+                if total <= cap {
+                    assert!(again.is_replayable());
+                }
+                if again.is_replayable() {
+                    let (all, _) = collect(again).await.unwrap();
+                    assert_eq!(&all[..], &expected[..]);
+                }
+            });
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the chunking, the cap, and how far each of several attempts read before
+        /// it was dropped or left behind, still held, by a newer one: every handle yields a
+        /// prefix of the body and then either all of it or an error; an attempt made while
+        /// the body is replayable, read to the end, yields exactly the body and its trailers
+        /// (reading on past the cap if it must). A body within the cap stays replayable.
+        #[test]
+        fn held_attempts_end_whole_or_with_an_error(
             chunks in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..40), 0..12),
             with_trailers in proptest::bool::ANY,
             cap in 0usize..300,

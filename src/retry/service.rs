@@ -168,12 +168,13 @@ impl<S: fmt::Debug, D> fmt::Debug for RetryAfter<S, D> {
 impl<S, D, ReqB, ResB> Service<http::Request<ReqB>> for RetryAfter<S, D>
 where
     S: Service<http::Request<ReplayBody<ReqB>>, Response = http::Response<ResB>> + Clone,
+    S::Error: 'static,
     ReqB: Body,
     D: Decide<S::Error>,
 {
     type Response = http::Response<ResB>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqB, D>;
+    type Future = ResponseFuture<S, ReqB, D, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -188,13 +189,10 @@ where
         shared.budget.deposit();
         let (parts, body) = req.into_parts();
         let body = ReplayBody::new(body, shared.max_replay_bytes);
-        // With retries, the request is kept as a template: each attempt sends a replay of
-        // its body, and the newest replay is the one that reads the caller's body.
-        let (template, body) = if shared.limits.max_attempts > 1 {
-            let first = body.replay();
-            (Some((parts.clone(), body)), first)
+        let template = if shared.limits.max_attempts > 1 {
+            Some((parts.clone(), body.replay()))
         } else {
-            (None, body)
+            None
         };
         let future = inner.call(http::Request::from_parts(parts, body));
         ResponseFuture::new(future, inner, shared, template)

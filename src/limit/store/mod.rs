@@ -7,51 +7,98 @@
 //! [`QuotaSpec`]s — so a store shared by several processes (Redis with a Lua script) fits
 //! behind it.
 //!
-//! A Redis store maps onto it directly: one hash per key (hash-tagged, `{<key>}`, for Redis
-//! Cluster) holding each rolling window's log as a sorted set (or a list of
-//! `first,last,cost` triples), each calendar window's `period,used`, the block time and any
-//! learned limits; [`Store::acquire`] is one Lua script that purges, computes the earliest
-//! admissible time exactly as the in-memory store's window algorithm does, and records on success, with a
-//! `PEXPIRE` at the idle time in place of the in-memory sweep. Times are nanoseconds since
-//! the Unix epoch on each process's limiter clock (the wall clock read once, then advanced
-//! monotonically), so processes sharing a store need clocks in step to within the margin.
+//! A store shared by several processes must mean the same thing in each: keys hashed with a
+//! configured secret (not a per-process seed), a tier's store key derived from its name *and*
+//! its quotas, each quota's state addressed by [`QuotaSpec::id`], time from one clock (the
+//! store's own), and a response's updates applied as one batch ([`UpdateRequest`]).
 //!
 //! The trait returns boxed futures. The limiter first tries the synchronous
 //! [`Store::acquire_now`] and [`Store::update_now`], which the in-memory store implements,
 //! so the hot path allocates no future; a network store pays one box per call, small next
 //! to a round trip.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
-pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
+pub use memory::{MemoryStore, DEFAULT_MAX_KEYS};
 
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
-use super::key::Key;
+use super::key::{Key, KeySecret};
 
 /// The future a [`Store`] returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// One quota as the store sees it: plain numbers, all times in nanoseconds.
+///
+/// Made by the crate from a [`Quota`](crate::Quota); a store only reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct QuotaSpec {
+    /// Where this quota's state lives within its key: a hash of what the quota counts, its
+    /// window length and kind (not its limit, nor its position in the tier), the same in
+    /// every process. A store addresses each quota's state by it, so reordering a tier's
+    /// quotas, or changing a limit, never hands one quota's counts to another.
+    pub id: u64,
     /// The most units per window (the store may hold a learned limit that replaces it).
     pub limit: u64,
     /// The window length (the calendar period for calendar windows).
     pub window_ns: u64,
-    /// Whether the window resets at multiples of `window_ns` since the Unix epoch.
+    /// Whether the window resets at multiples of `window_ns` since the Unix epoch (on the
+    /// wall clock).
     pub calendar: bool,
     /// For rolling windows: admissions closer than this to a bucket's first entry join that
     /// bucket (0: an exact log).
     pub granularity_ns: u64,
 }
 
+impl QuotaSpec {
+    /// A rolling window of `limit` units per `window_ns`, with an exact log, addressed by `id`
+    /// (for stores' own tests; the crate makes specs from [`Quota`](crate::Quota)s).
+    pub fn rolling(id: u64, limit: u64, window_ns: u64) -> QuotaSpec {
+        QuotaSpec {
+            id,
+            limit,
+            window_ns,
+            calendar: false,
+            granularity_ns: 0,
+        }
+    }
+
+    /// A calendar window of `limit` units per period `period_ns`, addressed by `id`.
+    pub fn calendar(id: u64, limit: u64, period_ns: u64) -> QuotaSpec {
+        QuotaSpec {
+            id,
+            limit,
+            window_ns: period_ns,
+            calendar: true,
+            granularity_ns: 0,
+        }
+    }
+
+    /// The same spec with admissions bucketed at `granularity_ns` (rolling windows).
+    pub fn with_granularity(mut self, granularity_ns: u64) -> QuotaSpec {
+        self.granularity_ns = granularity_ns;
+        self
+    }
+}
+
 /// One admission attempt.
+///
+/// Times are nanoseconds since the Unix epoch. `now` is the limiter's monotonic clock (it
+/// never steps); `wall` is the wall clock read at the same moment, for calendar periods
+/// only. Every time a store returns is in `now`'s timeline. A store with a clock of its own
+/// (Redis's `TIME`) may decide on that clock, and answers `now + (its time - its now)`.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct AcquireRequest<'a> {
     /// The key (already hashed: a store never sees a raw API key).
     pub key: Key,
@@ -59,14 +106,129 @@ pub struct AcquireRequest<'a> {
     pub quotas: &'a [QuotaSpec],
     /// The units the admission costs in each quota (same length as `quotas`).
     pub costs: &'a [u64],
-    /// The current time, in nanoseconds since the Unix epoch on the limiter's clock.
+    /// The limiter's clock now.
     pub now: u64,
+    /// The wall clock now.
+    pub wall: u64,
     /// Extra time added to every window, in nanoseconds.
     pub margin: u64,
 }
 
+impl<'a> AcquireRequest<'a> {
+    /// An admission of `costs` under `quotas` for `key` at `now` (both clocks), no margin.
+    pub fn new(key: Key, quotas: &'a [QuotaSpec], costs: &'a [u64], now: u64) -> Self {
+        AcquireRequest {
+            key,
+            quotas,
+            costs,
+            now,
+            wall: now,
+            margin: 0,
+        }
+    }
+
+    /// Sets the wall clock's reading.
+    pub fn with_wall(mut self, wall: u64) -> Self {
+        self.wall = wall;
+        self
+    }
+
+    /// Sets the margin.
+    pub fn with_margin(mut self, margin: u64) -> Self {
+        self.margin = margin;
+        self
+    }
+}
+
+/// What a response taught about a key: every [`Update`] of one response, applied together
+/// (one round trip for a network store).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct UpdateRequest<'a> {
+    /// The key.
+    pub key: Key,
+    /// The key's quotas (an [`Update`]'s `quota` indexes this slice).
+    pub quotas: &'a [QuotaSpec],
+    /// What to apply, in order.
+    pub updates: &'a [Update],
+    /// The limiter's clock now.
+    pub now: u64,
+    /// The wall clock now.
+    pub wall: u64,
+    /// The margin.
+    pub margin: u64,
+}
+
+impl<'a> UpdateRequest<'a> {
+    /// `updates` for `key` under `quotas` at `now` (both clocks), no margin.
+    pub fn new(key: Key, quotas: &'a [QuotaSpec], updates: &'a [Update], now: u64) -> Self {
+        UpdateRequest {
+            key,
+            quotas,
+            updates,
+            now,
+            wall: now,
+            margin: 0,
+        }
+    }
+
+    /// Sets the wall clock's reading.
+    pub fn with_wall(mut self, wall: u64) -> Self {
+        self.wall = wall;
+        self
+    }
+
+    /// Sets the margin.
+    pub fn with_margin(mut self, margin: u64) -> Self {
+        self.margin = margin;
+        self
+    }
+}
+
+/// A look at a key's state (nothing recorded).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct SnapshotRequest<'a> {
+    /// The key.
+    pub key: Key,
+    /// The key's quotas.
+    pub quotas: &'a [QuotaSpec],
+    /// The limiter's clock now.
+    pub now: u64,
+    /// The wall clock now.
+    pub wall: u64,
+    /// The margin.
+    pub margin: u64,
+}
+
+impl<'a> SnapshotRequest<'a> {
+    /// A look at `key` under `quotas` at `now` (both clocks), no margin.
+    pub fn new(key: Key, quotas: &'a [QuotaSpec], now: u64) -> Self {
+        SnapshotRequest {
+            key,
+            quotas,
+            now,
+            wall: now,
+            margin: 0,
+        }
+    }
+
+    /// Sets the wall clock's reading.
+    pub fn with_wall(mut self, wall: u64) -> Self {
+        self.wall = wall;
+        self
+    }
+
+    /// Sets the margin.
+    pub fn with_margin(mut self, margin: u64) -> Self {
+        self.margin = margin;
+        self
+    }
+}
+
 /// What [`Store::acquire`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Every quota admitted the request, and the admission was recorded.
     Admitted,
@@ -108,6 +270,7 @@ pub enum Update {
 
 /// The state of one window, as a store reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreWindow {
     /// The limit in force (configured or learned).
     pub limit: u64,
@@ -119,6 +282,7 @@ pub struct StoreWindow {
 
 /// The state of a key, as a store reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreSnapshot {
     /// One entry per quota.
     pub windows: Vec<StoreWindow>,
@@ -153,13 +317,36 @@ impl Error for StoreError {
     }
 }
 
+impl StoreWindow {
+    /// A window's state: its limit in force, the units used, when one more fits.
+    pub fn new(limit: u64, used: u64, next_free: u64) -> StoreWindow {
+        StoreWindow {
+            limit,
+            used,
+            next_free,
+        }
+    }
+}
+
+impl StoreSnapshot {
+    /// A key's state: one window per quota, and the time it is blocked until.
+    pub fn new(windows: Vec<StoreWindow>, blocked_until: u64) -> StoreSnapshot {
+        StoreSnapshot {
+            windows,
+            blocked_until,
+        }
+    }
+}
+
 /// Where the windows of every key live.
 ///
 /// Implementations must make [`acquire`](Store::acquire) atomic per key: two concurrent
-/// calls for one key must behave as if one ran after the other. Keys are already hashed.
+/// calls for one key must behave as if one ran after the other, and so must the updates of
+/// one [`UpdateRequest`]. Keys are already hashed. Each quota's state is addressed by
+/// [`QuotaSpec::id`]; state that does not match is never wiped to fit.
 pub trait Store: Send + Sync + fmt::Debug + 'static {
-    /// Atomically checks every quota of `req.key` at `req.now` and, when all admit, records
-    /// the admission.
+    /// Atomically checks every quota of `req.key` and, when all admit, records the
+    /// admission.
     fn acquire<'a>(&'a self, req: AcquireRequest<'a>) -> StoreFuture<'a, Decision>;
 
     /// The same decision without a future, for stores that can answer at once (the
@@ -170,37 +357,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         None
     }
 
-    /// Applies what a response taught about `key`.
-    fn update(
-        &self,
-        key: Key,
-        quotas: Arc<[QuotaSpec]>,
-        update: Update,
-        now: u64,
-        margin: u64,
-    ) -> StoreFuture<'_, ()>;
+    /// Applies what a response taught about a key, every update of it at once.
+    fn update<'a>(&'a self, req: UpdateRequest<'a>) -> StoreFuture<'a, ()>;
 
-    /// Applies an update at once, for stores that can (see
+    /// Applies the updates at once, for stores that can (see
     /// [`acquire_now`](Store::acquire_now)); returns `false` when the caller must use
     /// [`update`](Store::update). The default returns `false`.
-    fn update_now(
-        &self,
-        key: Key,
-        quotas: &[QuotaSpec],
-        update: Update,
-        now: u64,
-        margin: u64,
-    ) -> bool {
-        let _ = (key, quotas, update, now, margin);
+    fn update_now(&self, req: &UpdateRequest<'_>) -> bool {
+        let _ = req;
         false
     }
 
-    /// The state of `key` at `now`, or `None` if the store holds nothing for it.
-    fn snapshot<'a>(
-        &'a self,
-        key: Key,
-        quotas: &'a [QuotaSpec],
-        now: u64,
-        margin: u64,
-    ) -> StoreFuture<'a, Option<StoreSnapshot>>;
+    /// The state of `req.key`, or `None` if the store holds nothing for it.
+    fn snapshot<'a>(&'a self, req: SnapshotRequest<'a>) -> StoreFuture<'a, Option<StoreSnapshot>>;
+
+    /// The secret keys must be hashed with for this store, if it has one: a store shared by
+    /// several processes holds the [`KeySecret`] they all use, and a
+    /// [`Limiter`](crate::limit::Limiter) given the store adopts it, so that one API key
+    /// gets one store key in every process. The default (`None`) leaves the limiter's own.
+    fn key_secret(&self) -> Option<&KeySecret> {
+        None
+    }
 }

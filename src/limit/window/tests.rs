@@ -5,21 +5,11 @@ use super::*;
 const S: u64 = 1_000_000_000;
 
 fn rolling(limit: u64, window: u64) -> QuotaSpec {
-    QuotaSpec {
-        limit,
-        window_ns: window,
-        calendar: false,
-        granularity_ns: 0,
-    }
+    QuotaSpec::rolling(window, limit, window)
 }
 
 fn calendar(limit: u64, period: u64) -> QuotaSpec {
-    QuotaSpec {
-        limit,
-        window_ns: period,
-        calendar: true,
-        granularity_ns: 0,
-    }
+    QuotaSpec::calendar(period ^ 1, limit, period)
 }
 
 #[test]
@@ -279,7 +269,7 @@ proptest! {
     ) {
         let window = 60_000u64;
         let g = window / 256;
-        let bucketed = [QuotaSpec { limit, window_ns: window, calendar: false, granularity_ns: g }];
+        let bucketed = [QuotaSpec::rolling(1, limit, window).with_granularity(g)];
         let mut k = KeyWindows::default();
         let mut log: Vec<(u64, u64)> = Vec::new();
         let mut arrival = 0;
