@@ -224,6 +224,7 @@ where
                 },
                 None => None,
             };
+            let admitted = Instant::now();
             let response = match next.clone().run(req, &mut *extensions).await {
                 Ok(response) => response,
                 Err(e) => match shared.next_step(attempts, start, Outcome::Error(&e), replayable) {
@@ -241,6 +242,7 @@ where
                 .get::<Classification>()
                 .expect("the classifier attached one");
             if let Some(l) = learn {
+                l.limiter.observe_round_trip(admitted);
                 if let Some(pending) = l.limiter.learn(l.key, &l.tier, classification, l.options) {
                     pending.await;
                 }

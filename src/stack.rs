@@ -147,6 +147,17 @@ impl<C, D> QuotaLayer<C, D> {
         }
     }
 
+    /// Sets the wall clock all three layers read (epoch resets, HTTP-dates, UTC days): in
+    /// paused tokio time, one that follows virtual time
+    /// ([`WallClock::starting_at`](crate::clock::WallClock::starting_at), or a simulator's).
+    pub fn with_wall_clock(self, clock: crate::clock::WallClock) -> QuotaLayer<C, D> {
+        QuotaLayer {
+            retry: self.retry.with_clock(clock.clone()),
+            rate_limit: self.rate_limit.with_wall_clock(clock.clone()),
+            classify: self.classify.with_clock(clock),
+        }
+    }
+
     /// Sets how requests are keyed (see [`RateLimitLayer::key_by`]).
     pub fn key_by(self, key_by: KeyBy) -> QuotaLayer<C, D> {
         QuotaLayer {

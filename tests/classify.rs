@@ -136,7 +136,7 @@ const CASES: &[Case] = &[
         .retry(),
     case("or 503 provider_overloaded", Or, 503, Overloaded)
         .b(r#"{"error":{"message":"Provider overloaded","code":503,"metadata":{"error_type":"provider_overloaded","provider_name":"Together"}}}"#)
-        .retry(),
+        .scope(Scope::Upstream).retry(),
     case("or 502 model down", Or, 502, Unavailable)
         .b(r#"{"error":{"message":"Provider returned error","code":502,"metadata":{"error_type":"provider_unavailable","provider_name":"Novita","raw":"upstream connect error"}}}"#)
         .retry(),

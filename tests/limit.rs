@@ -209,10 +209,13 @@ async fn a_429_with_retry_after_cools_the_whole_key_down() {
     let start = Instant::now();
     let r = svc.clone().oneshot(req_with_key("a")).await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    // Requests already waiting and new ones are held until the cooldown ends.
+    // A 429 the windows did not predict widens the learned margin (20 ms at first)...
+    assert_eq!(layer.limiter().learned_margin(), Duration::from_millis(20));
+    // ...and requests already waiting and new ones are held until the cooldown (and that
+    // margin) ends.
     let waiting = tokio::spawn(svc.clone().oneshot(req_with_key("a")));
     svc.clone().oneshot(req_with_key("a")).await.unwrap();
-    assert_eq!(start.elapsed(), 30 * SEC);
+    assert_eq!(start.elapsed(), 30 * SEC + Duration::from_millis(20));
     waiting.await.unwrap().unwrap();
     // Another key is not affected.
     let t = Instant::now();
@@ -460,7 +463,7 @@ async fn clones_share_one_limiter() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_keys_are_evicted() {
-    let store = Arc::new(MemoryStore::new().with_sweep_interval(SEC));
+    let store = Arc::new(MemoryStore::new());
     let limiter = Limiter::new(tier(5, 10 * SEC)).with_shared_store(store.clone());
     for i in 0..100 {
         limiter.acquire(Key::of(&i), 1).await.unwrap();
@@ -563,7 +566,9 @@ impl tower_quota::limit::store::Store for Remote {
 #[tokio::test(start_paused = true)]
 async fn an_async_store_paces_and_learns_the_same() {
     let c = rate_limited(30 * SEC, Scope::Unknown);
-    let layer = RateLimitLayer::new(tier(2, 10 * SEC)).with_store(Remote::default());
+    let layer = RateLimitLayer::new(tier(2, 10 * SEC))
+        .with_store(Remote::default())
+        .learn_margin(false);
     let svc = layer.layer(answering(c));
     let start = Instant::now();
     svc.clone().oneshot(Request::new(())).await.unwrap(); // a 429: 30 s cooldown
@@ -690,4 +695,58 @@ fn request_head_debug_shows_no_key() {
         "{debug}"
     );
     assert!(!debug.contains("SECRET"), "{debug}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_tier_learns_its_quota_from_openrouters_429() {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tower_quota::sim::{Limit, Models, Simulator, Tier as SimTier};
+    use tower_quota::QuotaLayer;
+
+    // OpenRouter's free per-minute limit, as the server knows it; the client knows nothing.
+    let sim = Simulator::builder()
+        .key(
+            "sk-a",
+            SimTier::new("free").with_limit(Limit::rolling(Models::Free, 20, 60 * SEC)),
+        )
+        .build();
+    let layer = QuotaLayer::new(Tier::new("unknown"))
+        .key_by(KeyBy::ApiKey)
+        .with_wall_clock(WallClock::from_fn(sim.wall_clock()));
+    let limiter = layer.limiter().clone();
+    let client = layer.layer(sim.clone());
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let req = Request::post("/api/v1/chat/completions")
+            .header("authorization", "Bearer sk-a")
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"meta-llama/llama-3.3-70b-instruct:free"}"#,
+            )))
+            .unwrap();
+        tasks.push(tokio::spawn(client.clone().oneshot(req)));
+    }
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{:?} {:?} at {:?}, {:?}",
+            tower_quota::retry::RetryInfo::get(r.extensions()),
+            r.headers(),
+            start.elapsed(),
+            sim.stats().rate_limited
+        );
+    }
+    let stats = sim.stats();
+    // The first 429 taught the limit (20) and its window (the reset fits in a minute).
+    assert!(stats.rate_limited <= 2, "{} 429s", stats.rate_limited);
+    let key = KeyBy::ApiKey.key(&RequestHead::of(&req_with_key("sk-a")));
+    let snap = limiter.snapshot(key).await.unwrap();
+    assert_eq!(snap.windows.len(), 1, "one learned quota");
+    assert_eq!(snap.windows[0].quota, Quota::per_minute(20));
+    // 60 requests at 20 per minute: 2 windows after the first (and one lost to the 429).
+    assert!(start.elapsed() < 4 * 60 * SEC, "{:?}", start.elapsed());
+    sim.check_invariants().unwrap();
 }

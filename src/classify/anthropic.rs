@@ -14,7 +14,11 @@ use super::{Classification, Classify, QuotaClass, Scope};
 /// `rate_limit_error` is [`QuotaClass::RateLimited`] for the organisation; `overloaded_error`
 /// (529) is [`QuotaClass::Overloaded`]; a spend cap (`error.details.error_code =
 /// "enforced_spend_limit_reached"`), a `billing_error` or a "credit balance is too low"
-/// message is [`QuotaClass::QuotaExhausted`] and not retryable.
+/// message is [`QuotaClass::QuotaExhausted`] and not retryable. An answer of the LiteLLM
+/// proxy's `/v1/messages` (Anthropic's shape, LiteLLM's message) is read as [`LiteLlm`] reads
+/// it.
+///
+/// [`LiteLlm`]: super::LiteLlm
 ///
 /// ```
 /// use tower_quota::classify::{Anthropic, Classify, QuotaClass};
@@ -41,7 +45,16 @@ pub(crate) fn matches(v: &Value) -> bool {
     str_at(v, "type") == Some("error") && v.get("error").and_then(|e| str_at(e, "type")).is_some()
 }
 
-pub(crate) fn refine(c: &mut Classification, _parts: &Parts, v: &Value) -> bool {
+/// The body's own shape, unless the LiteLLM proxy sent it (its message and headers say so):
+/// then LiteLLM's reading, which knows what the proxy rewrites.
+pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
+    if super::litellm::matches(parts, v) {
+        return super::litellm::refine(c, parts, v);
+    }
+    refine_body(c, parts, v)
+}
+
+pub(crate) fn refine_body(c: &mut Classification, _parts: &Parts, v: &Value) -> bool {
     let Some((err, message)) = json::error_object(c, v, "anthropic") else {
         return false;
     };

@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use http::response::Parts;
+use serde_json::Value;
 
 use super::json::{self, contains_ci};
 use super::{
@@ -11,9 +12,10 @@ use super::{
 };
 
 /// Recognises each provider's shape and classifies accordingly: gRPC by its headers, then
-/// Anthropic (`"type": "error"`), the LiteLLM proxy (string status codes, `litellm.`
-/// exceptions, `x-litellm-*` headers), Google (`error.status` a gRPC code name), OpenRouter (numeric `code`, `metadata`,
-/// `availability`), and any other `{"error": {…}}` as OpenAI. A body that is not JSON — an
+/// the LiteLLM proxy (string status codes, `litellm.` exceptions, `x-litellm-*` headers, in
+/// its OpenAI or Anthropic shape), Anthropic (`"type": "error"`), Google (`error.status` a
+/// gRPC code name), OpenRouter (numeric `code`, `metadata`, `availability`), and any other
+/// `{"error": {…}}` as OpenAI. A body that is not JSON — an
 /// HTML error page, or JSON cut short by the body cap — is searched for the markers of the
 /// cases that must not be retried (`insufficient_quota`, `budget_exceeded`,
 /// `free-models-per-day`, spend limits) and of upstream rate limits.
@@ -45,11 +47,8 @@ impl Classify for Auto {
             return generic::finish(c);
         }
         let recognised = match json::parse(body) {
-            Some(v) if anthropic::matches(&v) => anthropic::refine(&mut c, parts, &v),
             Some(v) if litellm::matches(parts, &v) => litellm::refine(&mut c, parts, &v),
-            Some(v) if google::matches(&v) => google::refine(&mut c, parts, &v),
-            Some(v) if openrouter::matches(&v) => openrouter::refine(&mut c, parts, &v),
-            Some(v) => openai::refine(&mut c, parts, &v),
+            Some(v) => refine_provider(&mut c, parts, &v),
             None => false,
         };
         if !recognised {
@@ -58,6 +57,23 @@ impl Classify for Auto {
         generic::finish(c)
     }
 }
+
+/// The provider shapes other than LiteLLM's (which wraps them): Anthropic, Google,
+/// OpenRouter, and any other `{"error": {…}}` as OpenAI.
+pub(crate) fn refine_provider(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
+    if anthropic::matches(v) {
+        anthropic::refine_body(c, parts, v)
+    } else if google::matches(v) {
+        google::refine(c, parts, v)
+    } else if openrouter::matches(v) {
+        openrouter::refine(c, parts, v)
+    } else {
+        openai::refine_body(c, parts, v)
+    }
+}
+
+/// What OpenAI's `insufficient_quota` says.
+const QUOTA_PHRASE: &str = "exceeded your current quota";
 
 /// The markers looked for in an error body that is not JSON, and what each means.
 pub(crate) fn refine_text(c: &mut Classification, body: &[u8]) {
@@ -76,7 +92,13 @@ pub(crate) fn refine_text(c: &mut Classification, body: &[u8]) {
             "used all available credits",
             "monthly spending limit",
         ])
-        .find(|m| contains_ci(body, m));
+        .find(|m| contains_ci(body, m))
+        .or_else(|| {
+            // OpenAI's `insufficient_quota` message, when the code did not survive a proxy.
+            // Google says the same of its per-minute quotas, with `RESOURCE_EXHAUSTED`.
+            (contains_ci(body, QUOTA_PHRASE) && !contains_ci(body, "resource_exhausted"))
+                .then_some(&"insufficient_quota")
+        });
     if contains_ci(body, "free-models-per-day") {
         c.set_code("free-models-per-day");
         openrouter::daily_cap(c);

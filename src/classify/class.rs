@@ -398,6 +398,9 @@ impl Classification {
     pub(crate) fn set_code(&mut self, code: &str) {
         self.code = Some(truncate(code, MAX_NAME));
     }
+    pub(crate) fn rate_limit_mut(&mut self) -> &mut RateLimitInfo {
+        &mut self.rate_limit
+    }
     pub(crate) fn set_message(&mut self, message: &str) {
         self.message = Some(truncate(message.trim(), MAX_MESSAGE));
     }

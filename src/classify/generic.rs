@@ -11,8 +11,9 @@ use crate::headers::{self, RateLimitInfo};
 ///
 /// The class comes from the status ([`QuotaClass::from_status`]; a 402 that carries a delay is
 /// a transient [`QuotaClass::RateLimited`], not an exhausted quota), the delay from
-/// [`headers::retry_after`] (or, for a rate-limited response without one, the reset of the
-/// exhausted window), the verdict from `x-should-retry` and a negative gRPC pushback, and the
+/// [`headers::retry_after`], else the upstream's as a proxy relayed it
+/// ([`headers::relayed_retry_after`]), else, for a rate-limited response, the reset of the
+/// exhausted window; the verdict from `x-should-retry` and a negative gRPC pushback, and the
 /// rate-limit state from [`RateLimitInfo::from_headers`].
 ///
 /// ```
@@ -56,7 +57,8 @@ pub(crate) fn base(parts: &Parts, now: SystemTime) -> Classification {
     if c.class().is_success() && !h.contains_key("grpc-status") {
         return c.with_rate_limit(RateLimitInfo::from_headers(h, now));
     }
-    let delay = headers::retry_after(h, now);
+    // The proxy's own delay, else the upstream's as the proxy relayed it.
+    let delay = headers::retry_after(h, now).or_else(|| headers::relayed_retry_after(h, now));
     c.set_retry_after(delay);
     c.set_retryable(headers::should_retry(h));
     if headers::grpc_pushback(h) == Some(headers::Pushback::DoNotRetry) {

@@ -6,24 +6,47 @@ use http::response::Parts;
 use serde_json::Value;
 
 use super::json::{self, contains_ci, str_at};
-use super::{openai, Classification, Classify, QuotaClass, Scope};
+use super::{auto, Classification, Classify, QuotaClass, Scope};
 
 /// Classifies LiteLLM proxy responses: `{"error": {"message", "type", "param", "code": "429"}}`
-/// (`code` is a string).
+/// (`code` is a string) on `/v1/chat/completions`, and Anthropic's shape
+/// (`{"type": "error", "error": {"type", "message"}}`) with LiteLLM's message on `/v1/messages`.
 ///
-/// `budget_exceeded` is [`QuotaClass::QuotaExhausted`] whatever the status (429 now, 400 in
-/// older versions); the proxy's own key and team limits ("Crossed TPM / RPM / Max Parallel
-/// Request Limit") are [`Scope::Account`]; a router with no deployment left ("No deployments
-/// available … Try again in 60 seconds") is [`Scope::Model`] with that delay; an exception
-/// raised by an upstream provider (`litellm.RateLimitError: … OpenAIException - …`) is
-/// [`Scope::Upstream`], and an upstream `insufficient_quota` is an exhausted quota.
+/// What the proxy says about its own limits:
+///
+/// - a budget (`budget_exceeded`, "Budget has been exceeded", a deployment's "crossed budget",
+///   a key's budget for one model), whatever the status (400, 422 or 429 by version and
+///   setting), is [`QuotaClass::QuotaExhausted`] and not retryable: [`Scope::Model`] when the
+///   budget is a model's or a deployment's, else [`Scope::Account`];
+/// - the key limiter's 429s ("Rate limit exceeded for api_key: …", the legacy "Crossed TPM /
+///   RPM / Max Parallel Request Limit") are [`QuotaClass::RateLimited`] for the
+///   [`Scope::Account`] ([`Scope::Model`] for a per-model descriptor);
+/// - a router with no deployment left ("No deployments available for selected model",
+///   deployment `rpm` reached, or all in cooldown: "Try again in 7 seconds") is
+///   [`QuotaClass::RateLimited`] for the [`Scope::Model`].
+///
+/// What it relays from an upstream provider (`litellm.RateLimitError: RateLimitError:
+/// OpenAIException - …`): the proxy maps the provider's error onto its own exception and status
+/// and keeps the provider's words in the message, sometimes its JSON body. That body is
+/// classified as the provider's (an Anthropic `overloaded_error` that arrives as a 500 is
+/// [`QuotaClass::Overloaded`]); without one, the words are (an OpenAI `insufficient_quota`
+/// that arrives as a 429 saying only "You exceeded your current quota" is
+/// [`QuotaClass::QuotaExhausted`], not retryable; "Your credit balance is too low" too). A
+/// relayed limit is the upstream's: [`Scope::Upstream`], with the provider's name in
+/// [`Classification::provider`].
+///
+/// The delay: the proxy's `Retry-After`, else the upstream's relayed as
+/// `llm_provider-retry-after(-ms)`, else one in the message ("Try again in 7 seconds", "Please
+/// try again in 7s", the key limiter's "Limit resets at: 2026-11-28 19:05:29 UTC"). On
+/// `/v1/messages` the proxy drops every header but its own `x-litellm-*`: the message is all
+/// there is.
 ///
 /// ```
 /// use tower_quota::classify::{Classify, LiteLlm, QuotaClass};
 ///
-/// let (parts, ()) = http::Response::builder().status(400).body(()).unwrap().into_parts();
+/// let (parts, ()) = http::Response::builder().status(422).body(()).unwrap().into_parts();
 /// let body = br#"{"error":{"message":"Budget has been exceeded! Current cost: 1.2, Max budget: 1.0",
-///   "type":"budget_exceeded","param":null,"code":"400"}}"#;
+///   "type":"budget_exceeded","param":null,"code":"422"}}"#;
 /// let c = LiteLlm::default().classify(&parts, body);
 /// assert_eq!(c.class(), QuotaClass::QuotaExhausted);
 /// assert!(!c.should_retry());
@@ -41,8 +64,9 @@ impl Classify for LiteLlm {
     }
 }
 
-/// Whether a response looks like the LiteLLM proxy's: a string status `code`, a
-/// `budget_exceeded` type, a `litellm.` exception name, or `x-litellm-*` headers.
+/// Whether a response looks like the LiteLLM proxy's: a string status `code` beside `type`
+/// and `param`, a `budget_exceeded` type, a message that names LiteLLM, or `x-litellm-*`
+/// headers.
 pub(crate) fn matches(parts: &Parts, v: &Value) -> bool {
     let Some(err) = v.get("error").filter(|e| e.is_object()) else {
         return false;
@@ -76,15 +100,27 @@ const EXCEPTIONS: &[(&str, QuotaClass)] = &[
     ("Timeout", QuotaClass::Timeout),
 ];
 
-/// Markers of the proxy's own budgets.
+/// Markers of the proxy's own budgets: a key's, user's, team's (`BudgetExceededError`), a
+/// deployment's (the router's budget limiter), a key's for one model.
 const BUDGET_MARKERS: &[&str] = &[
     "budget_exceeded",
     "budget has been exceeded",
     "exceededbudget",
-    "max budget",
+    "exceeded budget",
+    "crossed budget",
 ];
 
-pub(crate) fn refine(c: &mut Classification, _parts: &Parts, v: &Value) -> bool {
+/// Markers of the key limiter's own 429s: the current one ("Rate limit exceeded for
+/// api_key: …") and the legacy one.
+const KEY_LIMIT_MARKERS: &[&str] = &[
+    "rate limit exceeded for ",
+    "crossed tpm",
+    "crossed rpm",
+    "max parallel request limit",
+    "parallel request limit reached",
+];
+
+pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
     let Some((err, message)) = json::error_object(c, v, "litellm") else {
         return false;
     };
@@ -105,42 +141,210 @@ pub(crate) fn refine(c: &mut Classification, _parts: &Parts, v: &Value) -> bool 
             }
         }
     }
-
     if let Some((_, class)) = EXCEPTIONS.iter().find(|(name, _)| message.contains(name)) {
         c.set_class(*class);
     }
 
+    // The proxy's own budgets, first: they come with any status and wording.
     if kind == "budget_exceeded" || BUDGET_MARKERS.iter().any(|m| contains_ci(message, m)) {
         c.set_code("budget_exceeded");
         c.set_class(QuotaClass::QuotaExhausted);
-        c.set_scope(Scope::Account);
+        c.set_scope(if names_a_model(message) {
+            Scope::Model
+        } else {
+            Scope::Account
+        });
         c.set_retryable(Some(false));
         return true;
     }
-    if let Some(q) = openai::QUOTA_CODES.iter().find(|q| contains_ci(message, q)) {
-        // The upstream provider's account is out of quota.
-        c.set_code(q);
-        c.set_class(QuotaClass::QuotaExhausted);
-        c.set_scope(Scope::Upstream);
-        c.set_retryable(Some(false));
-        return true;
-    }
-    if contains_ci(message, "no deployments available") {
+
+    let provider = upstream_provider(message);
+    if let Some(name) = provider {
+        c.set_provider(name);
+        relayed(c, parts, message);
+    } else if contains_ci(message, "no deployments available") {
+        // The router: deployment `rpm`/`tpm` reached, or every deployment cooling down.
         c.set_class(QuotaClass::RateLimited);
         c.set_scope(Scope::Model);
-    } else if contains_ci(message, "crossed tpm")
-        || contains_ci(message, "crossed rpm")
-        || contains_ci(message, "max parallel request limit")
-        || contains_ci(message, "parallel request limit reached")
-    {
+    } else if KEY_LIMIT_MARKERS.iter().any(|m| contains_ci(message, m)) {
         c.set_class(QuotaClass::RateLimited);
-        c.set_scope(Scope::Account);
-    } else if c.class() == QuotaClass::RateLimited && contains_ci(message, "exception") {
-        // `litellm.RateLimitError: RateLimitError: OpenAIException - …`: the upstream's limit.
-        c.set_scope(Scope::Upstream);
+        c.set_scope(if contains_ci(message, "for model_per_") {
+            Scope::Model
+        } else {
+            Scope::Account
+        });
     }
     if c.retry_after().is_none() && c.class() == QuotaClass::RateLimited {
-        c.set_retry_after(json::delay_in_message(message));
+        let now = c.classified_at();
+        c.set_retry_after(json::delay_in_message(message).or_else(|| resets_at(message, now)));
     }
     true
+}
+
+/// The key limiter's "Limit resets at: 2026-11-28 19:05:29 UTC", as a delay from `now`: on
+/// `/v1/messages` the proxy drops the `retry-after` header of its own 429 and this is all
+/// that is left of it.
+fn resets_at(message: &str, now: SystemTime) -> Option<std::time::Duration> {
+    let marker = "resets at: ";
+    let lower = message.to_ascii_lowercase();
+    let at = lower.find(marker)? + marker.len();
+    let stamp = message.get(at..at + 23)?;
+    let (date, zone) = stamp.split_at(19);
+    if !zone.eq_ignore_ascii_case(" utc") {
+        return None;
+    }
+    let rfc3339 = format!("{}Z", date.replacen(' ', "T", 1));
+    let reset = crate::headers::parse_rfc3339(&rfc3339)?;
+    Some(reset.duration_since(now).unwrap_or_default())
+}
+
+/// An upstream provider's error, relayed in the message: its JSON body when the message
+/// carries one, else its words.
+fn relayed(c: &mut Classification, parts: &Parts, message: &str) {
+    let before = c.class();
+    match relayed_body(message) {
+        Some(body) => {
+            let mut inner = c.clone();
+            if auto::refine_provider(&mut inner, parts, &body) {
+                c.set_class(inner.class());
+                if let Some(code) = inner.code() {
+                    c.set_code(code);
+                }
+                if c.retry_after().is_none() {
+                    c.set_retry_after(inner.retry_after());
+                }
+                c.set_reset_after(inner.reset_after());
+                c.set_retryable(inner.retryable());
+            }
+        }
+        None => auto::refine_text(c, message.as_bytes()),
+    }
+    if matches!(c.class(), QuotaClass::ServerError | QuotaClass::Unavailable)
+        && contains_ci(message, "overloaded")
+    {
+        c.set_class(QuotaClass::Overloaded);
+    }
+    if c.class() == QuotaClass::QuotaExhausted && before != QuotaClass::QuotaExhausted {
+        // Money or quota gone upstream: waiting does not bring it back.
+        c.set_retryable(Some(false));
+    }
+    if matches!(
+        c.class(),
+        QuotaClass::RateLimited | QuotaClass::QuotaExhausted | QuotaClass::Overloaded
+    ) {
+        c.set_scope(Scope::Upstream);
+    }
+}
+
+/// The upstream's JSON body inside a LiteLLM message (`… AnthropicException - {"type":
+/// "error", …}\n\nLiteLLM: model group 'x' failed …`), when it is one.
+fn relayed_body(message: &str) -> Option<Value> {
+    let start = message.find('{')?;
+    let end = message.rfind('}')?;
+    (start < end)
+        .then(|| json::parse(&message.as_bytes()[start..=end]))
+        .flatten()
+        .filter(|v| v.get("error").is_some())
+}
+
+/// The provider LiteLLM names as the source of an error: `OpenAIException - …`,
+/// `AnthropicError - …`, `VertexAIException - …` give `OpenAI`, `Anthropic`, `VertexAI`.
+fn upstream_provider(message: &str) -> Option<&str> {
+    let mut rest = message;
+    while let Some(at) = rest.find(" - ") {
+        let word = rest[..at]
+            .rsplit(|ch: char| ch.is_whitespace() || ch == ':' || ch == '.')
+            .next()
+            .unwrap_or("");
+        let name = word
+            .strip_suffix("Exception")
+            .or_else(|| word.strip_suffix("Error"))
+            .unwrap_or("");
+        if !name.is_empty()
+            && name.bytes().all(|b| b.is_ascii_alphanumeric())
+            && !name.eq_ignore_ascii_case("litellm")
+        {
+            return Some(name);
+        }
+        rest = &rest[at + 3..];
+    }
+    None
+}
+
+/// A budget of one model or deployment rather than of the caller ("exceeded budget for
+/// model=gpt-4o", "Exceeded budget for deployment …").
+fn names_a_model(message: &str) -> bool {
+    contains_ci(message, "for model")
+        || contains_ci(message, "deployment")
+        || contains_ci(message, "model_max_budget")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_names() {
+        let table = [
+            (
+                "litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit",
+                Some("OpenAI"),
+            ),
+            (
+                "litellm.InternalServerError: AnthropicError - {\"type\": \"error\"}",
+                Some("Anthropic"),
+            ),
+            (
+                "litellm.RateLimitError: VertexAIException - {}",
+                Some("VertexAI"),
+            ),
+            (
+                "No deployments available - crossed budget: Exceeded budget",
+                None,
+            ),
+            (
+                "Rate limit exceeded for api_key: abc. Limit type: requests.",
+                None,
+            ),
+            (
+                "litellm.APIError: APIError: OpenAIException - Overloaded",
+                Some("OpenAI"),
+            ),
+            ("a - b - c", None),
+            ("", None),
+        ];
+        for (message, want) in table {
+            assert_eq!(upstream_provider(message), want, "{message}");
+        }
+    }
+
+    #[test]
+    fn reset_times_in_messages() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_892_669); // 2026-11-28T19:04:29Z
+        let m = "Rate limit exceeded for api_key: ab. Limit type: requests. Current limit: 2, Remaining: 0. Limit resets at: 2026-11-28 19:05:29 UTC";
+        assert_eq!(resets_at(m, now), Some(Duration::from_secs(60)));
+        assert_eq!(
+            resets_at("Limit resets at: 2026-11-28 19:03:29 UTC", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            resets_at("Limit resets at: 2026-11-28 19:05:29 CET", now),
+            None
+        );
+        assert_eq!(resets_at("Limit resets at: 2026-11-28", now), None);
+        assert_eq!(
+            resets_at("Limit resets at: 2026-13-28 19:05:29 UTC", now),
+            None
+        );
+    }
+
+    #[test]
+    fn relayed_bodies() {
+        let m = "litellm.RateLimitError: AnthropicException - {\"type\": \"error\", \"error\": {\"type\": \"rate_limit_error\", \"message\": \"x\"}}\n\nLiteLLM: model group 'a' failed with the error above.";
+        assert!(relayed_body(m).is_some());
+        assert!(relayed_body("Deployments={'a': {'rpm': 3}}").is_none());
+        assert!(relayed_body("} {").is_none());
+        assert!(relayed_body("{\"id\": 1}").is_none());
+    }
 }

@@ -11,7 +11,7 @@
 //! | [`OpenRouter`] | `error.code`, `metadata.{error_type, limit_source, provider_name, raw, retry_after_seconds, headers}`, `error.availability` |
 //! | [`OpenAi`] | `error.{type, code, message}` (`insufficient_quota`, `rate_limit_exceeded`, …) |
 //! | [`Anthropic`] | `error.type`, `error.details.error_code` |
-//! | [`LiteLlm`] | `error.{type, code, message}` (`budget_exceeded`, exception names, "Try again in N seconds") |
+//! | [`LiteLlm`] | `error.{type, code, message}` in OpenAI's or Anthropic's shape (budgets, the key limiter, the router, upstream errors relayed in the message), `llm_provider-*` headers |
 //! | [`Google`] | `error.status` (gRPC code names), `RetryInfo.retryDelay`, per-day `QuotaFailure` |
 //! | [`Grpc`] | `grpc-status`, `grpc-message`, `grpc-retry-pushback-ms`, `RetryInfo` |
 //! | [`Generic`] | status and headers only |
@@ -73,6 +73,8 @@ pub use litellm::LiteLlm;
 pub use openai::OpenAi;
 pub use openrouter::OpenRouter;
 pub use service::QuotaClassify;
+
+pub(crate) use json::until_next_utc_midnight;
 
 use std::time::SystemTime;
 

@@ -15,7 +15,10 @@ use super::{Classification, Classify, QuotaClass, Scope};
 /// [`QuotaClass::QuotaExhausted`] and not retryable; `rate_limit_exceeded` is
 /// [`QuotaClass::RateLimited`], scoped to the model when the message names one
 /// ("Rate limit reached for gpt-4o in organization …"). `x-should-retry` and the
-/// `x-ratelimit-*` headers are read by the generic part.
+/// `x-ratelimit-*` headers are read by the generic part. An answer of the LiteLLM proxy (which
+/// speaks OpenAI's shape but rewrites what upstreams said) is read as [`LiteLlm`] reads it.
+///
+/// [`LiteLlm`]: super::LiteLlm
 ///
 /// ```
 /// use tower_quota::classify::{Classify, OpenAi, QuotaClass};
@@ -51,7 +54,16 @@ pub(crate) const QUOTA_CODES: &[&str] = &[
     "quota_exceeded",
 ];
 
-pub(crate) fn refine(c: &mut Classification, _parts: &Parts, v: &Value) -> bool {
+/// The body's own shape, unless the LiteLLM proxy sent it (its message and headers say so):
+/// then LiteLLM's reading, which knows what the proxy rewrites.
+pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
+    if super::litellm::matches(parts, v) {
+        return super::litellm::refine(c, parts, v);
+    }
+    refine_body(c, parts, v)
+}
+
+pub(crate) fn refine_body(c: &mut Classification, _parts: &Parts, v: &Value) -> bool {
     let Some((err, message)) = json::error_object(c, v, "openai") else {
         return false;
     };

@@ -1,6 +1,6 @@
 //! OpenRouter's error shape.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::response::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -8,17 +8,28 @@ use serde_json::Value;
 
 use super::json::{self, contains_ci, str_at};
 use super::{Classification, Classify, QuotaClass, Scope};
-use crate::headers;
+use crate::headers::{self, Dimension, RateLimitInfo, RateLimitWindow};
 
 /// Classifies OpenRouter responses: `{"error": {"code": <int>, "message", "metadata": {…}}}`.
 ///
 /// Reads `metadata.error_type`, `metadata.limit_source`, `metadata.provider_name`,
-/// `metadata.raw`, `metadata.retry_after_seconds`, `metadata.headers`, `error.availability`
-/// (`retryable`, `retry_after`, `code`) and the message (`free-models-per-day`,
-/// `free-models-per-min`). An upstream provider's 429 is [`Scope::Upstream`], never the
-/// account's limit; the daily free-model cap is [`QuotaClass::QuotaExhausted`] with its reset
-/// (the `X-RateLimit-Reset` header, else the next UTC midnight); a 402 is an exhausted credit
-/// balance unless it carries a delay (`openrouter_in_flight_budget`).
+/// `metadata.raw`, `metadata.retry_after_seconds` (and the exact `retry_after_seconds_raw`:
+/// the larger wins), `metadata.headers` (a delay, and the `X-RateLimit-*` state the response's
+/// own headers lack), `error.availability` (`retryable`, `retry_after`, `code`) and the message
+/// (`free-models-per-day`, `free-models-per-day-high-balance`, `free-models-per-min`,
+/// `limit_rpm/<model>/…`, `limit_rpd/<model>/…`). An upstream provider's 429 is
+/// [`Scope::Upstream`], never the account's limit; the daily free-model cap is
+/// [`QuotaClass::QuotaExhausted`] with its reset (the `X-RateLimit-Reset` header, else the next
+/// UTC midnight); a 402 is an exhausted credit balance unless it carries a delay
+/// (`openrouter_in_flight_budget`).
+///
+/// One model's limits (`High demand for <model>:free on OpenRouter - limited to 8 requests
+/// per minute`, and the per-day `limit_rpd` form) are [`Scope::Model`]: rate-limited per
+/// minute, exhausted until the reset per day. The classification's
+/// [`rate_limit`](Classification::rate_limit) carries that model's limit as a request window
+/// of a minute or a day with nothing remaining, so that a limiter keyed by model learns the
+/// model's quota (see [`RateLimitLayer::learn_limits`](crate::RateLimitLayer::learn_limits))
+/// and the key's other models are left alone.
 ///
 /// ```
 /// use tower_quota::classify::{Classify, OpenRouter, QuotaClass, Scope};
@@ -70,14 +81,25 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         _ => String::new(),
     };
 
-    // A delay in the body, used when the headers gave none.
+    // The rate-limit headers forwarded in the body fill in what the response's own lack.
+    let forwarded = meta.get("headers").and_then(header_object);
+    if let Some(h) = &forwarded {
+        c.rate_limit_mut()
+            .merge(RateLimitInfo::from_headers(h, now));
+    }
+
+    // A delay in the body, used when the headers gave none: the larger of the rounded and
+    // the exact (`retry_after_seconds_raw`) seconds, never earlier than asked.
     if c.retry_after().is_none() {
-        let body_delay = meta
-            .get("retry_after_seconds")
-            .and_then(json::seconds)
+        let seconds = ["retry_after_seconds", "retry_after_seconds_raw"]
+            .iter()
+            .filter_map(|k| meta.get(*k).and_then(json::seconds))
+            .max();
+        let body_delay = seconds
             .or_else(|| {
-                meta.get("headers")
-                    .and_then(|h| delay_from_header_object(h, now))
+                forwarded
+                    .as_ref()
+                    .and_then(|h| headers::retry_after(h, now))
             })
             .or_else(|| {
                 err.get("availability")
@@ -160,8 +182,32 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
     }
 
     if contains_ci(message, "free-models-per-day") {
-        c.set_code("free-models-per-day");
+        c.set_code(
+            if contains_ci(message, "free-models-per-day-high-balance") {
+                "free-models-per-day-high-balance"
+            } else {
+                "free-models-per-day"
+            },
+        );
         daily_cap(c);
+    } else if contains_ci(message, "limit_rpm/") {
+        // One model's shared capacity, per minute: that model waits, the key does not.
+        c.set_code("limit_rpm");
+        c.set_class(QuotaClass::RateLimited);
+        c.set_scope(Scope::Model);
+        per_model_limit(c, message, MINUTE);
+    } else if contains_ci(message, "limit_rpd/") {
+        // One model's requests per day: gone until the reset (the next UTC midnight).
+        c.set_code("limit_rpd");
+        c.set_class(QuotaClass::QuotaExhausted);
+        c.set_scope(Scope::Model);
+        per_model_limit(c, message, DAY);
+        let reset = c
+            .rate_limit()
+            .requests()
+            .and_then(|w| w.reset)
+            .unwrap_or_else(|| json::until_next_utc_midnight(now));
+        c.set_reset_after(Some(reset));
     } else if contains_ci(message, "free-models-per-min") {
         c.set_code("free-models-per-min");
         c.set_class(QuotaClass::RateLimited);
@@ -176,6 +222,8 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         } else {
             Scope::Account
         });
+    } else if c.class() == QuotaClass::Overloaded && upstream {
+        c.set_scope(Scope::Upstream);
     }
     if status == 402 {
         // Credits: a 402 is transient only when the server gave a delay.
@@ -202,8 +250,40 @@ pub(crate) fn daily_cap(c: &mut Classification) {
     c.set_reset_after(Some(reset));
 }
 
-/// OpenRouter forwards the upstream's headers as a JSON object in `metadata.headers`.
-fn delay_from_header_object(h: &Value, now: SystemTime) -> Option<std::time::Duration> {
+const MINUTE: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A limit of one model ("… limited to 8 requests per minute", `X-RateLimit-Limit` in
+/// `metadata.headers`), as a request window of `length` with nothing remaining: what a
+/// limiter keyed by model needs to learn that model's quota.
+fn per_model_limit(c: &mut Classification, message: &str, length: Duration) {
+    let limit = limited_to(message).or_else(|| c.rate_limit().requests().and_then(|w| w.limit));
+    let window = RateLimitWindow {
+        dimension: Dimension::Requests,
+        limit,
+        remaining: Some(0),
+        reset: None,
+        window: Some(length),
+    };
+    c.rate_limit_mut()
+        .merge(RateLimitInfo::from_windows(vec![window]));
+}
+
+/// N in "… limited to N requests per minute."
+fn limited_to(message: &str) -> Option<u64> {
+    let lower = message.to_ascii_lowercase();
+    let rest = &lower[lower.find("limited to ")? + "limited to ".len()..];
+    let end = rest.find(|ch: char| !ch.is_ascii_digit())?;
+    rest[end..]
+        .trim_start()
+        .starts_with("request")
+        .then(|| rest[..end].parse().ok())
+        .flatten()
+}
+
+/// OpenRouter forwards headers as a JSON object in `metadata.headers` (the upstream's, or its
+/// own rate-limit state).
+fn header_object(h: &Value) -> Option<HeaderMap> {
     let obj = h.as_object()?;
     let mut map = HeaderMap::new();
     for (name, value) in obj.iter().take(64) {
@@ -216,5 +296,5 @@ fn delay_from_header_object(h: &Value, now: SystemTime) -> Option<std::time::Dur
             map.append(name, value);
         }
     }
-    headers::retry_after(&map, now)
+    Some(map)
 }

@@ -94,6 +94,40 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     .or_else(|| largest(headers, &GRPC_RETRY_PUSHBACK_MS, pushback_millis))
 }
 
+/// The delay an upstream provider asked for, as a proxy relayed it: the LiteLLM proxy passes
+/// the provider's headers on under an `llm_provider-` prefix (`llm_provider-retry-after`,
+/// `llm_provider-retry-after-ms`) and, for an upstream's 429, often sends no `Retry-After` of
+/// its own. Read like [`retry_after`].
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use http::HeaderMap;
+/// use tower_quota::headers::relayed_retry_after;
+///
+/// let mut h = HeaderMap::new();
+/// h.insert("llm_provider-retry-after", "7".parse().unwrap());
+/// h.insert("llm_provider-retry-after-ms", "6500".parse().unwrap());
+/// assert_eq!(relayed_retry_after(&h, SystemTime::now()), Some(Duration::from_millis(6500)));
+/// ```
+pub fn relayed_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let mut relayed = HeaderMap::new();
+    for (name, value) in headers {
+        let Some(name) = name.as_str().strip_prefix(ratelimit::RELAYED_PREFIX) else {
+            continue;
+        };
+        let name = match name {
+            "retry-after" => RETRY_AFTER,
+            "retry-after-ms" => RETRY_AFTER_MS,
+            _ => continue,
+        };
+        relayed.append(name, value.clone());
+    }
+    if relayed.is_empty() {
+        return None;
+    }
+    retry_after(&relayed, now)
+}
+
 /// The largest value of a header that `parse` accepts.
 fn largest(
     headers: &HeaderMap,
@@ -241,7 +275,15 @@ impl RateLimitInfo {
     /// Fields) and the older `RateLimit-Limit` / `-Remaining` / `-Reset`.
     ///
     /// Each dimension gets one window, merged across families: a field a family reports is
-    /// filled in only when no earlier header (in the order they arrived) reported it. A count
+    /// filled in only when no earlier header (in the order they arrived) reported it.
+    ///
+    /// Behind a LiteLLM proxy, two more sources: the key limiter's per-descriptor headers
+    /// (`x-ratelimit-api_key-remaining-requests`, `x-ratelimit-team-limit-tokens`, …: the
+    /// proxy's own limits on this caller, the descriptor with the least remaining binding) come
+    /// first; the upstream's headers relayed under `llm_provider-` come last. A later source
+    /// adds the dimensions the earlier ones did not report, and fills in a known window only
+    /// where it agrees with it (same limit and remaining): the upstream's reset is never taken
+    /// for the proxy's. A count
     /// that is not a non-negative integer is skipped (a negative `remaining` reads as zero);
     /// a malformed IETF field is ignored as a whole. Durations saturate at [`MAX_DELAY`].
     ///

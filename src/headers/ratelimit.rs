@@ -116,13 +116,41 @@ fn field(word: &str, value: &[u8], reset: impl FnOnce(&[u8]) -> Option<Duration>
     }
 }
 
+/// The prefix under which the LiteLLM proxy relays an upstream provider's headers.
+pub(super) const RELAYED_PREFIX: &str = "llm_provider-";
+
+/// Three sources, most specific first; a later one adds a dimension the earlier ones did not
+/// report, or fills in fields of a window it agrees with (see [`RateLimitInfo::merge`]):
+///
+/// 1. the LiteLLM key limiter's per-descriptor headers (`x-ratelimit-api_key-remaining-requests`):
+///    the proxy's own limits on this caller;
+/// 2. every vendor family, as sent;
+/// 3. the same families relayed under `llm_provider-` (the upstream's own state, of which
+///    the proxy copies some fields to the top level and drops others, such as the reset).
 pub(super) fn parse(headers: &HeaderMap, now: SystemTime) -> RateLimitInfo {
+    let mut info = descriptors(headers);
+    let own = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    info.merge(families(own, Some(headers), now));
+    let relayed = headers.iter().filter_map(|(name, value)| {
+        let name = name.as_str().strip_prefix(RELAYED_PREFIX)?;
+        Some((name, value.as_bytes()))
+    });
+    info.merge(families(relayed, None, now));
+    info
+}
+
+/// The vendor families, from `(lowercase name, value)` pairs; the IETF fields too when the
+/// whole map is given.
+fn families<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ietf_map: Option<&HeaderMap>,
+    now: SystemTime,
+) -> RateLimitInfo {
     let mut info = RateLimitInfo::default();
     let mut ietf_seen = false;
     for (name, value) in headers {
-        // Header names are stored lowercase.
-        let name = name.as_str();
-        let value = value.as_bytes();
         if let Some(rest) = name.strip_prefix("x-ratelimit-") {
             match rest.split_once('-') {
                 // OpenAI / LiteLLM: `x-ratelimit-{limit,remaining,reset}-{dimension}`, the reset
@@ -156,9 +184,9 @@ pub(super) fn parse(headers: &HeaderMap, now: SystemTime) -> RateLimitInfo {
             match rest {
                 // IETF Structured Fields: parsed together, once, where first seen.
                 "" | "-policy" => {
-                    if !ietf_seen {
+                    if let (Some(map), false) = (ietf_map, ietf_seen) {
                         ietf_seen = true;
-                        ietf::parse(headers, &mut info);
+                        ietf::parse(map, &mut info);
                     }
                 }
                 // Older drafts: `RateLimit-{Limit,Remaining,Reset}`, the reset delay-seconds
@@ -173,6 +201,104 @@ pub(super) fn parse(headers: &HeaderMap, now: SystemTime) -> RateLimitInfo {
         }
     }
     info
+}
+
+/// One LiteLLM descriptor's report on one dimension.
+struct Descriptor<'a> {
+    name: &'a str,
+    dimension: DimRef<'a>,
+    limit: Option<u64>,
+    remaining: Option<u64>,
+}
+
+/// The LiteLLM key limiter (v3) names its success headers per descriptor:
+/// `x-ratelimit-{descriptor}-{limit,remaining}-{requests,tokens}` with `descriptor` one of
+/// `api_key`, `user`, `team`, `end_user`, `model_per_key`, … (never a dash in it). Every
+/// descriptor limits this caller: per dimension, the one with the least remaining binds.
+/// `max_parallel_requests` counts requests in flight, not a window: skipped.
+fn descriptors(headers: &HeaderMap) -> RateLimitInfo {
+    let mut found: Vec<Descriptor<'_>> = Vec::new();
+    for (name, value) in headers {
+        let Some(rest) = name.as_str().strip_prefix("x-ratelimit-") else {
+            continue;
+        };
+        let Some((descriptor, tail)) = rest.split_once('-') else {
+            continue;
+        };
+        if matches!(descriptor, "" | "limit" | "remaining" | "reset")
+            || !descriptor
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            continue;
+        }
+        let Some((word, dimension)) = tail.split_once('-') else {
+            continue;
+        };
+        let dimension = match dimension {
+            "requests" => DimRef::Requests,
+            "tokens" => DimRef::Tokens,
+            _ => continue,
+        };
+        let i = match found
+            .iter()
+            .position(|d| d.name == descriptor && d.dimension == dimension)
+        {
+            Some(i) => i,
+            None => {
+                found.push(Descriptor {
+                    name: descriptor,
+                    dimension,
+                    limit: None,
+                    remaining: None,
+                });
+                found.len() - 1
+            }
+        };
+        let d = &mut found[i];
+        let value = value.as_bytes();
+        match word {
+            "limit" => d.limit = d.limit.or(parse_u64(value)),
+            "remaining" => d.remaining = d.remaining.or(parse_remaining(value)),
+            _ => {}
+        }
+    }
+    let mut info = RateLimitInfo::default();
+    for dimension in [DimRef::Requests, DimRef::Tokens] {
+        let binding = found
+            .iter()
+            .filter(|d| d.dimension == dimension && (d.limit.is_some() || d.remaining.is_some()))
+            .min_by_key(|d| (d.remaining.unwrap_or(u64::MAX), d.limit.unwrap_or(u64::MAX)));
+        if let Some(d) = binding {
+            info.fill(dimension, d.limit.map(Value::Limit));
+            info.fill(dimension, d.remaining.map(Value::Remaining));
+        }
+    }
+    info
+}
+
+impl RateLimitInfo {
+    /// Adds what a less specific source reported: a window of a new dimension whole; a
+    /// window of a known dimension only when it agrees with the known one (same limit and
+    /// remaining wherever both say), and then only the fields still missing. A window that
+    /// disagrees describes another limit (the upstream's, under the proxy's): its reset must
+    /// not be taken for this one's.
+    pub(crate) fn merge(&mut self, other: RateLimitInfo) {
+        for w in other.windows {
+            let Some(known) = self.windows.iter_mut().find(|k| k.dimension == w.dimension) else {
+                self.windows.push(w);
+                continue;
+            };
+            let agree = |a: Option<u64>, b: Option<u64>| a.zip(b).is_none_or(|(a, b)| a == b);
+            if !(agree(known.limit, w.limit) && agree(known.remaining, w.remaining)) {
+                continue;
+            }
+            known.limit = known.limit.or(w.limit);
+            known.remaining = known.remaining.or(w.remaining);
+            known.reset = known.reset.or(w.reset);
+            known.window = known.window.or(w.window);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -402,6 +528,87 @@ mod tests {
                 "nothing",
                 map(&[("content-type", b"application/json")]),
                 vec![],
+            ),
+        ];
+        for (what, headers, want) in table {
+            let info = RateLimitInfo::from_headers(&headers, now());
+            assert_eq!(info.windows(), &want[..], "{what}");
+        }
+    }
+
+    #[test]
+    fn litellm_sources_in_order() {
+        use Dimension::*;
+        let table: Vec<(&str, HeaderMap, Vec<RateLimitWindow>)> = vec![
+            (
+                "the key limiter's descriptor wins over the upstream's copied state and its relayed reset",
+                map(&[
+                    ("x-ratelimit-limit-requests", b"500"),
+                    ("x-ratelimit-remaining-requests", b"499"),
+                    ("llm_provider-x-ratelimit-limit-requests", b"500"),
+                    ("llm_provider-x-ratelimit-remaining-requests", b"499"),
+                    ("llm_provider-x-ratelimit-reset-requests", b"120ms"),
+                    ("x-ratelimit-api_key-remaining-requests", b"0"),
+                    ("x-ratelimit-api_key-limit-requests", b"3"),
+                ]),
+                vec![win(Requests, Some(3), Some(0), None)],
+            ),
+            (
+                "the binding descriptor: least remaining; parallel slots are not a window",
+                map(&[
+                    ("x-ratelimit-api_key-remaining-tokens", b"70"),
+                    ("x-ratelimit-api_key-limit-tokens", b"100"),
+                    ("x-ratelimit-team-remaining-tokens", b"7"),
+                    ("x-ratelimit-team-limit-tokens", b"1000"),
+                    ("x-ratelimit-api_key-remaining-max_parallel_requests", b"0"),
+                    ("x-ratelimit-api_key-limit-max_parallel_requests", b"1"),
+                ]),
+                vec![win(Tokens, Some(1000), Some(7), None)],
+            ),
+            (
+                "a relayed window that agrees gives the reset the proxy dropped",
+                map(&[
+                    ("llm_provider-retry-after", b"7"),
+                    ("llm_provider-x-ratelimit-limit-requests", b"60"),
+                    ("llm_provider-x-ratelimit-remaining-requests", b"0"),
+                    ("llm_provider-x-ratelimit-reset-requests", b"7s"),
+                    ("x-ratelimit-limit-requests", b"60"),
+                    ("x-ratelimit-remaining-requests", b"0"),
+                ]),
+                vec![win(Requests, Some(60), Some(0), secs(7))],
+            ),
+            (
+                "a relayed window that disagrees (the legacy limiter's own counts on top) is left out",
+                map(&[
+                    ("x-ratelimit-limit-requests", b"3"),
+                    ("x-ratelimit-remaining-requests", b"0"),
+                    ("llm_provider-x-ratelimit-limit-requests", b"500"),
+                    ("llm_provider-x-ratelimit-remaining-requests", b"499"),
+                    ("llm_provider-x-ratelimit-reset-requests", b"120ms"),
+                ]),
+                vec![win(Requests, Some(3), Some(0), None)],
+            ),
+            (
+                "relayed Anthropic state, alone",
+                map(&[
+                    ("llm_provider-anthropic-ratelimit-requests-limit", b"50"),
+                    ("llm_provider-anthropic-ratelimit-requests-remaining", b"0"),
+                    (
+                        "llm_provider-anthropic-ratelimit-requests-reset",
+                        b"2024-11-21T23:00:11Z",
+                    ),
+                ]),
+                vec![win(Requests, Some(50), Some(0), secs(11))],
+            ),
+            (
+                "not descriptors: OpenAI words, odd characters, no dimension",
+                map(&[
+                    ("x-ratelimit-limit-requests", b"9"),
+                    ("x-ratelimit-api.key-remaining-requests", b"1"),
+                    ("x-ratelimit-api_key-remaining", b"1"),
+                    ("x-ratelimit-api_key-bogus-requests", b"1"),
+                ]),
+                vec![win(Requests, Some(9), None, None)],
             ),
         ];
         for (what, headers, want) in table {

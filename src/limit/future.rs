@@ -9,6 +9,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use tokio::time::Instant;
 use tower::util::Oneshot;
 
 use super::key::Key;
@@ -34,6 +35,8 @@ pin_project! {
         #[pin]
         state: State<S, B>,
         learn: Option<Learn>,
+        // When the request was admitted: the round trip feeds the learned margin.
+        admitted: Option<Instant>,
     }
 }
 
@@ -74,6 +77,7 @@ where
                 fut: Oneshot::new(inner, req),
             },
             learn,
+            admitted: Some(Instant::now()),
         }
     }
 
@@ -90,6 +94,7 @@ where
                 req: Some(req),
             },
             learn,
+            admitted: None,
         }
     }
 
@@ -97,6 +102,7 @@ where
         ResponseFuture {
             state: State::Failed { err: Some(err) },
             learn: None,
+            admitted: None,
         }
     }
 }
@@ -122,6 +128,7 @@ where
                     }
                     let inner = inner.take().expect("polled after completion");
                     let req = req.take().expect("polled after completion");
+                    *this.admitted = Some(Instant::now());
                     // Only now, admitted, does the request reserve the inner service's
                     // readiness: a wait never holds a slot of a `Buffer` or a pool.
                     this.state.set(State::Calling {
@@ -133,6 +140,9 @@ where
                     let Some(learn) = this.learn.take() else {
                         return Poll::Ready(Ok(resp));
                     };
+                    if let Some(at) = this.admitted.take() {
+                        learn.limiter.observe_round_trip(at);
+                    }
                     let (resp, pending) = learn_from(learn, resp);
                     match pending {
                         None => return Poll::Ready(Ok(resp)),

@@ -1,8 +1,15 @@
 //! Keys: which requests share a set of windows.
 //!
 //! A [`Key`] is a 64-bit SipHash of whatever identifies the requests (an API key, a header
-//! value, a model), with a per-process random seed. Raw values are hashed as soon as they are
-//! read and never stored, logged or printed.
+//! value, a model). Raw values are hashed as soon as they are read and never stored, logged
+//! or printed.
+//!
+//! By default the hash is seeded per process at random: fine for the in-memory store, useless
+//! for a store that several processes share, where the same API key must land on the same
+//! store key in every one of them. For that, configure a [`KeySecret`]: a keyed hash (SipHash-2-4
+//! under a 128-bit key derived from your secret) that is the same in every process holding the
+//! secret, and that nobody without it can compute — a store's keys reveal nothing about the API
+//! keys behind them, not even to someone who can guess one.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -53,11 +60,150 @@ impl Key {
         Key(z ^ (z >> 31))
     }
 
-    fn join(self, other: Key) -> Key {
-        let mut h = seeded().build_hasher();
-        h.write_u64(self.0);
-        h.write_u64(other.0);
+    fn join(self, other: Key, secret: &KeySecret) -> Key {
+        match secret.0 {
+            Secret::Process => {
+                let mut h = seeded().build_hasher();
+                h.write_u64(self.0);
+                h.write_u64(other.0);
+                Key(h.finish())
+            }
+            Secret::Shared(k) => k.hash(&[b"join", &self.0.to_le_bytes(), &other.0.to_le_bytes()]),
+        }
+    }
+}
+
+// === impl KeySecret ===
+
+/// The secret request keys are hashed with.
+///
+/// The default, [`KeySecret::per_process`], seeds the hash at random in each process, as
+/// [`Key::of`] does: right for the in-memory store. When several processes share a store
+/// (Redis), give them all the same secret — 16 bytes or more, from your secret store or an
+/// environment variable, e.g. `openssl rand -hex 32` — so that one API key gets one store key
+/// everywhere. The secret never leaves the process: the store sees 64-bit keyed hashes, which
+/// without the secret can neither be reversed nor recomputed from a guessed API key.
+///
+/// Keys made with a secret are stable: the same bytes and secret give the same [`Key`] in
+/// every process, on every platform, in every version of this crate with the same major
+/// version. Its `Debug` output never shows the secret.
+///
+/// ```
+/// use tower_quota::limit::KeySecret;
+///
+/// let a = KeySecret::new("correct horse battery staple").unwrap();
+/// let b = KeySecret::new("correct horse battery staple").unwrap();
+/// assert_eq!(a.key(b"Bearer sk-or-v1-team"), b.key(b"Bearer sk-or-v1-team"));
+/// assert_ne!(a.key(b"Bearer sk-or-v1-team"), KeySecret::new("another secret, 16+ bytes").unwrap().key(b"Bearer sk-or-v1-team"));
+/// assert!(KeySecret::new("short").is_err());
+/// assert!(!format!("{a:?}").contains("horse"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeySecret(Secret);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Secret {
+    /// The process's random seed ([`Key::of`]).
+    Process,
+    /// A 128-bit SipHash key derived from the configured secret.
+    Shared(SipKey),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SipKey(u64, u64);
+
+impl SipKey {
+    /// SipHash-2-4 of `parts`, each written as its length (8 bytes, little-endian) and its
+    /// bytes: an encoding that is the same on every platform and cannot make two lists of
+    /// parts collide.
+    fn hash(self, parts: &[&[u8]]) -> Key {
+        #[allow(deprecated)] // `SipHasher` is SipHash-2-4, which is what we want: stable, keyed.
+        let mut h = std::hash::SipHasher::new_with_keys(self.0, self.1);
+        for p in parts {
+            h.write(&(p.len() as u64).to_le_bytes());
+            h.write(p);
+        }
         Key(h.finish())
+    }
+}
+
+/// A [`KeySecret`] shorter than [`KeySecret::MIN_LEN`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShortSecret {
+    len: usize,
+}
+
+impl fmt::Display for ShortSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a key secret needs at least {} bytes, this one has {}",
+            KeySecret::MIN_LEN,
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for ShortSecret {}
+
+impl KeySecret {
+    /// The fewest bytes a secret may have.
+    pub const MIN_LEN: usize = 16;
+
+    /// A secret shared by every process that must agree on keys. At least
+    /// [`MIN_LEN`](Self::MIN_LEN) bytes; use random ones (any length past that is fine: the
+    /// secret is condensed into a 128-bit SipHash key).
+    pub fn new(secret: impl AsRef<[u8]>) -> Result<KeySecret, ShortSecret> {
+        let secret = secret.as_ref();
+        if secret.len() < Self::MIN_LEN {
+            return Err(ShortSecret { len: secret.len() });
+        }
+        // Two fixed keys derive the two halves: the secret's entropy, up to 128 bits, is kept.
+        let derive = |k0, k1| SipKey(k0, k1).hash(&[b"tower-quota key secret", secret]).0;
+        Ok(KeySecret(Secret::Shared(SipKey(
+            derive(0x7471_6b73_6563_7230, 0x0123_4567_89ab_cdef),
+            derive(0x7471_6b73_6563_7231, 0xfedc_ba98_7654_3210),
+        ))))
+    }
+
+    /// This process's random seed, the default: keys agree within the process only.
+    pub fn per_process() -> KeySecret {
+        KeySecret(Secret::Process)
+    }
+
+    /// Whether this is a configured secret (not [`per_process`](Self::per_process)).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Secret::Shared(_))
+    }
+
+    /// The key of `bytes` (an API key, a header value, a tenant id).
+    pub fn key(&self, bytes: &[u8]) -> Key {
+        match self.0 {
+            Secret::Process => Key::of(bytes),
+            Secret::Shared(k) => k.hash(&[b"value", bytes]),
+        }
+    }
+
+    fn model(&self, model: &str) -> Key {
+        match self.0 {
+            Secret::Process => Key::of(&("model", model)),
+            Secret::Shared(k) => k.hash(&[b"model", model.as_bytes()]),
+        }
+    }
+}
+
+impl Default for KeySecret {
+    fn default() -> Self {
+        KeySecret::per_process()
+    }
+}
+
+impl fmt::Debug for KeySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Secret::Process => f.write_str("KeySecret(per-process)"),
+            Secret::Shared(_) => f.write_str("KeySecret(..)"),
+        }
     }
 }
 
@@ -197,17 +343,27 @@ impl KeyBy {
         KeyBy::Custom(Arc::new(f))
     }
 
-    /// The key of a request.
+    /// The key of a request, hashed with this process's random seed
+    /// ([`KeySecret::per_process`]). A limiter configured with a secret keys requests with
+    /// [`key_with`](Self::key_with) and its [`key_secret`](super::Limiter::key_secret).
     pub fn key(&self, head: &RequestHead<'_>) -> Key {
+        self.key_with(head, &KeySecret::per_process())
+    }
+
+    /// The key of a request, hashed with `secret` (a [`Custom`](KeyBy::Custom) function
+    /// hashes as it likes: call [`KeySecret::key`] in it to agree across processes).
+    pub fn key_with(&self, head: &RequestHead<'_>, secret: &KeySecret) -> Key {
         match self {
             KeyBy::Global => Key::GLOBAL,
-            KeyBy::ApiKey => api_key(head.headers),
+            KeyBy::ApiKey => api_key(head.headers, secret),
             KeyBy::Header(name) => head
                 .headers
                 .get(name)
-                .map_or(Key::GLOBAL, |v| Key::of(v.as_bytes())),
-            KeyBy::Model => model_key(head),
-            KeyBy::ApiKeyAndModel => api_key(head.headers).join(model_key(head)),
+                .map_or(Key::GLOBAL, |v| secret.key(v.as_bytes())),
+            KeyBy::Model => model_key(head, secret),
+            KeyBy::ApiKeyAndModel => {
+                api_key(head.headers, secret).join(model_key(head, secret), secret)
+            }
             KeyBy::Custom(f) => f(head),
         }
     }
@@ -221,16 +377,16 @@ impl KeyBy {
     }
 }
 
-fn api_key(headers: &HeaderMap) -> Key {
+fn api_key(headers: &HeaderMap, secret: &KeySecret) -> Key {
     headers
         .get(AUTHORIZATION)
         .or_else(|| headers.get("x-api-key"))
-        .map_or(Key::GLOBAL, |v| Key::of(v.as_bytes()))
+        .map_or(Key::GLOBAL, |v| secret.key(v.as_bytes()))
 }
 
-fn model_key(head: &RequestHead<'_>) -> Key {
+fn model_key(head: &RequestHead<'_>, secret: &KeySecret) -> Key {
     head.model()
-        .map_or(Key::GLOBAL, |m| Key::of(&("model", m.as_str())))
+        .map_or(Key::GLOBAL, |m| secret.model(m.as_str()))
 }
 
 impl fmt::Debug for RequestHead<'_> {
@@ -354,5 +510,53 @@ impl Hasher for KeyHasher {
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_gives_the_same_keys_everywhere_and_only_with_it() {
+        let s = KeySecret::new("0123456789abcdef-shared-secret").unwrap();
+        let k = s.key(b"Bearer sk-or-v1-team");
+        // Pinned: a change here splits every deployment's keys in two during an upgrade.
+        assert_eq!(k, Key(0x5e3b_f2bb_61ca_abe6));
+        assert_eq!(
+            k,
+            KeySecret::new("0123456789abcdef-shared-secret")
+                .unwrap()
+                .key(b"Bearer sk-or-v1-team")
+        );
+        assert_ne!(
+            k,
+            KeySecret::new("0123456789abcdef-other-secret")
+                .unwrap()
+                .key(b"Bearer sk-or-v1-team")
+        );
+        assert_ne!(k, Key::of(b"Bearer sk-or-v1-team".as_slice()));
+        // Values of different kinds never collide by construction.
+        assert_ne!(s.key(b"x"), s.model("x"));
+        assert_eq!(KeySecret::new([7u8; 15]), Err(ShortSecret { len: 15 }));
+        assert_eq!(format!("{s:?}"), "KeySecret(..)");
+    }
+
+    #[test]
+    fn key_by_hashes_with_the_secret_given() {
+        let s = KeySecret::new("0123456789abcdef-shared-secret").unwrap();
+        let req = http::Request::builder()
+            .header("authorization", "Bearer sk-a")
+            .extension(Model::new("m"))
+            .body(())
+            .unwrap();
+        let head = RequestHead::of(&req);
+        assert_eq!(KeyBy::ApiKey.key_with(&head, &s), s.key(b"Bearer sk-a"));
+        assert_eq!(KeyBy::ApiKey.key(&head), Key::of(b"Bearer sk-a".as_slice()));
+        assert_eq!(KeyBy::Model.key_with(&head, &s), s.model("m"));
+        let both = KeyBy::ApiKeyAndModel.key_with(&head, &s);
+        assert_eq!(both, s.key(b"Bearer sk-a").join(s.model("m"), &s));
+        assert_ne!(both, KeyBy::ApiKeyAndModel.key(&head));
+        assert_eq!(KeyBy::Global.key_with(&head, &s), Key::GLOBAL);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::future::Learn;
-use super::key::{KeyBy, RequestHead};
+use super::key::{KeyBy, KeySecret, RequestHead};
 use super::limiter::{Acquire, LearnOptions, Limiter, Mode};
 use super::quota::Tier;
 use super::service::RateLimit;
@@ -53,7 +53,7 @@ impl Policy {
             Some(select) => select(head)?,
             None => self.limiter.tier().clone(),
         };
-        let key = self.key_by.key(head);
+        let key = self.key_by.key_with(head, self.limiter.key_secret());
         let weight = self.cost.as_ref().map_or(1, |f| f(head));
         let learn = self.learn.then(|| Learn {
             limiter: self.limiter.clone(),
@@ -143,20 +143,31 @@ impl RateLimitLayer {
         self.map_limiter(|l| l.with_max_wait(None))
     }
 
-    /// Adds a margin to every window and cooldown (default: zero).
+    /// Sets the least margin added to every window and cooldown (default: zero).
     ///
     /// The server counts a request when it *arrives*; two requests sent exactly one window
-    /// apart can arrive less than a window apart when the first took longer on the way. Over
-    /// a real network, set a margin of about the spread of your one-way latency (e.g. 100–
-    /// 250 ms against a hosted router): it costs that much per window and saves a 429 at each
-    /// window's edge. In-process tests need none.
+    /// apart can arrive less than a window apart when the first took longer on the way. The
+    /// limiter learns the margin that covers this from the round trips it sees and from any
+    /// 429 its windows did not predict ([`Limiter::learn_margin`]); set one here only as a
+    /// floor, when you know your network's spread.
     pub fn with_margin(self, margin: Duration) -> RateLimitLayer {
         self.map_limiter(|l| l.with_margin(margin))
+    }
+
+    /// Whether the limiter learns its margin (default: yes; see [`Limiter::learn_margin`]).
+    pub fn learn_margin(self, learn: bool) -> RateLimitLayer {
+        self.map_limiter(|l| l.learn_margin(learn))
     }
 
     /// Sets the store (default: a [`MemoryStore`](super::store::MemoryStore)).
     pub fn with_store(self, store: impl Store) -> RateLimitLayer {
         self.map_limiter(|l| l.with_store(store))
+    }
+
+    /// Sets the secret request keys are hashed with (see [`Limiter::with_key_secret`]); a
+    /// store shared by several processes sets it already.
+    pub fn with_key_secret(self, secret: KeySecret) -> RateLimitLayer {
+        self.map_limiter(|l| l.with_key_secret(secret))
     }
 
     /// Sets the wall clock the limiter is anchored to (for calendar windows).

@@ -1,10 +1,13 @@
 //! The [`Limiter`]: the shared handle that paces requests, usable with or without the layer.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -12,8 +15,9 @@ use tokio::time::{Instant, Sleep};
 
 use super::error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 use super::gate::{Gates, Joined};
-use super::key::Key;
-use super::quota::{dur_ns, smallcosts::Costs, Quota, Tier};
+use super::key::{Key, KeyHasher, KeySecret};
+use super::margin::Margin;
+use super::quota::{dur_ns, smallcosts::Costs, Quota, Tier, Window};
 use super::store::{
     AcquireRequest, Decision, MemoryStore, SnapshotRequest, Store, StoreError, StoreFuture, Update,
     UpdateRequest,
@@ -50,17 +54,22 @@ struct Config {
     tier: Tier,
     store: Arc<dyn Store>,
     margin: Duration,
+    learn_margin: bool,
     max_wait: Option<Duration>,
     max_queue: usize,
     learn_timeout: Duration,
     mode: Mode,
     clock: WallClock,
+    key_secret: KeySecret,
 }
 
 struct Shared {
     config: Config,
     gates: Gates,
-    margin_ns: u64,
+    margin: Margin,
+    /// Quotas learned from servers, per store key: the tier in force is the configured one
+    /// plus these.
+    learned: Learned,
     /// The limiter's clock: `wall_epoch + (tokio::time::Instant::now() - epoch)`, in
     /// nanoseconds since the Unix epoch. Monotonic and follows tokio's paused clock; every
     /// time that crosses the store is on it. Calendar periods read the wall clock itself,
@@ -105,11 +114,13 @@ impl Limiter {
             tier,
             store: Arc::new(MemoryStore::new()),
             margin: Duration::ZERO,
+            learn_margin: true,
             max_wait: Some(DEFAULT_MAX_WAIT),
             max_queue: DEFAULT_MAX_QUEUE,
             learn_timeout: DEFAULT_LEARN_TIMEOUT,
             mode: Mode::Wait,
             clock: WallClock::system(),
+            key_secret: KeySecret::per_process(),
         })
     }
 
@@ -121,7 +132,8 @@ impl Limiter {
             .map_or(0, dur_ns);
         Limiter {
             shared: Arc::new(Shared {
-                margin_ns: dur_ns(config.margin),
+                margin: Margin::new(dur_ns(config.margin), config.learn_margin),
+                learned: Learned::default(),
                 config,
                 gates: Gates::new(),
                 epoch: Instant::now(),
@@ -136,20 +148,51 @@ impl Limiter {
         Limiter::from_config(config)
     }
 
-    /// Sets the store (a new limiter: configure before sharing).
+    /// Sets the store (a new limiter: configure before sharing). A store with a
+    /// [`key_secret`](Store::key_secret) (a store shared by several processes) sets the
+    /// limiter's too.
     pub fn with_store(self, store: impl Store) -> Limiter {
-        self.reconfigure(|c| c.store = Arc::new(store))
+        self.with_shared_store(Arc::new(store))
     }
 
-    /// Sets a shared store (a new limiter: configure before sharing).
+    /// Sets a shared store (a new limiter: configure before sharing); like
+    /// [`with_store`](Self::with_store).
     pub fn with_shared_store(self, store: Arc<dyn Store>) -> Limiter {
-        self.reconfigure(|c| c.store = store)
+        self.reconfigure(|c| {
+            if let Some(secret) = store.key_secret() {
+                c.key_secret = secret.clone();
+            }
+            c.store = store;
+        })
     }
 
-    /// Adds `margin` to every window (and cooldown), to absorb clock and network jitter
-    /// between client and server. Default: zero.
+    /// Sets the secret the layer hashes request keys with (default:
+    /// [`KeySecret::per_process`]). Processes that share a store must share it; a store that
+    /// holds one sets it already ([`with_store`](Self::with_store)).
+    pub fn with_key_secret(self, secret: KeySecret) -> Limiter {
+        self.reconfigure(|c| c.key_secret = secret)
+    }
+
+    /// The secret request keys are hashed with ([`KeyBy::key_with`](super::KeyBy::key_with)).
+    pub fn key_secret(&self) -> &KeySecret {
+        &self.shared.config.key_secret
+    }
+
+    /// Sets the least margin added to every window (and cooldown), to absorb the difference
+    /// between when requests are sent and when the server counts them. Default: zero — the
+    /// limiter learns the margin from the round trips it sees and from any 429 its windows
+    /// did not predict ([`learn_margin`](Self::learn_margin)); this is a floor for those who
+    /// know their network.
     pub fn with_margin(self, margin: Duration) -> Limiter {
         self.reconfigure(|c| c.margin = margin)
+    }
+
+    /// Whether to learn the margin (default: yes): from the spread of round trips (the 5th to
+    /// the 95th percentile of the last 64) and from surprise 429s (each doubles it, at least
+    /// 20 ms, halving every 5 minutes without another), never more than a twentieth of the
+    /// tier's shortest window nor 2 s. See [`learned_margin`](Self::learned_margin).
+    pub fn learn_margin(self, learn: bool) -> Limiter {
+        self.reconfigure(|c| c.learn_margin = learn)
     }
 
     /// Sets the longest a request may wait (`None`: no bound). Default: [`DEFAULT_MAX_WAIT`].
@@ -203,9 +246,33 @@ impl Limiter {
         self.shared.config.max_wait
     }
 
-    /// The margin.
+    /// The configured margin: the floor of the margin in force.
     pub fn margin(&self) -> Duration {
         self.shared.config.margin
+    }
+
+    /// The margin learned so far (before the per-tier bound and the floor apply).
+    pub fn learned_margin(&self) -> Duration {
+        Duration::from_nanos(self.shared.margin.learned())
+    }
+
+    /// The margin in force for `tier`: the learned one, bounded by a twentieth of the tier's
+    /// shortest window, and at least the configured one.
+    pub fn margin_for(&self, tier: &Tier) -> Duration {
+        Duration::from_nanos(self.margin_ns(tier))
+    }
+
+    fn margin_ns(&self, tier: &Tier) -> u64 {
+        self.shared.margin.get(tier.shortest_window_ns())
+    }
+
+    /// A round trip from admission to response, for the learned margin.
+    pub(crate) fn observe_round_trip(&self, admitted: Instant) {
+        let now = Instant::now();
+        self.shared.margin.observe_rtt(
+            dur_ns(now.saturating_duration_since(admitted)),
+            self.to_ns(now),
+        );
     }
 
     /// The most requests of one key that may wait in this process.
@@ -278,7 +345,7 @@ impl Limiter {
     ) -> Option<Result<Decision, StoreError>> {
         let req = AcquireRequest::new(key, tier.specs(), costs, t.now)
             .with_wall(t.wall)
-            .with_margin(self.shared.margin_ns);
+            .with_margin(self.margin_ns(tier));
         self.shared.config.store.acquire_now(&req)
     }
 
@@ -287,7 +354,7 @@ impl Limiter {
         let store = self.shared.config.store.clone();
         let tier = tier.clone();
         let costs = costs.clone();
-        let margin = self.shared.margin_ns;
+        let margin = self.margin_ns(&tier);
         Box::pin(async move {
             let req = AcquireRequest::new(key, tier.specs(), costs.as_slice(), t.now)
                 .with_wall(t.wall)
@@ -313,9 +380,11 @@ impl Limiter {
     }
 
     pub(crate) fn acquire_tier(&self, key: Key, tier: Tier, cost: u64) -> Acquire {
+        let store_key = key.with_tier(tier.id());
+        let tier = self.shared.learned.in_force(store_key, tier);
         Acquire {
             limiter: self.clone(),
-            store_key: key.with_tier(tier.id()),
+            store_key,
             key,
             costs: tier.costs(cost),
             tier,
@@ -333,10 +402,10 @@ impl Limiter {
     /// in-memory store); other stores fail with [`AcquireError::Store`].
     pub fn try_acquire(&self, key: Key, cost: u64) -> Result<(), AcquireError> {
         let s = &*self.shared;
-        let tier = &s.config.tier;
         // A tier without quotas still goes to the store: what was learned from the server
-        // (cooldowns, pauses until a reset) holds for it too.
-        let store_key = key.with_tier(tier.id());
+        // (cooldowns, pauses until a reset, quotas) holds for it too.
+        let store_key = key.with_tier(s.config.tier.id());
+        let tier = &s.learned.in_force(store_key, s.config.tier.clone());
         if s.gates.has_waiters(store_key) {
             return Err(limited(key, tier, Reason::Rejected, None));
         }
@@ -427,13 +496,14 @@ impl Limiter {
 
     /// The state of `key`'s windows under `tier`.
     pub async fn snapshot_with(&self, key: Key, tier: &Tier) -> Result<Snapshot, StoreError> {
+        let store_key = key.with_tier(tier.id());
+        let tier = &self.shared.learned.in_force(store_key, tier.clone());
         let t = self.times(tier, Instant::now());
         let now = t.now;
-        let store_key = key.with_tier(tier.id());
         let s = &self.shared;
         let req = SnapshotRequest::new(store_key, tier.specs(), t.now)
             .with_wall(t.wall)
-            .with_margin(s.margin_ns);
+            .with_margin(self.margin_ns(tier));
         let snap = s.config.store.snapshot(req).await?;
         let windows = tier
             .quotas()
@@ -471,9 +541,11 @@ impl Limiter {
         let until = self
             .now_ns()
             .saturating_add(dur_ns(delay))
-            .saturating_add(self.shared.margin_ns);
+            .saturating_add(self.margin_ns(tier));
         tracing::info!(key = %key, tier = tier.name(), delay_ms = delay.as_millis() as u64, "rate limit: cooling down");
-        match self.apply(key, tier, vec![Update::BlockUntil(until)]) {
+        let store_key = key.with_tier(tier.id());
+        let tier = self.shared.learned.in_force(store_key, tier.clone());
+        match self.apply(store_key, &tier, vec![Update::BlockUntil(until)]) {
             Some(fut) => fut.await,
             None => Ok(()),
         }
@@ -483,22 +555,21 @@ impl Limiter {
     /// else returns the future of the one round trip.
     fn apply(
         &self,
-        key: Key,
+        store_key: Key,
         tier: &Tier,
         updates: Vec<Update>,
     ) -> Option<StoreFuture<'static, ()>> {
         let s = &self.shared;
-        let store_key = key.with_tier(tier.id());
         let t = self.times(tier, Instant::now());
+        let margin = self.margin_ns(tier);
         let req = UpdateRequest::new(store_key, tier.specs(), &updates, t.now)
             .with_wall(t.wall)
-            .with_margin(s.margin_ns);
+            .with_margin(margin);
         if s.config.store.update_now(&req) {
             return None;
         }
         let store = s.config.store.clone();
         let tier = tier.clone();
-        let margin = s.margin_ns;
         Some(Box::pin(async move {
             let req = UpdateRequest::new(store_key, tier.specs(), &updates, t.now)
                 .with_wall(t.wall)
@@ -524,11 +595,16 @@ impl Limiter {
         classification: &Classification,
         options: LearnOptions,
     ) -> Option<Learning> {
-        let updates = self.updates(key, tier, classification, options);
+        let store_key = key.with_tier(tier.id());
+        let mut in_force = self.shared.learned.in_force(store_key, tier.clone());
+        if let Some(grown) = self.learn_quotas(key, &in_force, classification, options) {
+            in_force = self.shared.learned.set(store_key, tier, grown);
+        }
+        let updates = self.updates(key, tier, &in_force, classification, options);
         if updates.is_empty() {
             return None;
         }
-        let fut = self.apply(key, tier, updates)?;
+        let fut = self.apply(store_key, &in_force, updates)?;
         let timeout = self.shared.config.learn_timeout;
         Some(Learning {
             fut,
@@ -537,9 +613,48 @@ impl Limiter {
         })
     }
 
+    /// The tier in force grown by the windows the server announced that it has no quota for
+    /// (an empty tier learns its quotas so), or `None` when nothing is new.
+    fn learn_quotas(
+        &self,
+        key: Key,
+        in_force: &Tier,
+        c: &Classification,
+        options: LearnOptions,
+    ) -> Option<Tier> {
+        let applies = match c.scope() {
+            Scope::Model | Scope::Upstream => options.keys_model,
+            _ => true,
+        };
+        if !applies {
+            return None;
+        }
+        let mut grown: Option<Tier> = None;
+        for w in c.rate_limit().windows() {
+            let current = grown.as_ref().unwrap_or(in_force);
+            if current
+                .quotas()
+                .iter()
+                .any(|q| q.dimension() == &w.dimension)
+            {
+                continue;
+            }
+            let (Some(limit), Some(window)) =
+                (w.limit.filter(|&l| l > 0), infer_window(w, self.now_wall()))
+            else {
+                continue;
+            };
+            let quota = window.quota(limit).with_dimension(w.dimension.clone());
+            tracing::info!(key = %key, tier = in_force.name(), quota = %quota, "rate limit: learned a quota from the server");
+            grown = Some(current.clone().with_quota(quota));
+        }
+        grown
+    }
+
     fn updates(
         &self,
         key: Key,
+        configured: &Tier,
         tier: &Tier,
         c: &Classification,
         options: LearnOptions,
@@ -556,7 +671,16 @@ impl Limiter {
             return out;
         }
         let now = self.now_ns();
-        let margin = self.shared.margin_ns;
+        if c.class() == QuotaClass::RateLimited
+            && matches!(c.scope(), Scope::Account | Scope::Unknown)
+            && !tier.quotas().is_empty()
+        {
+            // The windows admitted this request: the server counted it in a window they
+            // did not see, so its arrivals run further from our sends than the margin says.
+            self.shared.margin.surprise(now);
+            tracing::debug!(key = %key, tier = tier.name(), learned_margin_ms = self.learned_margin().as_millis() as u64, "rate limit: a 429 the windows did not predict, widening the margin");
+        }
+        let margin = self.margin_ns(tier);
         let until = |d: Duration| now.saturating_add(dur_ns(d)).saturating_add(margin);
         let info = c.rate_limit();
         let delay = match c.class() {
@@ -588,8 +712,21 @@ impl Limiter {
                     reset: w.reset.map(dur_ns),
                 });
             }
-            if options.learn_limits {
-                if let Some(limit) = w.limit.filter(|&l| l > 0) {
+            // The server's limit is adopted when asked, when it is tighter than the one
+            // configured, and always for a quota learned from the server.
+            if let Some(limit) = w.limit.filter(|&l| l > 0) {
+                let configured_limit = configured
+                    .quotas()
+                    .iter()
+                    .find(|q| {
+                        q.window() == tier.quotas()[quota].window() && q.dimension() == &w.dimension
+                    })
+                    .map(Quota::limit);
+                let adopt = match configured_limit {
+                    Some(mine) => options.learn_limits || limit < mine,
+                    None => true,
+                };
+                if adopt {
                     if limit != tier.quotas()[quota].limit() {
                         tracing::info!(key = %key, tier = tier.name(), quota, limit, "rate limit: adopting the server's limit");
                     }
@@ -631,6 +768,73 @@ fn match_quota(quotas: &[Quota], w: &RateLimitWindow) -> Option<usize> {
     (cands.len() == 1).then(|| cands[0])
 }
 
+/// The window a server-reported window describes: its own length when it said (IETF `w`);
+/// else, from the time until it resets, a UTC day when it resets at a UTC midnight hours
+/// away, else the shortest common window (1 s, 10 s, 1 min, 1 h, 1 day) that reset fits in
+/// (with 10 % of slack).
+fn infer_window(w: &RateLimitWindow, wall: SystemTime) -> Option<Window> {
+    if let Some(len) = w.window.filter(|d| !d.is_zero()) {
+        return Some(Window::Rolling(len));
+    }
+    let reset = w.reset?;
+    const DAY: u64 = 86_400;
+    if reset > Duration::from_secs(3600) {
+        let at = wall.checked_add(reset)?;
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        let off = secs.rem_euclid(DAY as f64);
+        if off < 2.0 || off > DAY as f64 - 2.0 {
+            return Some(Window::Calendar(Duration::from_secs(DAY)));
+        }
+    }
+    // A reset a little past a common window is that window, seen late (rounding, the way
+    // back): 10 % of slack.
+    [1, 10, 60, 3600, DAY]
+        .into_iter()
+        .map(Duration::from_secs)
+        .find(|&len| reset <= len + len / 10)
+        .map(Window::Rolling)
+}
+
+/// The quotas learned per store key, beside the configured tier.
+#[derive(Default)]
+struct Learned {
+    tiers: Mutex<HashMap<u64, Tier, BuildHasherDefault<KeyHasher>>>,
+    /// Whether any tier was learned: the common case reads one atomic.
+    any: AtomicBool,
+}
+
+/// The most keys whose quotas are learned; past it, no new key learns any (cooldowns and
+/// pauses still apply).
+const MAX_LEARNED_KEYS: usize = 100_000;
+
+impl Learned {
+    /// The tier in force for `store_key`: the learned one, else `configured`.
+    fn in_force(&self, store_key: Key, configured: Tier) -> Tier {
+        if !self.any.load(Ordering::Acquire) {
+            return configured;
+        }
+        let tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        tiers.get(&store_key.0).cloned().unwrap_or(configured)
+    }
+
+    /// Records `grown` for `store_key` (within the bound) and returns the tier in force.
+    fn set(&self, store_key: Key, configured: &Tier, grown: Tier) -> Tier {
+        let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        if tiers.len() >= MAX_LEARNED_KEYS && !tiers.contains_key(&store_key.0) {
+            return tiers
+                .get(&store_key.0)
+                .cloned()
+                .unwrap_or_else(|| configured.clone());
+        }
+        tiers.insert(store_key.0, grown.clone());
+        self.any.store(true, Ordering::Release);
+        grown
+    }
+}
+
 fn limited(key: Key, tier: &Tier, reason: Reason, available_at: Option<Instant>) -> AcquireError {
     let now = Instant::now();
     let e = RateLimited {
@@ -657,7 +861,9 @@ impl fmt::Debug for Limiter {
             .field("mode", &c.mode)
             .field("max_wait", &c.max_wait)
             .field("margin", &c.margin)
+            .field("learned_margin", &self.learned_margin())
             .field("clock", &c.clock)
+            .field("key_secret", &c.key_secret)
             .finish()
     }
 }
@@ -810,7 +1016,7 @@ impl Acquire {
     /// least `floor((ahead + cost - 1) / N)` more windows after the head's admission. A lower
     /// bound: honest as a `retry_after`, and a sure sign the request cannot make its deadline.
     fn earliest_behind(&self, head_at: Instant, ahead: &Costs) -> Instant {
-        let margin = self.limiter.margin();
+        let margin = self.limiter.margin_for(&self.tier);
         let mut at = head_at;
         for ((q, &units), &cost) in self
             .tier

@@ -51,8 +51,9 @@
 //!   limits; only a model-keyed key for model- or upstream-scoped ones), pauses until a
 //!   reset, tightening, and with [`RateLimitLayer::learn_limits`] the server's limits.
 //!   Learned state lives in the store with the windows and goes when the key is evicted.
-//! - **Keys** are SipHash-ed with a per-process random seed as soon as they are read; logs,
-//!   errors and `Debug` output show the hash only.
+//! - **Keys** are SipHash-ed as soon as they are read, with a per-process random seed or, for
+//!   a store shared by several processes, a configured [`KeySecret`]; logs, errors and
+//!   `Debug` output show the hash only.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -91,6 +92,7 @@ mod gate;
 mod key;
 mod layer;
 mod limiter;
+mod margin;
 mod quota;
 mod response;
 mod service;
@@ -99,7 +101,7 @@ mod window;
 
 pub use error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 pub use future::ResponseFuture;
-pub use key::{Key, KeyBy, Model, RequestHead};
+pub use key::{Key, KeyBy, KeySecret, Model, RequestHead, ShortSecret};
 pub use layer::RateLimitLayer;
 pub use limiter::{
     Acquire, LearnOptions, Learning, Limiter, Mode, Snapshot, WindowSnapshot,

@@ -37,6 +37,22 @@ impl Window {
     pub fn is_calendar(&self) -> bool {
         matches!(self, Window::Calendar(_))
     }
+
+    /// A quota of `limit` requests over this window.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_quota::limit::Window;
+    /// use tower_quota::Quota;
+    ///
+    /// assert_eq!(Window::Rolling(Duration::from_secs(60)).quota(20), Quota::per_minute(20));
+    /// ```
+    pub fn quota(self, limit: u64) -> Quota {
+        match self {
+            Window::Rolling(d) => Quota::new(limit, d),
+            Window::Calendar(p) => Quota::calendar(limit, p),
+        }
+    }
 }
 
 /// One limit: at most `limit` units per window.
@@ -330,6 +346,17 @@ impl Tier {
 
     pub(crate) fn specs(&self) -> &Arc<[QuotaSpec]> {
         &self.inner.specs
+    }
+
+    /// The length of the tier's shortest window in nanoseconds, 0 without quotas (bounds the
+    /// learned margin).
+    pub(crate) fn shortest_window_ns(&self) -> u64 {
+        self.inner
+            .specs
+            .iter()
+            .map(|s| s.window_ns)
+            .min()
+            .unwrap_or(0)
     }
 
     /// Whether a quota of the tier is a calendar window (the only thing that reads the wall

@@ -62,6 +62,7 @@ pub(crate) struct RollingLog {
 impl RollingLog {
     /// Drops the entries that no longer count at `now` (`last + window <= now`).
     fn purge(&mut self, now: u64, window: u64) {
+        let before = self.entries.len();
         while let Some(e) = self.entries.front() {
             if e.last.saturating_add(window) <= now {
                 self.used -= e.cost;
@@ -69,6 +70,10 @@ impl RollingLog {
             } else {
                 break;
             }
+        }
+        if self.entries.is_empty() && before > 0 {
+            // An idle key (held for its calendar count, say) keeps no log buffer.
+            self.entries = VecDeque::new();
         }
     }
 

@@ -17,16 +17,22 @@
 //! so the hot path allocates no future; a network store pays one box per call, small next
 //! to a round trip.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
 
-pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
+pub use memory::{MemoryStore, DEFAULT_MAX_KEYS};
 
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use super::key::Key;
+use super::key::{Key, KeySecret};
 
 /// The future a [`Store`] returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -364,4 +370,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The state of `req.key`, or `None` if the store holds nothing for it.
     fn snapshot<'a>(&'a self, req: SnapshotRequest<'a>) -> StoreFuture<'a, Option<StoreSnapshot>>;
+
+    /// The secret keys must be hashed with for this store, if it has one: a store shared by
+    /// several processes holds the [`KeySecret`] they all use, and a
+    /// [`Limiter`](crate::limit::Limiter) given the store adopts it, so that one API key
+    /// gets one store key in every process. The default (`None`) leaves the limiter's own.
+    fn key_secret(&self) -> Option<&KeySecret> {
+        None
+    }
 }

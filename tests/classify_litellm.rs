@@ -1,0 +1,66 @@
+//! The LiteLLM proxy's answers as a real proxy gave them (`tests/fixtures/litellm/*.json`,
+//! captured by `tests/litellm.rs`, each naming the LiteLLM version and the configuration that
+//! produced it), through every classifier that may face them: `Auto`, `LiteLlm`, and `OpenAi`
+//! or `Anthropic` for the endpoint's API. No Python needed.
+
+#[path = "support/litellm_fixture.rs"]
+mod fixture;
+
+use std::time::Duration;
+
+use fixture::Fixture;
+use tower_quota::classify::{Auto, Classify, QuotaClass};
+use tower_quota::limit::{AcquireError, Key, LearnOptions, Limiter, Mode};
+use tower_quota::{Quota, Tier};
+
+#[test]
+fn every_captured_answer_is_classified_as_reviewed() {
+    let all = Fixture::all();
+    assert!(all.len() >= 30, "only {} fixtures", all.len());
+    let errors: Vec<String> = all.iter().flat_map(Fixture::mismatches).collect();
+    assert!(
+        errors.is_empty(),
+        "{} mismatches:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn quota_exhaustion_is_never_retried() {
+    let mut exhausted = 0;
+    for f in Fixture::all() {
+        for (who, c) in f.classify() {
+            if c.class() == QuotaClass::QuotaExhausted {
+                exhausted += 1;
+                assert!(!c.should_retry(), "[{}] via {who}: {c}", f.name);
+            }
+        }
+    }
+    assert!(exhausted >= 8, "{exhausted} exhausted verdicts");
+}
+
+/// The key limiter's success headers (`x-ratelimit-api_key-remaining-requests: 0`) tell the
+/// limiter that the key's window is full, though the upstream's copied headers on the same
+/// response say 499 requests remain.
+#[tokio::test(start_paused = true)]
+async fn the_key_limiters_headers_fill_the_local_window() {
+    let f = Fixture::load("key_rpm_ok_chat").expect("fixture");
+    let c = Auto.classify_at(&f.parts(), b"", f.captured_at);
+    let requests = c.rate_limit().requests().expect("a request window");
+    assert_eq!((requests.limit, requests.remaining), (Some(2), Some(0)));
+
+    let tier = Tier::new("litellm-key").with_quota(Quota::per_minute(2));
+    let limiter = Limiter::new(tier.clone()).with_mode(Mode::Reject);
+    let key = Key::of("sk-rpm");
+    limiter.acquire(key, 1).await.unwrap();
+    if let Some(learning) = limiter.learn(key, &tier, &c, LearnOptions::default()) {
+        learning.await;
+    }
+    match limiter.acquire(key, 1).await {
+        Err(AcquireError::RateLimited(e)) => {
+            assert!(e.retry_after().unwrap() <= Duration::from_secs(60))
+        }
+        other => panic!("the window is full: {other:?}"),
+    }
+}
