@@ -76,7 +76,11 @@ async fn a_million_keys_over_a_week_stay_bounded_and_drain() {
         for _ in 0..fresh {
             let key = Key::of(&next);
             next += 1;
-            let limiter = if next.is_multiple_of(2) { &wait } else { &reject };
+            let limiter = if next.is_multiple_of(2) {
+                &wait
+            } else {
+                &reject
+            };
             let _ = limiter.try_acquire(key, 1);
         }
         for (i, &k) in regulars.iter().enumerate() {
