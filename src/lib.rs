@@ -144,6 +144,11 @@ mod stack;
 pub mod tiers;
 
 pub use classify::QuotaClassifyLayer;
-pub use limit::{Quota, RateLimitLayer, Tier};
+pub use limit::{KeyBy, Quota, RateLimitLayer, Tier};
 pub use retry::RetryAfterLayer;
 pub use stack::{QuotaLayer, QuotaStack};
+
+/// Every Rust snippet of the README compiles (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -170,6 +170,36 @@ pub mod openrouter {
             free_with_daily(per_day)
         }
 
+        /// The key's tier for paid models: [`paid`] (500 per minute), or — when the key
+        /// has no credits left under its limit (`limit_remaining` ≤ 0) — a tier that admits
+        /// nothing, so that a paid request fails at once with a
+        /// [`CostExceedsLimit`](crate::limit::CostExceedsLimit) naming it instead of being
+        /// sent for a 402. Free models are not affected (see [`tier`](Self::tier)).
+        ///
+        /// ```
+        /// use tower_quota::limit::{CostExceedsLimit, Key, Limiter};
+        /// use tower_quota::tiers::openrouter::KeyInfo;
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let broke = serde_json::json!({"data": {"limit": 10.0, "limit_remaining": 0.0}});
+        /// let tier = KeyInfo::from_json(&broke).unwrap().paid_tier();
+        /// let err = Limiter::new(tier).acquire(Key::of("k"), 1).await.unwrap_err();
+        /// assert!(err.to_string().contains("no credits left"), "{err}");
+        ///
+        /// let funded = serde_json::json!({"data": {"limit": 10.0, "limit_remaining": 3.5}});
+        /// assert_eq!(KeyInfo::from_json(&funded).unwrap().paid_tier().quotas()[0].limit(), 500);
+        /// # }
+        /// ```
+        pub fn paid_tier(&self) -> Tier {
+            match self.limit_remaining {
+                Some(left) if left <= 0.0 => {
+                    Tier::new("openrouter-paid: no credits left").with_quota(Quota::per_minute(0))
+                }
+                _ => paid(),
+            }
+        }
+
         /// Today's use of the daily cap as the limiter learns from responses: a
         /// classification whose rate-limit state is a request window of a UTC day with the
         /// reported limit and remaining, resetting at the next UTC midnight after `now`.
