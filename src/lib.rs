@@ -97,7 +97,7 @@
 //! (`tower_quota::sim`, feature `sim`). With the feature `reqwest-middleware`, `tower_quota::reqwest`
 //! brings the same pacing, classification and retries to a
 //! `reqwest_middleware::ClientWithMiddleware`, configured by the same `QuotaLayer`. With the
-//! feature `serde`, [`Tier`], [`Quota`] and [`KeyBy`](limit::KeyBy) read from configuration
+//! feature `serde`, [`Tier`], [`Quota`] and [`KeyBy`] read from configuration
 //! files (`{ name = "free", quotas = [{ limit = 20, window = "1m" }, { limit = 50, per =
 //! "utc-day" }] }`).
 //!
