@@ -33,6 +33,8 @@ pin_project! {
         // The request's head and a handle on its body, for the next attempt; `None` when no
         // retry is possible.
         template: Option<(request::Parts, ReplayBody<ReqB>)>,
+        // The next attempt's request, made as soon as the retry is decided.
+        next: Option<http::Request<ReplayBody<ReqB>>>,
         // Allocated on the first retry only, and reused.
         sleep: Option<Pin<Box<Sleep>>>,
         // The response of the last attempt that reached the server, held while a retry is
@@ -75,6 +77,7 @@ where
             service,
             shared,
             template,
+            next: None,
             sleep: None,
             last: None,
             attempts: 1,
@@ -165,6 +168,21 @@ where
                         (Step::Stop(_), Err(e)) => return Poll::Ready(Err(e)),
                         (Step::Stop(_), Ok(())) => unreachable!("returned above"),
                     };
+                    // The next attempt's body is made now, not after the wait: it takes the
+                    // caller's body over at once, so a connection still streaming the
+                    // answered attempt's body stops reading it (and cannot push the
+                    // recording past the cap while we wait).
+                    let final_attempt = *this.attempts + 1 >= this.shared.limits.max_attempts;
+                    let (parts, body) = if final_attempt {
+                        let (parts, body) =
+                            this.template.take().expect("a retry needs the request");
+                        (parts, body.replay())
+                    } else {
+                        let (parts, body) =
+                            this.template.as_ref().expect("a retry needs the request");
+                        (parts.clone(), body.replay())
+                    };
+                    *this.next = Some(http::Request::from_parts(parts, body));
                     // An error of this attempt is dropped here; a response is held in `last`.
                     if delay.is_zero() {
                         this.state.set(State::Retrying);
@@ -195,15 +213,8 @@ where
                         });
                     }
                     *this.attempts += 1;
-                    let last = *this.attempts >= this.shared.limits.max_attempts;
-                    let (parts, body) = if last {
-                        this.template.take().expect("a retry needs the request")
-                    } else {
-                        let (parts, body) =
-                            this.template.as_ref().expect("a retry needs the request");
-                        (parts.clone(), body.replay())
-                    };
-                    let future = this.service.call(http::Request::from_parts(parts, body));
+                    let request = this.next.take().expect("a retry has its request");
+                    let future = this.service.call(request);
                     this.state.set(State::Called { future });
                 }
             }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes};
 use http::HeaderMap;
@@ -24,32 +24,64 @@ pub const DEFAULT_MAX_REPLAY_BYTES: usize = 2 * 1024 * 1024;
 /// body when it got its response — goes on reading the caller's body where the first left off.
 /// So every attempt sends the same bytes, and the caller's body is read once.
 ///
+/// # One reader at a time
+///
+/// The caller's body has one owner at a time: the newest attempt's handle. When
+/// `RetryAfter` decides to retry, the next attempt's handle takes the caller's body over at
+/// once, and the earlier attempt's handle — which a connection may still be streaming, though
+/// the server has already answered it — never polls the caller's body again. So the caller's
+/// body only ever holds the owner's waker, and no reader waits on a wakeup that went to
+/// another. An earlier handle that is polled on still gets the recorded bytes it had not
+/// sent yet, and the trailers if the body has ended (so a body that was read to its end is
+/// sent whole); where it would have to read on, it gets a [`ReplayError::Superseded`], and
+/// if it is waiting for the caller's body when the newer attempt takes over, it is woken to
+/// be told so. It never hangs and never ends early: a handle yields every byte of the body
+/// or an error.
+///
+/// (linkerd2-proxy's `ReplayBody`, which this follows, moves its state into the handle that
+/// polls and back when that handle is dropped, and panics if a second handle is polled
+/// meanwhile. Here a connection that keeps streaming an answered request's body must neither
+/// stall the retry nor be left waiting, so ownership passes to the newest handle when it is
+/// made, rather than when the old one is dropped.)
+///
+/// # The cap
+///
 /// Past the cap the recording is dropped: the attempt that is reading still sends every byte,
 /// intact, but the request is not retried. A body whose exact size is known to exceed the cap
-/// is never recorded at all; an empty body costs nothing.
+/// is never recorded at all; an empty body costs nothing (no allocation, no lock).
 ///
 /// Chunks are stored as [`Bytes`]: for a body whose chunks already are `Bytes` (as
 /// `http_body_util::Full<Bytes>`'s are) recording is a reference-count increment, not a copy.
 ///
 /// The data type is always [`Bytes`] and the error type [`BoxError`]: the caller's body's
 /// error, boxed, or a [`ReplayError`] for an attempt that can no longer be served (an older
-/// attempt's body polled after the recording was dropped).
+/// attempt's body polled after the recording was dropped, or after a newer attempt took the
+/// caller's body over). A handle that has yielded an error yields one on every later poll.
 ///
 /// The caller's body must be [`Unpin`] (box it with `Box::pin` if it is not).
 pub struct ReplayBody<B> {
     /// `None` for a body that was empty from the start: nothing to share.
     shared: Option<Arc<Mutex<Shared<B>>>>,
+    /// This handle's number: handles made later have higher ones.
+    id: u64,
     /// Chunks this handle has yielded.
     pos: usize,
     /// Bytes this handle has yielded.
     consumed: u64,
     /// Whether this handle has yielded the trailers (or there are none).
     trailers_done: bool,
+    /// Set once this handle has yielded an error: every later poll yields this one.
+    failed: Option<ReplayError>,
 }
 
 struct Shared<B> {
     /// The caller's body, until it ends or fails.
     body: Option<B>,
+    /// The number of the newest handle: the one handle that may poll the caller's body.
+    owner: u64,
+    /// The owner's waker while the caller's body is pending, so that a newer handle taking
+    /// the body over can wake it to learn so.
+    parked: Option<Waker>,
     /// The recorded chunks; emptied once the cap is passed.
     chunks: Chunks,
     /// Chunks read from the caller's body so far.
@@ -80,6 +112,8 @@ impl<B: Body> ReplayBody<B> {
         } else {
             Some(Arc::new(Mutex::new(Shared {
                 body: Some(body),
+                owner: 1,
+                parked: None,
                 chunks: Chunks::default(),
                 read: 0,
                 bytes: 0,
@@ -91,30 +125,44 @@ impl<B: Body> ReplayBody<B> {
                 hint,
             })))
         };
-        ReplayBody {
-            shared,
-            pos: 0,
-            consumed: 0,
-            trailers_done: false,
-        }
+        ReplayBody::handle(shared, 1)
     }
 }
 
 impl<B> ReplayBody<B> {
+    fn handle(shared: Option<Arc<Mutex<Shared<B>>>>, id: u64) -> Self {
+        ReplayBody {
+            shared,
+            id,
+            pos: 0,
+            consumed: 0,
+            trailers_done: false,
+            failed: None,
+        }
+    }
+
     /// Whether the body can still be sent again from its start: it has not passed the cap
     /// nor failed.
     pub fn is_replayable(&self) -> bool {
         self.lock().is_none_or(|s| !s.capped && !s.failed)
     }
 
-    /// A new handle that sends the body again from its start.
+    /// A new handle that sends the body again from its start, and takes the caller's body
+    /// over from every older handle: from now on only this one polls it (until a newer one
+    /// is made). An older handle waiting for the caller's body is woken, to learn so.
     pub(crate) fn replay(&self) -> Self {
-        ReplayBody {
-            shared: self.shared.clone(),
-            pos: 0,
-            consumed: 0,
-            trailers_done: false,
+        let Some(shared) = &self.shared else {
+            return ReplayBody::handle(None, 0);
+        };
+        let (id, parked) = {
+            let mut s = lock(shared);
+            s.owner += 1;
+            (s.owner, s.parked.take())
+        };
+        if let Some(waker) = parked {
+            waker.wake();
         }
+        ReplayBody::handle(Some(Arc::clone(shared)), id)
     }
 
     fn lock(&self) -> Option<MutexGuard<'_, Shared<B>>> {
@@ -138,16 +186,19 @@ where
         let Some(shared) = this.shared.as_deref() else {
             return Poll::Ready(None);
         };
+        if let Some(e) = this.failed {
+            return Poll::Ready(Some(Err(e.into())));
+        }
         let mut guard = lock(shared);
         let s = &mut *guard;
         loop {
             // Replay what was recorded.
             if this.pos < s.read {
                 if s.failed {
-                    return Poll::Ready(Some(Err(ReplayError::Failed.into())));
+                    return fail(&mut this.failed, ReplayError::Failed);
                 }
                 if s.capped {
-                    return Poll::Ready(Some(Err(ReplayError::Capped.into())));
+                    return fail(&mut this.failed, ReplayError::Capped);
                 }
                 let chunk = s.chunks.get(this.pos).clone();
                 this.pos += 1;
@@ -165,22 +216,36 @@ where
             }
             let Some(body) = s.body.as_mut() else {
                 // Neither ended nor readable: the caller's body failed.
-                return Poll::Ready(Some(Err(ReplayError::Failed.into())));
+                return fail(&mut this.failed, ReplayError::Failed);
             };
+            // Only the owner reads on.
+            if s.owner != this.id {
+                return fail(&mut this.failed, ReplayError::Superseded);
+            }
             // Read on from the caller's body.
-            let frame = match ready!(Pin::new(body).poll_frame(cx)) {
-                None => {
+            let frame = match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => {
+                    // Kept for a newer handle to wake: the caller's body holds this
+                    // handle's waker, and will not wake any other.
+                    match &mut s.parked {
+                        Some(w) => w.clone_from(cx.waker()),
+                        None => s.parked = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => {
                     s.ended = true;
                     s.body = None;
                     continue;
                 }
-                Some(Err(e)) => {
+                Poll::Ready(Some(Err(e))) => {
                     s.failed = true;
                     s.body = None;
                     s.chunks = Chunks::default();
+                    this.failed = Some(ReplayError::Failed);
                     return Poll::Ready(Some(Err(e.into())));
                 }
-                Some(Ok(frame)) => frame,
+                Poll::Ready(Some(Ok(frame))) => frame,
             };
             let frame = match frame.into_data() {
                 Ok(mut data) => {
@@ -223,6 +288,9 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
         self.lock().is_none_or(|s| {
             s.ended && self.pos == s.read && (self.trailers_done || s.trailers.is_none())
         })
@@ -247,6 +315,15 @@ where
         }
         hint
     }
+}
+
+/// Yields `e`, and has the handle whose `failed` this is yield it again on every later poll.
+fn fail(
+    failed: &mut Option<ReplayError>,
+    e: ReplayError,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    *failed = Some(e);
+    Poll::Ready(Some(Err(e.into())))
 }
 
 fn lock<B>(shared: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
@@ -289,6 +366,7 @@ impl<B> fmt::Debug for ReplayBody<B> {
             None => d.field("empty", &true),
             Some(s) => d
                 .field("read_bytes", &s.bytes)
+                .field("owner", &(s.owner == self.id))
                 .field("ended", &s.ended)
                 .field("capped", &s.capped)
                 .field("failed", &s.failed),
@@ -355,13 +433,16 @@ mod tests {
         t
     }
 
+    // Each test holds the body as `RetryAfter` does: the handle `new` returns is the template,
+    // never sent; every attempt sends a `replay` of it.
+
     #[test]
     fn replays_chunks_and_trailers() {
         block_on(async {
-            let b = ReplayBody::new(Chunks::new(&[b"ab", b"cd", b"e"], Some(trailers())), 1024);
-            let again = b.replay();
-            let (first, t1) = collect(b).await.unwrap();
-            assert!(again.is_replayable());
+            let t = ReplayBody::new(Chunks::new(&[b"ab", b"cd", b"e"], Some(trailers())), 1024);
+            let (first, t1) = collect(t.replay()).await.unwrap();
+            assert!(t.is_replayable());
+            let again = t.replay();
             assert_eq!(again.size_hint().exact(), Some(5));
             let (second, t2) = collect(again).await.unwrap();
             assert_eq!(&first[..], b"abcde");
@@ -374,28 +455,122 @@ mod tests {
     #[test]
     fn second_attempt_continues_a_partly_read_body() {
         block_on(async {
-            let mut first = ReplayBody::new(Chunks::new(&[b"ab", b"cd", b"ef"], None), 1024);
-            let again = first.replay();
+            let t = ReplayBody::new(Chunks::new(&[b"ab", b"cd", b"ef"], None), 1024);
+            let mut first = t.replay();
             // The first attempt reads one chunk, then gives up (the server answered early).
             let f = first.frame().await.unwrap().unwrap();
             assert_eq!(f.into_data().unwrap(), "ab");
             drop(first);
-            let (second, _) = collect(again).await.unwrap();
+            let (second, _) = collect(t.replay()).await.unwrap();
             assert_eq!(&second[..], b"abcdef");
         });
+    }
+
+    async fn data<B>(b: &mut ReplayBody<B>) -> Result<Bytes, BoxError>
+    where
+        B: Body + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let f = b.frame().await.expect("a frame")?;
+        Ok(f.into_data().expect("data"))
+    }
+
+    fn superseded(r: Result<Bytes, BoxError>) -> bool {
+        r.unwrap_err().downcast_ref::<ReplayError>() == Some(&ReplayError::Superseded)
+    }
+
+    #[test]
+    fn newer_attempt_takes_the_body_over() {
+        block_on(async {
+            let t = ReplayBody::new(Chunks::new(&[b"ab", b"cd", b"ef"], None), 1024);
+            let mut first = t.replay();
+            assert_eq!(data(&mut first).await.unwrap(), "ab");
+            // A connection still holds the first attempt's body when the retry is made.
+            let mut second = t.replay();
+            assert_eq!(data(&mut second).await.unwrap(), "ab");
+            assert_eq!(data(&mut second).await.unwrap(), "cd");
+            // The first still gets what was recorded, then an error where it would read on,
+            // on every poll from then on; never an early end.
+            assert_eq!(data(&mut first).await.unwrap(), "cd");
+            assert!(superseded(data(&mut first).await));
+            assert!(superseded(data(&mut first).await));
+            assert!(!first.is_end_stream());
+            // The second reads on to the end.
+            assert_eq!(data(&mut second).await.unwrap(), "ef");
+            assert!(second.frame().await.is_none());
+        });
+    }
+
+    #[test]
+    fn older_attempt_ends_cleanly_from_a_complete_recording() {
+        block_on(async {
+            let t = ReplayBody::new(Chunks::new(&[b"ab", b"cd"], Some(trailers())), 1024);
+            let mut first = t.replay();
+            assert_eq!(data(&mut first).await.unwrap(), "ab");
+            let (all, _) = collect(t.replay()).await.unwrap();
+            assert_eq!(&all[..], b"abcd");
+            // The body was read to its end: the first attempt can send all of it.
+            let (rest, trailers_seen) = collect(first).await.unwrap();
+            assert_eq!(&rest[..], b"cd");
+            assert_eq!(trailers_seen, Some(trailers()));
+        });
+    }
+
+    /// A body that never has a frame ready, and counts the wakers it was given.
+    struct Silent;
+
+    impl Body for Silent {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    #[derive(Default)]
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn waiting_older_attempt_is_woken_when_taken_over() {
+        let t = ReplayBody::new(Silent, 1024);
+        let mut first = t.replay();
+        let wakes = Arc::new(CountWakes::default());
+        let waker = Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut first).poll_frame(&mut cx).is_pending());
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let mut second = t.replay();
+        // Woken, and told at once rather than left waiting on a body that now wakes the
+        // second attempt only.
+        assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        match Pin::new(&mut first).poll_frame(&mut cx) {
+            Poll::Ready(Some(Err(e))) => {
+                assert_eq!(e.downcast_ref(), Some(&ReplayError::Superseded));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Pin::new(&mut second).poll_frame(&mut cx).is_pending());
     }
 
     #[test]
     fn over_cap_is_sent_intact_and_not_replayable() {
         block_on(async {
-            let b = ReplayBody::new(Chunks::new(&[b"0123", b"4567", b"89"], None), 6);
-            let again = b.replay();
-            assert!(b.is_replayable());
-            let (all, _) = collect(b).await.unwrap();
+            let t = ReplayBody::new(Chunks::new(&[b"0123", b"4567", b"89"], None), 6);
+            assert!(t.is_replayable());
+            let (all, _) = collect(t.replay()).await.unwrap();
             assert_eq!(&all[..], b"0123456789");
-            assert!(!again.is_replayable());
-            let err = collect(again).await.unwrap_err();
-            assert!(err.downcast_ref::<ReplayError>().is_some(), "{err}");
+            assert!(!t.is_replayable());
+            let err = collect(t.replay()).await.unwrap_err();
+            assert_eq!(err.downcast_ref(), Some(&ReplayError::Capped), "{err}");
         });
     }
 
@@ -415,26 +590,25 @@ mod tests {
         assert!(b.replay().is_end_stream());
         assert!(b.is_replayable());
         assert_eq!(b.size_hint().exact(), Some(0));
+        assert_eq!(b.replay().size_hint().exact(), Some(0));
     }
 
     #[test]
     fn full_body_keeps_exact_size_hint_on_replay() {
         block_on(async {
-            let mut b = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 1024);
-            assert_eq!(b.size_hint().exact(), Some(5));
-            let again = b.replay();
-            assert_eq!(again.size_hint().exact(), Some(5));
-            let first = b.frame().await.unwrap().unwrap();
-            assert_eq!(first.into_data().unwrap(), "hello");
+            let t = ReplayBody::new(Full::new(Bytes::from_static(b"hello")), 1024);
+            assert_eq!(t.size_hint().exact(), Some(5));
+            let mut first = t.replay();
+            assert_eq!(first.size_hint().exact(), Some(5));
+            assert_eq!(data(&mut first).await.unwrap(), "hello");
             // The end is known with the last chunk, for every handle.
-            assert!(b.is_end_stream());
-            assert_eq!(b.size_hint().exact(), Some(0));
+            assert!(first.is_end_stream());
+            assert_eq!(first.size_hint().exact(), Some(0));
+            let mut again = t.replay();
             assert!(!again.is_end_stream());
-            let one = Bytes::from_static(b"hello");
-            let mut again = again;
-            let two = again.frame().await.unwrap().unwrap().into_data().unwrap();
+            assert_eq!(again.size_hint().exact(), Some(5));
+            assert_eq!(data(&mut again).await.unwrap(), "hello");
             assert!(again.is_end_stream());
-            assert_eq!(one, two);
         });
     }
 
@@ -458,50 +632,85 @@ mod tests {
     #[test]
     fn failing_body_is_not_replayable() {
         block_on(async {
-            let b = ReplayBody::new(Failing(false), 1024);
-            let again = b.replay();
-            let err = collect(b).await.unwrap_err();
+            let t = ReplayBody::new(Failing(false), 1024);
+            let err = collect(t.replay()).await.unwrap_err();
             assert_eq!(err.to_string(), "boom");
-            assert!(!again.is_replayable());
-            let err = collect(again).await.unwrap_err();
-            assert!(err.downcast_ref::<ReplayError>().is_some(), "{err}");
+            assert!(!t.is_replayable());
+            let err = collect(t.replay()).await.unwrap_err();
+            assert_eq!(err.downcast_ref(), Some(&ReplayError::Failed), "{err}");
         });
     }
 
     proptest::proptest! {
-        /// Whatever the chunking, the cap and how far the first attempt read before it gave
-        /// up: a body that is still replayable is replayed byte-for-byte (the replaying
-        /// attempt reading on past the cap if it must), and a body within the cap always is.
+        /// Whatever the chunking, the cap, and how far each attempt read before it was
+        /// dropped or left behind (a newer attempt made while it was still held): every
+        /// handle yields a prefix of the body and either ends with all of it or with an
+        /// error; and an attempt made while the body is replayable, read to the end, yields
+        /// exactly the body and its trailers (reading on past the cap if it must). A body
+        /// within the cap always stays replayable.
         #[test]
         fn replay_is_byte_for_byte(
             chunks in proptest::collection::vec(proptest::collection::vec(0u8..=255, 0..40), 0..12),
+            with_trailers in proptest::bool::ANY,
             cap in 0usize..300,
-            read_first in 0usize..14,
+            attempts in proptest::collection::vec((0usize..14, proptest::bool::ANY), 0..5),
         ) {
             block_on(async {
                 let total: usize = chunks.iter().map(Vec::len).sum();
                 let expected: Vec<u8> = chunks.concat();
                 let body = Chunks {
                     chunks: chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect(),
-                    trailers: None,
+                    trailers: with_trailers.then(trailers),
                 };
-                let mut first = ReplayBody::new(body, cap);
-                let again = first.replay();
-                let mut sent = Vec::new();
-                for _ in 0..read_first {
-                    match first.frame().await {
-                        Some(Ok(f)) => sent.extend_from_slice(&f.into_data().unwrap()),
-                        _ => break,
+                let template = ReplayBody::new(body, cap);
+                // Attempts that were not dropped: what each yielded so far.
+                let mut held: Vec<(ReplayBody<Chunks>, Vec<u8>)> = Vec::new();
+                for (reads, keep) in attempts {
+                    let mut b = template.replay();
+                    let mut sent = Vec::new();
+                    for _ in 0..reads {
+                        match b.frame().await {
+                            Some(Ok(f)) => {
+                                if let Ok(d) = f.into_data() {
+                                    sent.extend_from_slice(&d);
+                                }
+                            }
+                            _ => break,
+                        }
+                    }
+                    assert!(expected.starts_with(&sent));
+                    if keep {
+                        held.push((b, sent));
                     }
                 }
-                assert!(expected.starts_with(&sent));
-                drop(first);
                 if total <= cap {
-                    assert!(again.is_replayable());
+                    assert!(template.is_replayable());
                 }
-                if again.is_replayable() {
-                    let (all, _) = collect(again).await.unwrap();
+                if template.is_replayable() {
+                    let (all, t) = collect(template.replay()).await.unwrap();
                     assert_eq!(&all[..], &expected[..]);
+                    assert_eq!(t, with_trailers.then(trailers));
+                }
+                // The attempts left behind: read on, each ends whole or with an error.
+                for (b, mut sent) in held {
+                    let mut b = b;
+                    loop {
+                        match b.frame().await {
+                            Some(Ok(f)) => {
+                                if let Ok(d) = f.into_data() {
+                                    sent.extend_from_slice(&d);
+                                }
+                            }
+                            Some(Err(_)) => {
+                                assert!(expected.starts_with(&sent));
+                                break;
+                            }
+                            None => {
+                                assert_eq!(sent, expected);
+                                break;
+                            }
+                        }
+                    }
                 }
             });
         }

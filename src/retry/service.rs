@@ -189,10 +189,13 @@ where
         shared.budget.deposit();
         let (parts, body) = req.into_parts();
         let body = ReplayBody::new(body, shared.max_replay_bytes);
-        let template = if shared.limits.max_attempts > 1 {
-            Some((parts.clone(), body.replay()))
+        // With retries, the request is kept as a template: each attempt sends a replay of
+        // its body, and the newest replay is the one that reads the caller's body.
+        let (template, body) = if shared.limits.max_attempts > 1 {
+            let first = body.replay();
+            (Some((parts.clone(), body)), first)
         } else {
-            None
+            (None, body)
         };
         let future = inner.call(http::Request::from_parts(parts, body));
         ResponseFuture::new(future, inner, shared, template)

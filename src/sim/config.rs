@@ -549,8 +549,14 @@ impl Faults {
 
 impl fmt::Debug for Account {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A short key's label is the key itself: shown redacted, like the keys.
+        let label: &dyn fmt::Debug = if self.keys.contains(&self.label) {
+            &format_args!("<redacted>")
+        } else {
+            &self.label
+        };
         f.debug_struct("Account")
-            .field("label", &self.label)
+            .field("label", label)
             .field("keys", &format_args!("<{} redacted>", self.keys.len()))
             .field("tier", &self.tier)
             .field("credits", &self.credits)
