@@ -7,8 +7,10 @@
 //! The in-process strategies run against the simulator as a tower service under paused tokio
 //! time: deterministic, and instant whatever the scenario's length. `reqwest-retry` runs over
 //! real loopback HTTP against `Simulator::serve`, in real time, so its scenarios run in a
-//! world 30 times faster (a minute lasts 2 s); its times are reported scaled back to the
-//! scenario's clock (marked †), its ratios are comparable as they are.
+//! faster world (30 times: a minute lasts 2 s; twice for the 10-per-second scenario); its
+//! times are reported scaled back to the scenario's clock (marked †), its ratios are
+//! comparable as they are. Every scenario runs on a simulated network (`sim::Network`): the
+//! simulator decides each request when it arrives, after a one-way delay with jitter.
 
 #[path = "pacing/harness.rs"]
 mod harness;
@@ -20,9 +22,6 @@ use reqwest_middleware::ClientBuilder;
 use reqwest_retry::policies::ExponentialBackoff;
 use reqwest_retry::RetryTransientMiddleware;
 use tokio::time::Instant;
-
-/// How much faster the loopback world runs.
-const LOOPBACK_FACTOR: u32 = 30;
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument picks scenarios by letter.
@@ -90,31 +89,51 @@ fn main() {
     let report = format!(
         "# Pacing benchmark\n\n\
          Reproduce with `cargo bench --bench pacing` (the runs take about {:.0} s on 2 cores, \
-         after the build). tower-quota's targets are asserted on the same runs, in virtual time, \
-         by `cargo test --test pacing`: (a) zero 429s and makespan ≤ 1.02 × optimum; (b) no \
-         call after the cap is known, every later request fails in under a millisecond with \
-         the reset time; (c) at most two 429s, makespan ≤ 1.10 × optimum; (d) every request \
-         succeeds, none sent before its delay; (e) every request succeeds within the retry \
-         bounds.\n\n\
+         after the build). tower-quota runs with its **defaults** — no margin, no tuning. Its \
+         targets are asserted on the same runs, in virtual time, by `cargo test --test pacing`: \
+         (a) zero 429s and makespan ≤ 1.02 × optimum; (b) no call after the cap is known, \
+         every later request fails in under a millisecond with the reset time; (c) at most two \
+         429s, ≤ 1.10 ×; (d) every request succeeds, none sent early; (e) every request \
+         succeeds within the retry bounds; (f) at most two 429s, ≤ 1.05 ×; (g) at most twenty \
+         429s, ≤ 1.10 ×; (h) and (i) at most two 429s, ≤ 1.10 ×.\n\n\
          {legend}\n\
-         Concurrency 16 in every scenario; upstream latency 0.2–0.8 s (none in (d)). \
-         \"wasted calls\" are the non-2xx answers the server gave (\"early\": sent before an \
-         upstream 429's delay had passed); makespan is from the first request to the last \
-         answer, the optimum the least time the tier allows; p50/p99 are request latencies, \
-         waits and retries included. In (b) \"calls after cap known\" counts the calls the \
-         server received after it first answered \"daily cap\", and \"fail fast\" is the longest \
-         a request took to fail from then on.\n\n\
-         The peers are configured as a user would: 20 per minute (1000 in (c), where the limits \
-         are unknown), retries on 429 and 5xx, 5 attempts, backoff 0.5 s doubling to 8 s. \
+         **The network.** The simulator decides each request when it *arrives*, after an \
+         inbound one-way delay, and its answer reaches the client after an outbound one; each \
+         leg is a base plus uniform jitter, drawn per request from the run's seed \
+         (`sim::Network`). Unless a scenario says otherwise, the network is far: 150 ms each \
+         way plus 0–200 ms of jitter on each leg (300 ms round trip at best, 700 ms at worst), \
+         so two requests sent a window apart can arrive up to 200 ms less than a window apart. \
+         The optimum counts the shortest legs: the first arrival after 150 ms, the last answer \
+         back 150 ms after the shortest upstream latency.\n\n\
+         Concurrency 16 in every scenario; upstream latency (the model's time, after the \
+         decision) 0.2–0.8 s (none in (d)). \"wasted calls\" are the non-2xx answers the \
+         server gave (\"early\": sent after the client had an upstream 429 and before its \
+         delay had passed); makespan is from the first request to the last answer, the \
+         optimum the least time the server allows; p50/p99 are request latencies, waits and \
+         retries included. In (b) \"calls after cap known\" counts the calls sent after \
+         the server's first \"daily cap\" answer reached the client, and \"fail fast\" is \
+         the longest a request took to fail from then on (from when the calls already on \
+         the wire had their answers). The servers of (h) and (i) count as LiteLLM does \
+         and answer with its headers (`sim::Limit::fixed_clock`, `fixed_anchored`): (h) per \
+         UTC clock minute, admitting 19 for `rpm: 20`, `retry-after` = the time to the next \
+         minute, `x-ratelimit-{{limit,remaining}}-requests` on every 200; (i) in 60 s windows \
+         opened by the first request, `retry-after: 60` whatever is left of the window, \
+         `reset_at`, `x-ratelimit-api_key-{{limit,remaining}}-requests` on every 200.\n\n\
+         The peers are configured as a user would: the scenario's limit (20 per minute, 10 \
+         per second in (f), a loose 1000 per minute in (c) and (g), where the tier is \
+         unknown), retries on 429 and 5xx, 5 attempts, backoff 0.5 s doubling to 8 s. \
          tower's `RateLimit` sits behind a `Buffer` so that all workers share it; governor's \
          `until_ready` loop runs on tokio's timer (a tokio clock for governor) so that it \
          works in virtual time. tower-quota runs `RetryAfterLayer` → \
          `RateLimitLayer::new(tier).key_by(KeyBy::Model)` → `QuotaClassifyLayer::default()`, \
-         with the preset tier (`tiers::openrouter::free_with_credits()`, `free()` in (b); a \
-         loose 1000/min with `learn_limits(true)` in (c)).\n\n\
-         † over real loopback HTTP in a world {LOOPBACK_FACTOR}× faster (1 min = 2 s, upstream \
-         delays 1–2 s); times scaled back ×{LOOPBACK_FACTOR}. reqwest-retry backs off in real \
-         seconds (1 s, 2 s, 4 s), which the faster world makes look {LOOPBACK_FACTOR}× longer.\n\n\
+         every setting left at its default: the preset tier \
+         (`tiers::openrouter::free_with_credits()`, `free()` in (b)), `Quota::per_second(10)` \
+         in (f), `Quota::per_minute(20)` in (h) and (i), an empty `Tier::new(\"unknown\")` in \
+         (g); only (c) sets something, a loose 1000/min with `learn_limits(true)`.\n\n\
+         † over real loopback HTTP, in real time, in a faster world (30×: 1 min = 2 s, \
+         upstream delays 1–2 s; 2× in (f)), the network scaled down with it; times scaled \
+         back. reqwest-retry backs off in real seconds (1 s, 2 s, 4 s), which the faster world \
+         makes look 30× longer.\n\n\
          {table}\n\
          ![admissions over time, scenario (a)](pacing.svg)\n",
         started.elapsed().as_secs_f64()
@@ -136,7 +155,8 @@ fn main() {
 /// reqwest + reqwest-middleware + reqwest-retry with the defaults of reqwest-retry's README
 /// (`ExponentialBackoff::builder().build_with_max_retries(3)`), over loopback HTTP.
 async fn loopback(sc: &Scenario) -> Run {
-    let scaled = sc.scaled(LOOPBACK_FACTOR);
+    let factor = sc.loopback_factor;
+    let scaled = sc.scaled(factor);
     let sim = scaled.simulator();
     let first_seq = scaled.prepare(&sim).await;
     let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await.unwrap();
@@ -194,6 +214,6 @@ async fn loopback(sc: &Scenario) -> Run {
         t0,
         first_seq,
         done,
-        time_factor: LOOPBACK_FACTOR,
+        time_factor: factor,
     }
 }

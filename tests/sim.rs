@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use tokio::time::{sleep, Instant};
 use tower::ServiceExt;
 use tower_quota::sim::{
-    Account, Faults, Limit, Models, Outcome, Period, Record, Simulator, Stats, Tier,
+    Account, Delay, Faults, Limit, Models, Network, Outcome, Period, Record, Simulator, Stats, Tier,
 };
 
 const FREE: &str = "meta-llama/llama-3.3-70b-instruct:free";
@@ -651,6 +651,198 @@ async fn concurrent_clients_that_honour_the_reset_are_never_refused_twice() {
     );
     // 20 at once, 20 a minute later, 20 a minute after that.
     assert_eq!(stats.admission_span(), Duration::from_secs(120));
+    sim.check_invariants().unwrap();
+}
+
+// === the network ===
+
+#[tokio::test(start_paused = true)]
+async fn requests_are_decided_on_arrival_after_the_inbound_delay() {
+    let net = Network::new(
+        Delay::fixed(Duration::from_millis(100)),
+        Delay::fixed(Duration::from_millis(40)),
+    );
+    let sim = Simulator::builder()
+        .key("sk-test", Tier::unlimited())
+        .latency(Duration::from_millis(300), Duration::from_millis(300))
+        .network(net)
+        .build();
+    assert_eq!(sim.network(), net);
+    let sent = Instant::now();
+    let response = sim
+        .clone()
+        .oneshot(completion("sk-test", PAID))
+        .await
+        .unwrap();
+    // In, upstream, out.
+    assert_eq!(sent.elapsed(), Duration::from_millis(440));
+    let record = response.extensions().get::<Record>().unwrap();
+    assert_eq!(record.at - sent, Duration::from_millis(100));
+    assert_eq!(record.sent(), sent);
+    assert_eq!(record.inbound, Duration::from_millis(100));
+    assert_eq!(record.outbound, Duration::from_millis(40));
+    assert_eq!(sim.stats().admissions[0].at, record.at);
+    // The platform's own answers leave at once and still cross the network.
+    let sent = Instant::now();
+    let _ = sim.clone().oneshot(key_info("sk-nobody")).await.unwrap();
+    assert_eq!(sent.elapsed(), Duration::from_millis(140));
+}
+
+/// Pairs of requests sent exactly a window apart on a jittery network: the second is
+/// refused exactly when it arrives less than a window after the first — the server counts
+/// arrivals, the client sees sends.
+#[tokio::test(start_paused = true)]
+async fn sends_a_window_apart_can_arrive_closer_and_are_refused() {
+    let w = Duration::from_secs(10);
+    let leg = Delay::new(Duration::from_millis(150), Duration::from_millis(200));
+    let sim = Simulator::builder()
+        .key(
+            "sk-test",
+            Tier::new("one").with_limit(Limit::rolling(Models::All, 1, w)),
+        )
+        .network(Network::symmetric(leg))
+        .seed(3)
+        .build();
+    let mut refused = 0;
+    for _ in 0..20 {
+        let first = sim.clone().oneshot(completion("sk-test", PAID));
+        let second = async {
+            sleep(w).await;
+            sim.clone().oneshot(completion("sk-test", PAID)).await
+        };
+        let (a, b) = tokio::join!(first, second);
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let (ra, rb) = (
+            a.extensions().get::<Record>().unwrap().clone(),
+            b.extensions().get::<Record>().unwrap().clone(),
+        );
+        assert_eq!(rb.sent() - ra.sent(), w);
+        assert_eq!(a.status(), 200);
+        assert_eq!(b.status() == 200, rb.at - ra.at >= w, "{ra:?} {rb:?}");
+        refused += usize::from(b.status() == 429);
+        sleep(w * 2).await;
+    }
+    assert!(refused > 0 && refused < 20, "{refused} refused");
+    sim.check_invariants().unwrap();
+}
+
+#[tokio::test]
+async fn loopback_serves_through_the_network_model() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let sim = Simulator::builder()
+        .key("sk-test", Tier::unlimited())
+        .network(Network::symmetric(Delay::fixed(Duration::from_millis(30))))
+        .build();
+    let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await.unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = completion("sk-test", PAID);
+    *req.uri_mut() = format!("http://{addr}/api/v1/chat/completions")
+        .parse()
+        .unwrap();
+    let sent = std::time::Instant::now();
+    assert_eq!(client.request(req).await.unwrap().status(), 200);
+    assert!(sent.elapsed() >= Duration::from_millis(60));
+    assert!(sim.stats().records[0].inbound >= Duration::from_millis(30));
+    server.shutdown().await;
+}
+
+// === servers that count differently ===
+
+#[tokio::test(start_paused = true)]
+async fn litellm_router_counts_per_clock_minute_and_admits_one_fewer() {
+    // 10:00:50: ten seconds left in the first clock minute.
+    let sim = Simulator::builder()
+        .key("sk-test", Tier::litellm_router(3))
+        .start_wall_time(ten_am() + Duration::from_secs(50))
+        .build();
+    let ok = send(&sim, completion("sk-test", PAID)).await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(header(&ok, "x-ratelimit-limit-requests"), Some("3"));
+    assert_eq!(header(&ok, "x-ratelimit-remaining-requests"), Some("2"));
+    sleep(Duration::from_secs(1)).await;
+    let ok = send(&sim, completion("sk-test", PAID)).await;
+    assert_eq!(header(&ok, "x-ratelimit-remaining-requests"), Some("1"));
+    sleep(Duration::from_millis(1_500)).await;
+    // `rpm: 3` admits two.
+    let refused = send(&sim, completion("sk-test", PAID)).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(header(&refused, "retry-after"), Some("7.500000"));
+    assert_eq!(
+        refused.body,
+        json!({"error": {
+            "message": "LiteLLM Rate Limit Handler for rate limit type = key. Crossed TPM, RPM Limit. current rpm: 2, rpm limit: 3, current tpm: 0, tpm limit: None",
+            "type": "None",
+            "param": "None",
+            "code": "429",
+        }})
+    );
+    sleep(Duration::from_millis(7_499)).await;
+    assert_eq!(send(&sim, completion("sk-test", PAID)).await.status, 429);
+    sleep(Duration::from_millis(1)).await;
+    // 10:01:00: a new clock minute.
+    for _ in 0..2 {
+        assert_eq!(send(&sim, completion("sk-test", PAID)).await.status, 200);
+    }
+    assert_eq!(send(&sim, completion("sk-test", PAID)).await.status, 429);
+    let stats = sim.stats();
+    assert_eq!((stats.succeeded, stats.rate_limited), (4, 3));
+    assert_eq!(
+        stats.records[2].outcome,
+        Outcome::RateLimited {
+            limit: "requests-per-clock-min".into()
+        }
+    );
+    // Four in 4 s: no rolling minute of 2 holds, the clock minutes do.
+    assert_eq!(
+        stats.max_admissions_in(Models::All, Duration::from_secs(60)),
+        4
+    );
+    sim.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn litellm_key_window_opens_at_the_first_request_and_answers_the_whole_window() {
+    // The first request at 10:00:00.400 opens a window truncated to 10:00:00, to 10:01:00.
+    let sim = Simulator::builder()
+        .key("sk-test", Tier::litellm_anchored(2))
+        .start_wall_time(ten_am() + Duration::from_millis(400))
+        .build();
+    let ok = send(&sim, completion("sk-test", PAID)).await;
+    assert_eq!(header(&ok, "x-ratelimit-api_key-limit-requests"), Some("2"));
+    assert_eq!(
+        header(&ok, "x-ratelimit-api_key-remaining-requests"),
+        Some("1")
+    );
+    sleep(Duration::from_secs(30)).await;
+    let ok = send(&sim, completion("sk-test", PAID)).await;
+    assert_eq!(
+        header(&ok, "x-ratelimit-api_key-remaining-requests"),
+        Some("0")
+    );
+    sleep(Duration::from_secs(20)).await;
+    let refused = send(&sim, completion("sk-test", PAID)).await;
+    assert_eq!(refused.status, 429);
+    // The whole window, whatever is left of it (9.6 s here).
+    assert_eq!(header(&refused, "retry-after"), Some("60"));
+    assert_eq!(header(&refused, "rate_limit_type"), Some("requests"));
+    assert_eq!(
+        header(&refused, "reset_at"),
+        Some("2026-11-22 10:01:50 UTC")
+    );
+    let message = refused.body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("Rate limit exceeded for api_key: "));
+    assert!(message.ends_with(
+        "Limit type: requests. Current limit: 2, Remaining: 0. Limit resets at: 2026-11-22 10:01:50 UTC"
+    ));
+    assert_eq!(refused.body["error"]["code"], "429");
+    // The window ends at 10:01:00; the next request opens another.
+    sleep(Duration::from_millis(9_599)).await;
+    assert_eq!(send(&sim, completion("sk-test", PAID)).await.status, 429);
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(send(&sim, completion("sk-test", PAID)).await.status, 200);
+    assert_eq!(sim.stats().succeeded, 3);
     sim.check_invariants().unwrap();
 }
 

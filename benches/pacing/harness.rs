@@ -26,7 +26,9 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_quota::classify::{Classification, QuotaClass};
 use tower_quota::clock::WallClock;
 use tower_quota::limit::{KeyBy, Model, RateLimited};
-use tower_quota::sim::{Faults, Outcome, Record, Simulator, Tier as SimTier};
+use tower_quota::sim::{
+    Delay, Faults, Limit, Models, Network, Outcome, Period, Record, Simulator, Tier as SimTier,
+};
 use tower_quota::{tiers, Quota, QuotaClassifyLayer, RateLimitLayer, RetryAfterLayer, Tier};
 
 /// The API key every run uses.
@@ -55,6 +57,52 @@ pub enum Id {
     D,
     /// Bursts of 503s.
     E,
+    /// 10 per second on a near network.
+    F,
+    /// The tier unknown: an empty `Tier`, OpenRouter's headers only.
+    G,
+    /// A fixed clock-minute server, `rpm: 20` admitting 19.
+    H,
+    /// A fixed window anchored at the first request, `retry-after` = the window.
+    I,
+}
+
+/// The default network of every scenario: 300 ms round trip, split in half, plus 0–200 ms of
+/// uniform jitter on each leg (a client far from the provider).
+pub fn far_network() -> Network {
+    Network::symmetric(Delay::new(
+        Duration::from_millis(150),
+        Duration::from_millis(200),
+    ))
+}
+
+/// A near network: 15 ms each way, plus 0–20 ms of jitter.
+pub fn near_network() -> Network {
+    Network::symmetric(Delay::new(
+        Duration::from_millis(15),
+        Duration::from_millis(20),
+    ))
+}
+
+/// `d` in a world where a minute lasts `minute`.
+pub fn scale(d: Duration, minute: Duration) -> Duration {
+    let nanos = d.as_nanos() * minute.as_nanos() / 60_000_000_000;
+    Duration::from_nanos(nanos as u64)
+}
+
+/// `x mod m`, for durations.
+fn rem(x: Duration, m: Duration) -> Duration {
+    Duration::from_nanos((x.as_nanos() % m.as_nanos().max(1)) as u64)
+}
+
+/// Describes a delay: `150 ms + 0–200 ms`.
+fn describe(d: Delay) -> String {
+    let ms = |d: Duration| d.as_millis();
+    if d.jitter().is_zero() {
+        format!("{} ms", ms(d.base()))
+    } else {
+        format!("{} ms + 0–{} ms", ms(d.base()), ms(d.jitter()))
+    }
 }
 
 /// One workload against one simulated account.
@@ -72,8 +120,10 @@ pub struct Scenario {
     pub sim_tier: SimTier,
     /// How long a minute lasts on the simulator (60 s in process; shorter over loopback).
     pub minute: Duration,
-    /// Upstream latency range.
+    /// Upstream latency range (the model's time, after the decision).
     pub latency: (Duration, Duration),
+    /// The network between the client and the simulator.
+    pub network: Network,
     /// Injected faults.
     pub faults: Faults,
     /// The simulator's seed.
@@ -82,10 +132,14 @@ pub struct Scenario {
     pub prior_use: usize,
     /// The tier tower-quota's client is configured with.
     pub client_tier: Tier,
-    /// Whether tower-quota's client adopts the limits the server announces.
-    pub learn_limits: bool,
-    /// The per-minute limit the peers are configured with (what a user would type in).
-    pub peer_per_minute: u32,
+    /// Whether tower-quota's client adopts the limits the server announces: `None` leaves
+    /// the default.
+    pub learn_limits: Option<bool>,
+    /// The limit the peers are configured with, N per W on the scenario's clock (what a user
+    /// would type in).
+    pub peer_limit: (u32, Duration),
+    /// How much faster the real-time loopback run goes.
+    pub loopback_factor: u32,
     /// Completions that can succeed at all (the daily cap may allow fewer than `requests`).
     pub possible: usize,
 }
@@ -99,6 +153,10 @@ impl Scenario {
             Scenario::c(),
             Scenario::d(),
             Scenario::e(),
+            Scenario::f(),
+            Scenario::g(),
+            Scenario::h(),
+            Scenario::i(),
         ]
     }
 
@@ -111,21 +169,24 @@ impl Scenario {
             sim_tier: SimTier::openrouter_credited(),
             minute: Duration::from_secs(60),
             latency: (Duration::from_millis(200), Duration::from_millis(800)),
+            network: far_network(),
             faults: Faults::none(),
             seed: 7,
             prior_use: 0,
             client_tier: tiers::openrouter::free_with_credits(),
-            learn_limits: false,
-            peer_per_minute: 20,
+            learn_limits: None,
+            peer_limit: (20, Duration::from_secs(60)),
+            loopback_factor: 30,
             possible: 200,
         }
     }
 
-    /// (a) 200 requests at concurrency 16 on 20 per rolling minute.
+    /// (a) 200 requests at concurrency 16 on 20 per rolling minute, the tier known, on the
+    /// far network (0–200 ms of jitter each way).
     pub fn a() -> Scenario {
         Scenario::base(
             Id::A,
-            "free tier: 200 requests, 16 at a time, 20/min rolling",
+            "tier known, jitter: 200 requests, 16 at a time, 20/min rolling",
         )
     }
 
@@ -150,8 +211,8 @@ impl Scenario {
     pub fn c() -> Scenario {
         Scenario {
             client_tier: Tier::new("unknown").with_quota(Quota::per_minute(1000)),
-            learn_limits: true,
-            peer_per_minute: 1000,
+            learn_limits: Some(true),
+            peer_limit: (1000, Duration::from_secs(60)),
             ..Scenario::base(
                 Id::C,
                 "limits unknown to the client (configured 1000/min), learned from 429s",
@@ -160,9 +221,10 @@ impl Scenario {
     }
 
     /// (d) 100 requests on 20/min; the upstream provider rate-limits 10 % of them with a
-    /// delay of 5–30 s in the body. No latency: with latency, requests already in flight
-    /// when the upstream 429 is decided reach the simulator inside its delay, which it counts
-    /// as early — no client could avoid that.
+    /// delay of 5–30 s in the body. No upstream latency (the network stays): the fewer
+    /// requests in flight when an upstream 429 is decided, the fewer that reach the
+    /// simulator inside its delay — which it does not count as early, as it knows they were
+    /// sent before the client could know.
     pub fn d() -> Scenario {
         Scenario {
             requests: 100,
@@ -189,13 +251,75 @@ impl Scenario {
         }
     }
 
+    /// (f) 200 requests on 10 per rolling second, on a near network (15 ms each way, 0–20 ms
+    /// of jitter): short windows, where a large fixed margin would waste throughput.
+    pub fn f() -> Scenario {
+        Scenario {
+            sim_tier: SimTier::new("ten-per-second").with_limit(Limit::rolling(
+                Models::All,
+                10,
+                Duration::from_secs(1),
+            )),
+            network: near_network(),
+            client_tier: Tier::new("ten-per-second").with_quota(Quota::per_second(10)),
+            peer_limit: (10, Duration::from_secs(1)),
+            loopback_factor: 2,
+            ..Scenario::base(
+                Id::F,
+                "10 per second, near network: 200 requests, 16 at a time, 10/s rolling",
+            )
+        }
+    }
+
+    /// (g) As (a), but the client knows nothing: an empty `Tier` (tower-quota's defaults),
+    /// the server telling only what OpenRouter tells — on a 429 `X-RateLimit-Limit`,
+    /// `-Remaining: 0`, `-Reset` in epoch ms and `Retry-After` in seconds; nothing on a 200.
+    /// The peers, who must type a number, type a loose 1000/min.
+    pub fn g() -> Scenario {
+        Scenario {
+            client_tier: Tier::new("unknown"),
+            peer_limit: (1000, Duration::from_secs(60)),
+            ..Scenario::base(
+                Id::G,
+                "tier unknown (empty `Tier`), OpenRouter's headers only, 20/min rolling",
+            )
+        }
+    }
+
+    /// (h) A LiteLLM router deployment with `rpm: 20`: fixed windows per UTC clock minute,
+    /// admitting 19 (its off-by-one); the client configured with 20/min.
+    pub fn h() -> Scenario {
+        Scenario {
+            sim_tier: SimTier::litellm_router(20),
+            client_tier: Tier::new("rpm-20").with_quota(Quota::per_minute(20)),
+            ..Scenario::base(
+                Id::H,
+                "fixed clock-minute server, `rpm: 20` (19 admitted a minute), tier configured as 20/min",
+            )
+        }
+    }
+
+    /// (i) LiteLLM's current key limiter, `rpm_limit: 20`: a 60 s window anchored at the first
+    /// request, `retry-after: 60` on every 429; the client configured with 20/min.
+    pub fn i() -> Scenario {
+        Scenario {
+            sim_tier: SimTier::litellm_anchored(20),
+            client_tier: Tier::new("rpm-20").with_quota(Quota::per_minute(20)),
+            ..Scenario::base(
+                Id::I,
+                "fixed window anchored at the first request, `retry-after` = window (60 s), 20/min",
+            )
+        }
+    }
+
     /// The same scenario in a world `factor` times faster, for the real-time loopback run:
-    /// windows, latency and 503 bursts shrink; upstream delays (whole seconds on the wire)
-    /// become 1–2 s.
+    /// windows, latency, the network and 503 bursts shrink; upstream delays (whole seconds on
+    /// the wire) become 1–2 s.
     pub fn scaled(&self, factor: u32) -> Scenario {
         let mut s = self.clone();
         s.minute = self.minute / factor;
         s.latency = (self.latency.0 / factor, self.latency.1 / factor);
+        s.network = self.network.scaled_down(factor);
         s.faults = Faults::none();
         match self.id {
             Id::D => s.faults = s.faults.with_upstream_429(0.1, 1, 2),
@@ -209,21 +333,68 @@ impl Scenario {
         s
     }
 
-    /// The rolling window of the per-minute limit, as the simulator enforces it.
-    pub fn window(&self) -> Duration {
-        self.minute
+    /// The binding windowed limit as the simulator enforces it: how it counts (its window
+    /// scaled by `minute`) and how many it admits per window.
+    pub fn binding(&self) -> (Period, usize) {
+        let limit = self
+            .sim_tier
+            .limits()
+            .iter()
+            .find(|l| l.period().window().is_some())
+            .expect("a windowed limit");
+        let period = match limit.period() {
+            Period::Rolling(w) => Period::Rolling(scale(w, self.minute)),
+            Period::Clock(w) => Period::Clock(scale(w, self.minute)),
+            Period::Anchored(w) => Period::Anchored(scale(w, self.minute)),
+            other => other,
+        };
+        (period, limit.admits() as usize)
     }
 
-    /// The theoretical optimum makespan: `possible` completions at 20 per rolling window
-    /// take `ceil(possible / 20) - 1` full windows plus the shortest latency; when the
-    /// daily cap leaves fewer than `requests`, the first refused request cannot go before
-    /// the window after the last success, and the rest can fail at once then.
+    /// The window of the binding limit, as the simulator enforces it.
+    pub fn window(&self) -> Duration {
+        self.binding().0.window().expect("a windowed limit")
+    }
+
+    /// The peers' limit as they enforce it: N per W, W scaled by `minute`.
+    pub fn peer_limit(&self) -> (u32, Duration) {
+        (self.peer_limit.0, scale(self.peer_limit.1, self.minute))
+    }
+
+    /// [`optimum_at`](Self::optimum_at) for a run that starts at [`start_wall`].
     pub fn optimum(&self) -> Duration {
-        let n = 20usize;
-        let windows = |k: usize| self.window() * (k.div_ceil(n).saturating_sub(1)) as u32;
-        let done = windows(self.possible) + self.latency.0;
+        self.optimum_at(start_wall())
+    }
+
+    /// The theoretical optimum makespan of a run that starts when the simulator's wall clock
+    /// reads `wall0`: the first request cannot arrive before the inbound delay's base; at N
+    /// per window, `possible` completions need `ceil(possible / N) - 1` more windows — after
+    /// the first arrival (rolling), after the start of the clock window it falls in (clock),
+    /// or after the start of the window it opens, truncated to the second (anchored); the
+    /// last answer then takes the shortest latency and the outbound base. When the daily cap
+    /// leaves fewer than `requests`, the first refused request cannot be answered before the
+    /// window after the last success, and the rest can fail at once then.
+    pub fn optimum_at(&self, wall0: SystemTime) -> Duration {
+        let (period, n) = self.binding();
+        let first = self.network.inbound().base();
+        let back = self.network.outbound().base();
+        let since_epoch = (wall0 + first).duration_since(UNIX_EPOCH).unwrap();
+        let second = scale(Duration::from_secs(1), self.minute);
+        // The first window's start, relative to the run's start (it may precede it).
+        let ns = |d: Duration| d.as_nanos() as i128;
+        let window_start = match period {
+            Period::Clock(w) => ns(first) - ns(rem(since_epoch, w)),
+            Period::Anchored(_) => ns(first) - ns(rem(since_epoch, second)),
+            _ => ns(first),
+        };
+        let admission = |k: usize| -> Duration {
+            let windows = k.div_ceil(n).saturating_sub(1) as i128;
+            let at = window_start + ns(self.window()) * windows;
+            Duration::from_nanos(at.max(ns(first)) as u64)
+        };
+        let done = admission(self.possible) + self.latency.0 + back;
         if self.possible < self.requests {
-            done.max(windows(self.possible + 1))
+            done.max(admission(self.possible + 1) + back)
         } else {
             done
         }
@@ -235,6 +406,7 @@ impl Scenario {
             .key(KEY, self.sim_tier.clone())
             .minute(self.minute)
             .latency(self.latency.0, self.latency.1)
+            .network(self.network)
             .faults(self.faults.clone())
             .seed(self.seed)
             .start_wall_time(start_wall())
@@ -456,32 +628,35 @@ pub async fn run(sc: &Scenario, strategy: Strategy) -> Run {
     let done = match strategy {
         Strategy::Plain => drive_service(sc, t0, sim.clone()).await,
         Strategy::TowerRetry => {
+            let (n, w) = sc.peer_limit();
             let svc = ServiceBuilder::new()
                 .retry(Backoff::new(sc.seed))
                 .buffer(1024)
-                .rate_limit(u64::from(sc.peer_per_minute), sc.window())
+                .rate_limit(u64::from(n), w)
                 .service(sim.clone());
             drive_service(sc, t0, svc).await
         }
         Strategy::Governor => {
+            let (n, w) = sc.peer_limit();
             let svc = ServiceBuilder::new()
                 .retry(Backoff::new(sc.seed))
-                .service(Paced::new(sim.clone(), sc.peer_per_minute, sc.window()));
+                .service(Paced::new(sim.clone(), n, w));
             drive_service(sc, t0, svc).await
         }
         Strategy::TowerQuota => {
+            let mut rate_limit = RateLimitLayer::new(sc.client_tier.clone())
+                .key_by(KeyBy::Model)
+                .with_wall_clock(wall.clone());
+            if let Some(learn) = sc.learn_limits {
+                rate_limit = rate_limit.learn_limits(learn);
+            }
             let svc = ServiceBuilder::new()
                 .layer(
                     RetryAfterLayer::new()
                         .with_clock(wall.clone())
                         .with_seed(sc.seed),
                 )
-                .layer(
-                    RateLimitLayer::new(sc.client_tier.clone())
-                        .key_by(KeyBy::Model)
-                        .learn_limits(sc.learn_limits)
-                        .with_wall_clock(wall.clone()),
-                )
+                .layer(rate_limit)
                 .layer(QuotaClassifyLayer::default().with_clock(wall))
                 .service(sim.clone());
             drive_service(sc, t0, svc).await
@@ -654,9 +829,11 @@ pub struct Figures {
     pub p50: Duration,
     /// 99th percentile request latency.
     pub p99: Duration,
-    /// Scenario (b): calls the simulator received after it first answered "daily cap".
+    /// Scenario (b): calls sent after the client had a "daily cap" answer (by the network
+    /// model: the earliest arrival plus outbound delay of one).
     pub after_cap: Option<u64>,
-    /// Scenario (b): the longest time, from the first daily-cap answer (or from its own
+    /// Scenario (b): the longest time, from when the client had the first daily-cap answer
+    /// and every call already on the wire then had its own (or from its own
     /// start, if later), that a failed request took to fail.
     pub fail_fast: Option<Duration>,
     /// Scenario (b): failed requests that were told when the quota comes back.
@@ -715,25 +892,40 @@ impl Run {
         let makespan = self.done.iter().map(|d| d.end).max().unwrap_or_default() * f;
         let (mut after_cap, mut fail_fast, mut told_reset) = (None, None, None);
         if self.scenario.id == Id::B {
-            let first = records
+            // The client knows the cap when the first "daily cap" answer reaches it (not
+            // necessarily the first decided: the network reorders).
+            let known_at = records
                 .iter()
-                .find(|r| matches!(r.outcome, Outcome::DailyCapReached { .. }));
-            if let Some(first) = first {
-                let known = first.at.saturating_duration_since(self.t0);
-                after_cap = Some(records.iter().filter(|r| r.seq > first.seq).count() as u64);
+                .filter(|r| matches!(r.outcome, Outcome::DailyCapReached { .. }))
+                .map(|r| r.at + r.outbound)
+                .min();
+            if let Some(known_at) = known_at {
+                let known = known_at.saturating_duration_since(self.t0);
+                after_cap = Some(records.iter().filter(|r| r.sent() >= known_at).count() as u64);
                 let failed: Vec<&Done> = self
                     .done
                     .iter()
                     .filter(|d| !d.reply.ok() && d.end >= known)
                     .collect();
+                // Calls already on the wire when the cap became known come back a network
+                // trip later; fail fast counts from when the last of them had its answer.
+                let settled = records
+                    .iter()
+                    .filter(|r| r.sent() < known_at)
+                    .map(|r| (r.at + r.outbound).saturating_duration_since(self.t0))
+                    .max()
+                    .unwrap_or(known)
+                    .max(known);
                 fail_fast = failed
                     .iter()
-                    .map(|d| d.end.saturating_sub(d.start.max(known)) * f)
+                    .map(|d| d.end.saturating_sub(d.start.max(settled)) * f)
                     .max();
+                // Every failed request, also those the client refused on its own before a
+                // "daily cap" answer reached it.
                 told_reset = Some(
-                    failed
+                    self.done
                         .iter()
-                        .filter(|d| d.reply.reset_after.is_some())
+                        .filter(|d| !d.reply.ok() && d.reply.reset_after.is_some())
                         .count(),
                 );
             }
@@ -745,7 +937,7 @@ impl Run {
             wasted,
             early,
             makespan,
-            optimum: self.scenario.optimum() * f,
+            optimum: self.scenario.optimum_at(self.sim.wall_time_at(self.t0)) * f,
             p50: pct(0.50),
             p99: pct(0.99),
             after_cap,
@@ -817,13 +1009,27 @@ pub fn legend(scenarios: &[Scenario]) -> String {
     let mut out = String::new();
     for s in scenarios {
         out.push_str(&format!(
-            "- **({})** {}; optimum {}.\n",
+            "- **({})** {}; network {}; optimum {}.\n",
             format!("{:?}", s.id).to_lowercase(),
             s.title,
+            network_model(s.network),
             secs(s.optimum())
         ));
     }
     out
+}
+
+/// Describes a network: `150 ms + 0–200 ms each way`.
+pub fn network_model(n: Network) -> String {
+    if n.inbound() == n.outbound() {
+        format!("{} each way", describe(n.inbound()))
+    } else {
+        format!(
+            "{} in, {} out",
+            describe(n.inbound()),
+            describe(n.outbound())
+        )
+    }
 }
 
 /// The SVG timeline of scenario (a): cumulative admissions over time, one polyline per run,

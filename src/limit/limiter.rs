@@ -677,7 +677,7 @@ impl Limiter {
         {
             // The windows admitted this request: the server counted it in a window they
             // did not see, so its arrivals run further from our sends than the margin says.
-            self.shared.margin.surprise(now);
+            self.shared.margin.surprise(now, tier.shortest_window_ns());
             tracing::debug!(key = %key, tier = tier.name(), learned_margin_ms = self.learned_margin().as_millis() as u64, "rate limit: a 429 the windows did not predict, widening the margin");
         }
         let margin = self.margin_ns(tier);

@@ -6,19 +6,23 @@
 //! every window absorbs that, and no fixed value is right (200 ms is 0.3 % of a minute and
 //! 20 % of a second), so it is learned from what the limiter observes:
 //!
+//! - **Before anything is seen**, a hundredth of the tier's shortest window (600 ms of a
+//!   minute, 10 ms of a second): a 1 % cost that covers the jitter of most networks.
 //! - **The spread of round trips.** The one-way delays of two requests differ by no more
 //!   than their round trips' spread when the server answers at once (a 429 does), and that
 //!   spread is what the margin must cover. The estimate is the spread between the 5th and the
 //!   95th percentile of the last 64 round trips (admission to response headers), so one
-//!   outlier (a new connection) does not set it.
+//!   outlier (a new connection) does not set it; it is trusted after 8 and bounded by a
+//!   fiftieth of the window, since a round trip also holds the server's own time.
 //! - **A surprise 429.** A rate-limited answer the windows did not predict (the request was
 //!   admitted) doubles the margin at once (at least 20 ms), so it does not recur; that part
 //!   halves every 5 minutes without another surprise, so the margin shrinks again when the
 //!   network calms.
 //!
-//! The learned value is bounded by a twentieth of the tier's shortest window (and 2 s): a
-//! long generation inflates round trips, never throughput by more than 5 %. The configured
-//! margin ([`Limiter::with_margin`](super::Limiter::with_margin)) is a floor.
+//! A surprise may take the margin to a twentieth of the tier's shortest window, and nothing
+//! past 2 s: a long generation inflates round trips, never the cost by more than 2 %, and
+//! surprises by more than 5 %. The configured margin
+//! ([`Limiter::with_margin`](super::Limiter::with_margin)) is a floor.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -31,6 +35,10 @@ const SURPRISE_MIN_NS: u64 = 20_000_000;
 const SURPRISE_HALF_LIFE_NS: u64 = 300_000_000_000;
 /// The most the learned margin may be, whatever the windows.
 pub(crate) const MAX_LEARNED_NS: u64 = 2_000_000_000;
+/// Round trips needed before their spread is trusted.
+const MIN_SAMPLES: usize = 8;
+/// The spread before [`MIN_SAMPLES`] round trips.
+const UNKNOWN: u64 = u64::MAX;
 
 #[derive(Debug)]
 pub(crate) struct Margin {
@@ -38,8 +46,12 @@ pub(crate) struct Margin {
     floor: u64,
     /// Whether to learn at all.
     learn: bool,
-    /// The learned value, read on every admission.
+    /// The learned value (uncapped), for reports.
     learned: AtomicU64,
+    /// The round trips' spread ([`UNKNOWN`] before enough are seen), read on admissions.
+    spread: AtomicU64,
+    /// What the last surprise calls for, decayed, read on admissions.
+    surprise: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -61,6 +73,8 @@ impl Margin {
             floor,
             learn,
             learned: AtomicU64::new(0),
+            spread: AtomicU64::new(UNKNOWN),
+            surprise: AtomicU64::new(0),
             state: Mutex::new(State {
                 rtts: [0; SAMPLES],
                 len: 0,
@@ -72,13 +86,22 @@ impl Margin {
         }
     }
 
-    /// The margin for a tier whose shortest window is `shortest_ns` (0: none).
+    /// The margin for a tier whose shortest window is `shortest_ns` (0: none): before any
+    /// round trip is seen, a hundredth of the window; then the round trips' spread, at most
+    /// a fiftieth (they include the server's own time, which can vary by seconds); a
+    /// surprise 429 may take it to a twentieth. Never below the configured floor.
     pub(crate) fn get(&self, shortest_ns: u64) -> u64 {
-        let learned = self.learned.load(Ordering::Relaxed);
-        if learned == 0 {
+        if !self.learn {
             return self.floor;
         }
-        learned.min(cap(shortest_ns)).max(self.floor)
+        let spread = self.spread.load(Ordering::Relaxed);
+        let from_trips = if spread == UNKNOWN {
+            shortest_ns / 100
+        } else {
+            spread.min(shortest_ns / 50)
+        };
+        let surprise = self.surprise.load(Ordering::Relaxed).min(shortest_ns / 20);
+        from_trips.max(surprise).min(MAX_LEARNED_NS).max(self.floor)
     }
 
     /// The learned part alone, uncapped.
@@ -108,12 +131,12 @@ impl Margin {
     }
 
     /// A rate-limited answer the windows did not predict, at `now`.
-    pub(crate) fn surprise(&self, now: u64) {
+    pub(crate) fn surprise(&self, now: u64, shortest_ns: u64) {
         if !self.learn {
             return;
         }
+        let current = self.get(shortest_ns);
         let mut s = self.lock();
-        let current = self.learned.load(Ordering::Relaxed).max(self.floor);
         s.surprise = current.saturating_mul(2).max(SURPRISE_MIN_NS);
         s.surprise_at = now;
         self.publish(&mut s, now);
@@ -126,6 +149,10 @@ impl Margin {
         } else {
             s.surprise >> halvings
         };
+        if s.len >= MIN_SAMPLES {
+            self.spread.store(s.spread, Ordering::Relaxed);
+        }
+        self.surprise.store(surprise, Ordering::Relaxed);
         self.learned.store(
             s.spread.max(surprise).min(MAX_LEARNED_NS),
             Ordering::Relaxed,
@@ -137,15 +164,6 @@ impl Margin {
     }
 }
 
-/// The most a learned margin may add to windows as short as `shortest_ns`.
-fn cap(shortest_ns: u64) -> u64 {
-    if shortest_ns == 0 {
-        MAX_LEARNED_NS
-    } else {
-        (shortest_ns / 20).min(MAX_LEARNED_NS)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,42 +171,47 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     #[test]
-    fn the_spread_of_round_trips_sets_the_margin() {
+    fn a_hundredth_of_the_window_until_round_trips_say_otherwise() {
         let m = Margin::new(0, true);
-        assert_eq!(m.get(60_000 * MS), 0, "nothing learned yet");
+        assert_eq!(m.get(60_000 * MS), 600 * MS, "nothing seen yet");
+        assert_eq!(m.get(1_000 * MS), 10 * MS);
+        // Round trips of 300-700 ms: the spread, at most a fiftieth of the window.
         for i in 0..64 {
             m.observe_rtt((300 + (i * 37) % 400) * MS, i * MS);
         }
         let learned = m.get(60_000 * MS);
         assert!((300 * MS..=400 * MS).contains(&learned), "{learned}");
+        assert_eq!(m.get(1_000 * MS), 20 * MS, "a fiftieth of a second");
         // One outlier does not move it.
         m.observe_rtt(10_000 * MS, 100 * MS);
         assert!(m.get(60_000 * MS) <= 400 * MS);
-        // Capped at a twentieth of the shortest window, floored by the configured margin.
-        assert_eq!(m.get(1_000 * MS), 50 * MS);
+        // The configured margin is a floor.
         assert_eq!(Margin::new(500 * MS, true).get(1_000 * MS), 500 * MS);
     }
 
     #[test]
     fn a_surprise_doubles_it_and_it_decays() {
         let m = Margin::new(0, true);
-        m.surprise(0);
+        for i in 0..8 {
+            m.observe_rtt(100 * MS, i);
+        }
+        assert_eq!(m.get(60_000 * MS), 0, "a calm network");
+        m.surprise(8, 60_000 * MS);
         assert_eq!(m.get(60_000 * MS), 20 * MS);
-        m.surprise(1);
+        m.surprise(9, 60_000 * MS);
         assert_eq!(m.get(60_000 * MS), 40 * MS);
-        m.observe_rtt(100 * MS, 300_000 * MS + 1);
+        // Never more than a twentieth of the window.
+        assert_eq!(m.get(400 * MS), 20 * MS);
+        m.observe_rtt(100 * MS, 300_000 * MS + 9);
         assert_eq!(m.get(60_000 * MS), 20 * MS, "halved after 5 minutes");
         m.observe_rtt(100 * MS, 3_000_000 * MS);
-        assert!(
-            m.get(60_000 * MS) < MS,
-            "the network calmed: the spread is 0"
-        );
+        assert!(m.get(60_000 * MS) < MS, "calm again");
     }
 
     #[test]
     fn learning_off_keeps_the_floor() {
         let m = Margin::new(7, false);
-        m.surprise(0);
+        m.surprise(0, 60_000 * MS);
         m.observe_rtt(1_000 * MS, 0);
         m.observe_rtt(MS, 0);
         assert_eq!(m.get(60_000 * MS), 7);

@@ -1,15 +1,16 @@
-//! [`SimulatorBuilder`]: accounts, time, price, latency, faults, seed.
+//! [`SimulatorBuilder`]: accounts, time, price, latency, network, faults, seed.
 
 use std::time::{Duration, SystemTime};
 
 use super::config::{Account, Faults, Tier};
+use super::network::Network;
 use super::simulator::Simulator;
 
 /// Configures a [`Simulator`]; from [`Simulator::builder`].
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_quota::sim::{Account, Faults, Simulator, Tier};
+/// use tower_quota::sim::{Account, Delay, Faults, Network, Simulator, Tier};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -18,6 +19,7 @@ use super::simulator::Simulator;
 ///     .account(Account::new("sk-paid").with_tier(Tier::unlimited()).with_credits(1.0))
 ///     .minute(Duration::from_secs(2)) // demo speed: 20 requests per 2 s
 ///     .latency(Duration::from_millis(20), Duration::from_millis(80))
+///     .network(Network::symmetric(Delay::new(Duration::from_millis(5), Duration::from_millis(10))))
 ///     .faults(Faults::none().with_bad_gateway(0.05))
 ///     .seed(42)
 ///     .build();
@@ -31,6 +33,7 @@ pub struct SimulatorBuilder {
     pub(crate) start_wall: Option<SystemTime>,
     pub(crate) price: f64,
     pub(crate) latency: (Duration, Duration),
+    pub(crate) network: Network,
     pub(crate) faults: Faults,
     pub(crate) seed: u64,
     pub(crate) provider: String,
@@ -44,7 +47,7 @@ impl Default for SimulatorBuilder {
 
 impl SimulatorBuilder {
     /// No accounts, real-length minutes, the system clock, a price of 0.001 credits per paid
-    /// request, no latency, no faults, seed 0.
+    /// request, no latency, no network delay, no faults, seed 0.
     pub fn new() -> Self {
         SimulatorBuilder {
             accounts: Vec::new(),
@@ -52,6 +55,7 @@ impl SimulatorBuilder {
             start_wall: None,
             price: 0.001,
             latency: (Duration::ZERO, Duration::ZERO),
+            network: Network::none(),
             faults: Faults::none(),
             seed: 0,
             provider: "Simulated".to_string(),
@@ -91,11 +95,20 @@ impl SimulatorBuilder {
         self
     }
 
-    /// Upstream latency, drawn uniformly in `[min, max]` from the seed, for completions and
-    /// the upstream faults (429, 502). The platform's own answers (401, 402, its 429s, 503)
-    /// come at once.
+    /// Upstream latency — the time the model takes, after the request was decided — drawn
+    /// uniformly in `[min, max]` from the seed, for completions and the upstream faults (429,
+    /// 502). The platform's own answers (401, 402, its 429s, 503) leave at once. The time on
+    /// the wire is the [network](Self::network)'s, on top.
     pub fn latency(mut self, min: Duration, max: Duration) -> Self {
         self.latency = (min, max.max(min));
+        self
+    }
+
+    /// The network between clients and the simulator: an inbound delay before a request
+    /// arrives and is decided, an outbound one before its answer reaches the client (see
+    /// [`Network`]). Default: none, a request is decided the instant it is sent.
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = network;
         self
     }
 
@@ -105,8 +118,9 @@ impl SimulatorBuilder {
         self
     }
 
-    /// The seed of latency and faults: the `n`-th request that reaches the upstream stage
-    /// draws from its own stream of the seed, so one seed and one request order give one run.
+    /// The seed of latency, network delays and faults: the `n`-th request sent draws its
+    /// network delays, and the `n`-th that reaches the upstream stage its latency and faults,
+    /// from streams of their own, so one seed and one request order give one run.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self

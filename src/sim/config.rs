@@ -34,14 +34,35 @@ impl Models {
     }
 }
 
-/// How a [`Limit`] counts time.
+/// How a [`Limit`] counts time. Every count is of **arrivals**: a request is counted when it
+/// reaches the simulator, after the [network](super::Network)'s inbound delay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Period {
-    /// At most N admissions in *any* interval of this length (a sliding log, not a bucket).
+    /// At most N admissions in *any* interval of this length (a sliding log, not a bucket):
+    /// OpenRouter.
     Rolling(Duration),
     /// At most N admissions per UTC calendar day; the count resets at UTC midnight.
     UtcDay,
+    /// At most N admissions per fixed window aligned to the wall clock: `[k·W, (k+1)·W)` from
+    /// the Unix epoch, so per UTC clock minute for a 60 s window (LiteLLM's router and its
+    /// legacy key limiter, keys `…:rpm:HH-MM`). Refused requests do not count.
+    Clock(Duration),
+    /// At most N requests per fixed window that the first request opens, when no window is
+    /// open, and that closes one length later (LiteLLM's current key limiter: the window
+    /// starts at the opener's arrival truncated to a whole second — of the scaled clock —,
+    /// and every request that reaches the check counts, refused ones too).
+    Anchored(Duration),
+}
+
+impl Period {
+    /// The window's length; `None` for a calendar day.
+    pub fn window(&self) -> Option<Duration> {
+        match *self {
+            Period::Rolling(w) | Period::Clock(w) | Period::Anchored(w) => Some(w),
+            Period::UtcDay => None,
+        }
+    }
 }
 
 /// One limit of a [`Tier`]: at most `requests` admissions of `models` per `period`.
@@ -58,7 +79,10 @@ pub enum Period {
 pub struct Limit {
     pub(crate) models: Models,
     pub(crate) requests: u32,
+    pub(crate) admits: u32,
     pub(crate) period: Period,
+    /// What a "whole second" is, for anchored windows (a second of the scaled clock).
+    pub(crate) second: Duration,
     pub(crate) name: String,
     pub(crate) message: Option<String>,
 }
@@ -69,21 +93,49 @@ impl Limit {
     /// Its name is `free-models-per-min` for `:free` models and a 60 s window (as OpenRouter
     /// says), `paid-models-…` or `requests-…` for the other scopes, `…-per-{secs}s` for other
     /// windows.
+    ///
+    /// Its 429 is OpenRouter's: `X-RateLimit-{Limit,Remaining,Reset}` (reset in epoch ms) and
+    /// `Retry-After` in whole seconds; nothing on a 200.
     pub fn rolling(models: Models, requests: u32, window: Duration) -> Self {
-        let period = if window == Duration::from_secs(60) {
-            "per-min".to_string()
-        } else if window == Duration::from_secs(3600) {
-            "per-hour".to_string()
-        } else {
-            format!("per-{}s", fmt_secs(window))
-        };
-        Limit {
-            models,
-            requests,
-            period: Period::Rolling(window),
-            name: format!("{}-{}", models.prefix(), period),
-            message: None,
-        }
+        Limit::with_period(models, requests, Period::Rolling(window), "")
+    }
+
+    /// At most `requests` admissions of `models` per fixed window aligned to the wall clock —
+    /// per UTC clock minute for a 60 s window — as LiteLLM counts a key's (legacy limiter) or
+    /// a deployment's (router) `rpm`. Named `…-per-clock-min`.
+    ///
+    /// It answers as LiteLLM's key limiter does: a 429 with `retry-after` = the seconds left
+    /// in the window (fractional, as Python prints them) and the proxy's JSON error
+    /// (`"code": "429"`, a string; "Crossed TPM, RPM Limit. current rpm: …, rpm limit: …");
+    /// every 200 carries `x-ratelimit-limit-requests` and `x-ratelimit-remaining-requests`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_quota::sim::{Limit, Models, Period};
+    ///
+    /// // LiteLLM's router admits one fewer than its `rpm: 20` says.
+    /// let rpm = Limit::fixed_clock(Models::All, 20, Duration::from_secs(60)).admitting(19);
+    /// assert_eq!((rpm.requests(), rpm.admits()), (20, 19));
+    /// assert_eq!(rpm.period(), Period::Clock(Duration::from_secs(60)));
+    /// assert_eq!(rpm.name(), "requests-per-clock-min");
+    /// ```
+    pub fn fixed_clock(models: Models, requests: u32, window: Duration) -> Self {
+        Limit::with_period(models, requests, Period::Clock(window), "clock-")
+    }
+
+    /// At most `requests` requests of `models` per fixed window opened by the first request
+    /// when none is open, as LiteLLM's current key limiter counts (`LITELLM_RATE_LIMIT_WINDOW_SIZE`,
+    /// 60 s by default). Named `…-per-min-anchored`.
+    ///
+    /// It answers as that limiter does: a 429 whose `retry-after` is the **whole window**,
+    /// whatever is left of it, with `rate_limit_type: requests` and
+    /// `reset_at: YYYY-MM-DD HH:MM:SS UTC` (now plus the window — LiteLLM's "conservative
+    /// estimate", not the window's real end) and the proxy's JSON error; every 200 carries
+    /// `x-ratelimit-api_key-limit-requests` and `x-ratelimit-api_key-remaining-requests`.
+    pub fn fixed_anchored(models: Models, requests: u32, window: Duration) -> Self {
+        let mut limit = Limit::with_period(models, requests, Period::Anchored(window), "");
+        limit.name.push_str("-anchored");
+        limit
     }
 
     /// At most `requests` admissions of `models` per UTC day, reset at UTC midnight.
@@ -91,10 +143,43 @@ impl Limit {
         Limit {
             models,
             requests,
+            admits: requests,
             period: Period::UtcDay,
+            second: Duration::from_secs(1),
             name: format!("{}-per-day", models.prefix()),
             message: None,
         }
+    }
+
+    fn with_period(models: Models, requests: u32, period: Period, kind: &str) -> Self {
+        let window = period.window().unwrap_or(Duration::from_secs(86_400));
+        let per = if window == Duration::from_secs(60) {
+            "per-min".to_string()
+        } else if window == Duration::from_secs(3600) {
+            "per-hour".to_string()
+        } else {
+            format!("per-{}s", fmt_secs(window))
+        };
+        let per = match kind {
+            "" => per,
+            kind => per.replacen("per-", &format!("per-{kind}"), 1),
+        };
+        Limit {
+            models,
+            requests,
+            admits: requests,
+            period,
+            second: Duration::from_secs(1),
+            name: format!("{}-{}", models.prefix(), per),
+            message: None,
+        }
+    }
+
+    /// Admits `admits` per period while still announcing [`requests`](Self::requests) in its
+    /// messages and headers — LiteLLM's router admits N − 1 for `rpm: N`.
+    pub fn admitting(mut self, admits: u32) -> Self {
+        self.admits = admits;
+        self
     }
 
     /// Replaces the name shown in the 429 message (`Rate limit exceeded: {name}. `).
@@ -119,9 +204,15 @@ impl Limit {
         self.models
     }
 
-    /// How many admissions it allows per period.
+    /// How many admissions it announces per period (in its messages and headers).
     pub fn requests(&self) -> u32 {
         self.requests
+    }
+
+    /// How many admissions it really allows per period: [`requests`](Self::requests) unless
+    /// set by [`admitting`](Self::admitting).
+    pub fn admits(&self) -> u32 {
+        self.admits
     }
 
     /// Its period.
@@ -139,9 +230,13 @@ impl Limit {
 
     /// The same limit in a world where a minute lasts `minute` (daily limits unchanged).
     pub(crate) fn scaled(mut self, minute: Duration) -> Self {
-        if let Period::Rolling(w) = self.period {
-            self.period = Period::Rolling(scale(w, minute));
-        }
+        self.period = match self.period {
+            Period::Rolling(w) => Period::Rolling(scale(w, minute)),
+            Period::Clock(w) => Period::Clock(scale(w, minute)),
+            Period::Anchored(w) => Period::Anchored(scale(w, minute)),
+            Period::UtcDay => Period::UtcDay,
+        };
+        self.second = scale(self.second, minute);
         self
     }
 }
@@ -209,6 +304,35 @@ impl Tier {
         Tier::new("openrouter-credited")
             .with_limit(Limit::rolling(Models::Free, 20, Duration::from_secs(60)))
             .with_limit(Limit::daily(Models::Free, 1000))
+    }
+
+    /// A LiteLLM proxy key with `rpm_limit: rpm` under its legacy limiter: every model,
+    /// counted per UTC clock minute (see [`Limit::fixed_clock`]).
+    pub fn litellm_clock_minute(rpm: u32) -> Self {
+        Tier::new("litellm-clock-minute").with_limit(Limit::fixed_clock(
+            Models::All,
+            rpm,
+            Duration::from_secs(60),
+        ))
+    }
+
+    /// A LiteLLM router deployment with `rpm: rpm`: per UTC clock minute, admitting
+    /// `rpm − 1` (its off-by-one), answered as [`Limit::fixed_clock`] describes.
+    pub fn litellm_router(rpm: u32) -> Self {
+        Tier::new("litellm-router").with_limit(
+            Limit::fixed_clock(Models::All, rpm, Duration::from_secs(60))
+                .admitting(rpm.saturating_sub(1)),
+        )
+    }
+
+    /// A LiteLLM proxy key with `rpm_limit: rpm` under its current (v3) limiter: every model,
+    /// a 60 s window anchored at the first request (see [`Limit::fixed_anchored`]).
+    pub fn litellm_anchored(rpm: u32) -> Self {
+        Tier::new("litellm-anchored").with_limit(Limit::fixed_anchored(
+            Models::All,
+            rpm,
+            Duration::from_secs(60),
+        ))
     }
 
     /// No limits at all (the default for paid models on OpenRouter).
@@ -461,6 +585,17 @@ mod tests {
             Period::Rolling(Duration::from_secs(2))
         );
         assert_eq!(scaled.limits()[1].period(), Period::UtcDay);
+        let anchored = Tier::litellm_anchored(20).scaled(Duration::from_secs(2));
+        assert_eq!(
+            anchored.limits()[0].period(),
+            Period::Anchored(Duration::from_secs(2))
+        );
+        assert_eq!(anchored.limits()[0].name(), "requests-per-min-anchored");
+        assert_eq!(Tier::litellm_router(20).limits()[0].admits(), 19);
+        assert_eq!(
+            Limit::fixed_clock(Models::Free, 5, Duration::from_secs(10)).name(),
+            "free-models-per-clock-10s"
+        );
     }
 
     #[test]

@@ -8,6 +8,32 @@
 //! the crate's limiter (a log of admission times per account, counted), so it can serve as the
 //! ground truth for it.
 //!
+//! # The network
+//!
+//! A real server counts a request when it **arrives**, after a one-way delay that varies; the
+//! client only knows when it sent it. The simulator models that with a [`Network`]: an inbound
+//! [`Delay`] before a request is decided and an outbound one before its answer reaches the
+//! client, each a base plus uniform jitter drawn from the seed
+//! ([`SimulatorBuilder::network`]). Two requests sent exactly a window apart may arrive less
+//! than a window apart, and the second is then refused, as a real server would. Every count,
+//! the admission log and [`Simulator::check_invariants`] are in arrival time; a [`Record`]
+//! says when its request was sent ([`Record::sent`]). The upstream
+//! [latency](SimulatorBuilder::latency) is the model's time after the decision. The default
+//! is no network: a request is decided the instant it is sent.
+//!
+//! # Servers that count differently
+//!
+//! A [`Limit`] counts the way one real server does ([`Period`]):
+//!
+//! - [`Limit::rolling`]: at most N in any interval of length W — OpenRouter;
+//! - [`Limit::fixed_clock`]: at most N per window aligned to the clock (per UTC minute) —
+//!   LiteLLM's router (`rpm` of a deployment; [`Tier::litellm_router`] admits N − 1 for
+//!   `rpm: N`, as it does) and its legacy key limiter ([`Tier::litellm_clock_minute`]);
+//! - [`Limit::fixed_anchored`]: at most N per window opened by the first request, answering
+//!   `retry-after` = the whole window — LiteLLM's current key limiter
+//!   ([`Tier::litellm_anchored`]);
+//! - [`Limit::daily`]: per UTC day.
+//!
 //! Two ways to run it:
 //!
 //! - **in process**, as a tower [`Service`](tower_service::Service) of `http::Request<B>` for
@@ -42,10 +68,12 @@
 //! | 402 | a paid model and the [credits](Account::with_credits) do not cover the [price](SimulatorBuilder::price_per_request) | `{"error":{"code":402,"message":"Insufficient credits…"}}`, no `Retry-After` |
 //! | 429 | a UTC-daily cap is used up | `Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day`; `X-RateLimit-Limit`, `-Remaining: 0`, `-Reset` = the next UTC midnight in epoch ms, in the headers and in `error.metadata.headers`; no `Retry-After` |
 //! | 429 | a rolling window is full | `Rate limit exceeded: free-models-per-min. `, the same `X-RateLimit-*` with `-Reset` = when the oldest admission leaves the window (epoch ms, rounded up), and `Retry-After` in whole seconds, rounded up; the body also carries `user_id` |
+//! | 429 | a clock-aligned window is full | LiteLLM's `{"error":{"message":"LiteLLM Rate Limit Handler for rate limit type = key. Crossed TPM, RPM Limit. current rpm: …, rpm limit: N, …","type":"None","param":"None","code":"429"}}`, `retry-after` = the seconds to the next window (`7.500000`) |
+//! | 429 | an anchored window is full | LiteLLM's error, `Rate limit exceeded for api_key: <hash>. Limit type: requests. Current limit: N, Remaining: 0. Limit resets at: …`; `retry-after` = the whole window, `rate_limit_type: requests`, `reset_at: YYYY-MM-DD HH:MM:SS UTC` (now plus the window) |
 //! | 429 | upstream fault, or a request before an upstream delay has passed | `{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"<model> is temporarily rate-limited upstream. Please retry shortly…","provider_name":…,"is_byok":false,"retry_after_seconds":N,"headers":{"Retry-After":"N"}}}}`, no HTTP `Retry-After` |
 //! | 503 | inside an injected burst | `{"error":{"code":503,"message":"No allowed providers are available for the selected model."}}` |
 //! | 502 | injected | `{"error":{"code":502,"message":…,"metadata":{"provider_name":…}}}` |
-//! | 200 | admitted | an OpenAI-style completion |
+//! | 200 | admitted | an OpenAI-style completion; with a clock-aligned limit `x-ratelimit-{limit,remaining}-requests`, with an anchored one `x-ratelimit-api_key-{limit,remaining}-requests` (the announced N less the window's count) |
 //!
 //! # Observing a run
 //!
@@ -115,6 +143,7 @@
 
 mod builder;
 mod config;
+mod network;
 mod rng;
 mod server;
 mod simulator;
@@ -123,6 +152,7 @@ mod stats;
 
 pub use builder::SimulatorBuilder;
 pub use config::{Account, Faults, Limit, Models, Period, Tier};
+pub use network::{Delay, Network};
 pub use server::ServerHandle;
 pub use simulator::{ResponseFuture, Simulator};
 pub use stats::{Admission, InvariantViolation, Outcome, Record, Stats};

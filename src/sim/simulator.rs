@@ -18,6 +18,7 @@ use tower_service::Service;
 
 use super::builder::SimulatorBuilder;
 use super::config::{fmt_secs, Account, Faults, Limit, Period};
+use super::network::Network;
 use super::rng::SplitMix64;
 use super::state::{next_utc_midnight_ms, utc_day, AccountState, Entry, Verdict};
 use super::stats::{check_limit, Admission, InvariantViolation, Outcome, Record, Stats};
@@ -40,6 +41,7 @@ struct Inner {
     keys: HashMap<String, usize>,
     price: f64,
     latency: (Duration, Duration),
+    network: Network,
     faults: Faults,
     seed: u64,
     provider: String,
@@ -51,6 +53,8 @@ struct Inner {
 #[derive(Default)]
 struct State {
     accounts: Vec<AccountState>,
+    /// Requests sent so far: the index of the next one's network draws.
+    sent: u64,
     upstream_draws: u64,
     burst_until: Option<Instant>,
     records: Vec<Record>,
@@ -71,6 +75,18 @@ struct Arrival<'a> {
     model: &'a str,
     now: Instant,
     wall: SystemTime,
+    /// The network's delays for this request: it was sent `inbound` before `now`; its
+    /// answer takes `outbound` to reach the client.
+    inbound: Duration,
+    outbound: Duration,
+}
+
+/// The network's delays of one request, drawn when it is sent.
+#[derive(Clone, Copy, Debug)]
+struct Legs {
+    sent: Instant,
+    inbound: Duration,
+    outbound: Duration,
 }
 
 /// A decided answer: status, extra headers, JSON body, latency before it is sent.
@@ -144,6 +160,7 @@ impl Simulator {
                 keys,
                 price: b.price,
                 latency: b.latency,
+                network: b.network,
                 faults: b.faults,
                 seed: b.seed,
                 provider: b.provider,
@@ -185,8 +202,17 @@ impl Simulator {
         self.inner.start_wall + at.saturating_duration_since(self.inner.base)
     }
 
-    /// The accounts, with their rolling windows as enforced (scaled by
-    /// [`SimulatorBuilder::minute`]).
+    /// The network between clients and the simulator (see [`Network`]).
+    pub fn network(&self) -> Network {
+        self.inner.network
+    }
+
+    /// The simulator's wall clock at a tokio instant (before its start: its start time).
+    pub fn wall_time_at(&self, at: Instant) -> SystemTime {
+        self.wall_at(at)
+    }
+
+    /// The accounts, with their windows as enforced (scaled by [`SimulatorBuilder::minute`]).
     pub fn accounts(&self) -> &[Account] {
         &self.inner.accounts
     }
@@ -197,14 +223,17 @@ impl Simulator {
         Stats::from_records(state.records.clone(), state.admissions.clone())
     }
 
-    /// Checks from the admission log that no limit of any account was ever broken: never more
-    /// than N admissions in any interval of length W, never more than the daily cap in one UTC
-    /// day. An oracle for tests and benchmarks (it also guards the simulator itself).
+    /// Checks from the log of arrivals that no limit of any account was ever broken, counting
+    /// as each limit counts: never more than N admissions in any interval of length W (rolling),
+    /// in one clock-aligned window (clock), in one window opened by an arrival (anchored —
+    /// the windows rebuilt from every arrival that reached the limit check), or in one UTC day.
+    /// Times are arrival times, when the simulator saw each request, after the network's
+    /// inbound delay. An oracle for tests and benchmarks (it also guards the simulator itself).
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
         let state = self.lock();
         for account in &self.inner.accounts {
             for limit in &account.tier.limits {
-                check_limit(&account.label, limit, &state.admissions)?;
+                check_limit(&account.label, limit, &state.admissions, &state.records)?;
             }
         }
         Ok(())
@@ -233,12 +262,31 @@ impl Simulator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Answers one request, as the in-process service and the HTTP server both do.
-    async fn handle<B>(self, req: Request<B>) -> Response<Full<Bytes>>
+    /// Draws the network's delays of the request being sent now.
+    fn send(&self) -> Legs {
+        let mut state = self.lock();
+        let n = state.sent;
+        state.sent += 1;
+        drop(state);
+        let (inbound, outbound) = self.inner.network.draw(self.inner.seed, n);
+        Legs {
+            sent: Instant::now(),
+            inbound,
+            outbound,
+        }
+    }
+
+    /// Answers one request, as the in-process service and the HTTP server both do: it
+    /// arrives after its inbound delay, is decided then, and its answer leaves after the
+    /// upstream latency and reaches the client after its outbound delay.
+    async fn handle<B>(self, req: Request<B>, legs: Legs) -> Response<Full<Bytes>>
     where
         B: http_body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if !legs.inbound.is_zero() {
+            tokio::time::sleep_until(legs.sent + legs.inbound).await;
+        }
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let route = match (&parts.method, path.as_str()) {
@@ -253,8 +301,8 @@ impl Simulator {
             _ => Route::NotFound,
         };
         let key = bearer(&parts.headers);
-        let (answer, record) = self.decide(&parts.method, path, key, route);
-        let delay = answer.delay;
+        let (answer, record) = self.decide(&parts.method, path, key, route, legs);
+        let delay = answer.delay + legs.outbound;
         let mut response = answer.into_response();
         response.extensions_mut().insert(record);
         if !delay.is_zero() {
@@ -270,9 +318,12 @@ impl Simulator {
         path: String,
         key: Option<String>,
         route: Route,
+        legs: Legs,
     ) -> (Answer, Record) {
         let now = Instant::now();
         let wall = self.wall_at(now);
+        // What the trip really took (the timer's tick, the body's transfer over loopback).
+        let inbound = now.saturating_duration_since(legs.sent);
         let mut state = self.lock();
         let seq = state.records.len() as u64;
         let account = key.as_ref().and_then(|k| self.inner.keys.get(k).copied());
@@ -310,6 +361,8 @@ impl Simulator {
                     model: &m,
                     now,
                     wall,
+                    inbound,
+                    outbound: legs.outbound,
                 };
                 let decided = self.complete(&mut state, i, arrival);
                 model = Some(m);
@@ -327,6 +380,8 @@ impl Simulator {
             model,
             status: answer.status,
             outcome,
+            inbound,
+            outbound: legs.outbound,
         };
         state.records.push(record.clone());
         (answer, record)
@@ -340,6 +395,8 @@ impl Simulator {
             model,
             now,
             wall,
+            inbound,
+            outbound,
         } = arrival;
         let inner = &*self.inner;
         let account = &inner.accounts[i];
@@ -360,19 +417,32 @@ impl Simulator {
             }
         }
 
-        // The platform's own limits.
+        // The platform's own limits, checked on arrival; anchored windows count every arrival.
         let today = utc_day(wall);
-        match state.accounts[i].check(&account.tier.limits, free, now, today) {
+        let limits = &account.tier.limits;
+        let verdict = state.accounts[i].check(limits, free, now, wall, today);
+        state.accounts[i].arrive(limits, free, wall);
+        match verdict {
             Verdict::Admit => {}
-            Verdict::Window { limit, reset } => {
-                let limit = &account.tier.limits[limit];
+            Verdict::Window { limit: l, reset } => {
+                let limit = &limits[l];
                 let wait = reset - now;
-                let reset_ms = epoch_ms_ceil(wall + wait);
-                let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                let mut answer = self.platform_429(account, limit, reset_ms);
-                answer
-                    .headers
-                    .push(("Retry-After", retry_after.to_string()));
+                let answer = match limit.period {
+                    Period::Clock(_) => {
+                        let used = state.accounts[i].used_in_window(limits, l, wall);
+                        self.litellm_clock_429(limit, used.unwrap_or(0), wait)
+                    }
+                    Period::Anchored(w) => self.litellm_anchored_429(key, limit, wall, w),
+                    Period::Rolling(_) | Period::UtcDay => {
+                        let reset_ms = epoch_ms_ceil(wall + wait);
+                        let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                        let mut answer = self.platform_429(account, limit, reset_ms);
+                        answer
+                            .headers
+                            .push(("Retry-After", retry_after.to_string()));
+                        answer
+                    }
+                };
                 let outcome = Outcome::RateLimited {
                     limit: limit.name.clone(),
                 };
@@ -399,15 +469,18 @@ impl Simulator {
         let retry_after = rng.range_u64(faults.retry_after_min, faults.retry_after_max);
         let bad_gateway = rng.chance(faults.bad_gateway);
 
-        if let Some(until) = state.accounts[i].cooldowns.get(model).copied() {
+        if let Some((until, delivered)) = state.accounts[i].cooldowns.get(model).copied() {
             if faults.enforce_retry_after && until > now {
                 let wait = until - now;
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 let mut answer = self.upstream_429(model, secs);
                 answer.delay = delay;
+                // Early only if sent once the client had the 429: a request already on the
+                // wire when it was answered could not have known.
+                let sent = now.checked_sub(inbound).unwrap_or(now);
                 let outcome = Outcome::UpstreamRateLimited {
                     retry_after_secs: secs,
-                    early: true,
+                    early: sent >= delivered,
                 };
                 return (answer, outcome);
             }
@@ -427,9 +500,13 @@ impl Simulator {
             );
         }
         if upstream_429 {
-            state.accounts[i]
-                .cooldowns
-                .insert(model.to_string(), now + Duration::from_secs(retry_after));
+            state.accounts[i].cooldowns.insert(
+                model.to_string(),
+                (
+                    now + Duration::from_secs(retry_after),
+                    now + delay + outbound,
+                ),
+            );
             let mut answer = self.upstream_429(model, retry_after);
             answer.delay = delay;
             let outcome = Outcome::UpstreamRateLimited {
@@ -453,9 +530,10 @@ impl Simulator {
 
         // Admitted.
         state.accounts[i].admit(
-            &account.tier.limits,
+            limits,
             Entry {
                 at: now,
+                wall,
                 day: today,
                 free,
             },
@@ -496,7 +574,82 @@ impl Simulator {
         });
         let mut answer = Answer::new(StatusCode::OK, body);
         answer.delay = delay;
+        answer.headers = self.litellm_success_headers(&state.accounts[i], limits, free, wall);
         (answer, Outcome::Completed)
+    }
+
+    /// What LiteLLM adds to a 200 for each fixed-window limit that counts the model: the
+    /// legacy limiter's `x-ratelimit-{limit,remaining}-requests`, v3's
+    /// `x-ratelimit-api_key-{limit,remaining}-requests`. OpenRouter adds nothing.
+    fn litellm_success_headers(
+        &self,
+        state: &AccountState,
+        limits: &[Limit],
+        free: bool,
+        wall: SystemTime,
+    ) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        for (l, limit) in limits.iter().enumerate() {
+            if !limit.models.matches(free) {
+                continue;
+            }
+            let used = state.used_in_window(limits, l, wall).unwrap_or(0);
+            let n = u64::from(limit.requests);
+            let remaining = n.saturating_sub(used).to_string();
+            match limit.period {
+                Period::Clock(_) => {
+                    headers.push(("x-ratelimit-limit-requests", n.to_string()));
+                    headers.push(("x-ratelimit-remaining-requests", remaining));
+                }
+                Period::Anchored(_) => {
+                    headers.push(("x-ratelimit-api_key-limit-requests", n.to_string()));
+                    headers.push(("x-ratelimit-api_key-remaining-requests", remaining));
+                }
+                Period::Rolling(_) | Period::UtcDay => {}
+            }
+        }
+        headers
+    }
+
+    /// LiteLLM's legacy key limiter refusing a request in a full clock window: `retry-after`
+    /// is the time to the next window in seconds, fractional as Python prints a float (to the
+    /// microsecond, rounded up here so that a client waiting that long is admitted).
+    fn litellm_clock_429(&self, limit: &Limit, used: u64, wait: Duration) -> Answer {
+        let micros = wait.as_nanos().div_ceil(1_000);
+        let retry_after = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+        let message = format!(
+            "LiteLLM Rate Limit Handler for rate limit type = key. Crossed TPM, RPM Limit. \
+             current rpm: {used}, rpm limit: {}, current tpm: 0, tpm limit: None",
+            limit.requests
+        );
+        let mut answer = Answer::new(StatusCode::TOO_MANY_REQUESTS, litellm_error(&message));
+        answer.headers = vec![("retry-after", retry_after)];
+        answer
+    }
+
+    /// LiteLLM's current key limiter refusing a request: `retry-after` is the whole window, a
+    /// constant; `reset_at` is now plus the window.
+    fn litellm_anchored_429(
+        &self,
+        key: &str,
+        limit: &Limit,
+        wall: SystemTime,
+        window: Duration,
+    ) -> Answer {
+        let reset_at = format!("{} UTC", utc_datetime(wall + window));
+        let hashed = format!("{:016x}", fnv1a(key.as_bytes()));
+        let message = format!(
+            "Rate limit exceeded for api_key: {hashed}. Limit type: requests. Current limit: {}, \
+             Remaining: 0. Limit resets at: {reset_at}",
+            limit.requests
+        );
+        let mut answer = Answer::new(StatusCode::TOO_MANY_REQUESTS, litellm_error(&message));
+        answer.headers = vec![
+            ("retry-after", fmt_secs(window)),
+            ("rate_limit_type", "requests".to_string()),
+            ("reset_at", reset_at),
+        ];
+        answer
     }
 
     /// OpenRouter's own 429, with the `X-RateLimit-*` headers in the body and on the response.
@@ -601,11 +754,43 @@ impl fmt::Debug for Simulator {
 
 /// The simulated user id of an account.
 fn user_id(account: &Account) -> String {
+    format!("user_sim{:016x}", fnv1a(account.label.as_bytes()))
+}
+
+/// FNV-1a, 64 bits: stable ids for keys and accounts.
+fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in account.label.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
     }
-    format!("user_sim{h:016x}")
+    h
+}
+
+/// The LiteLLM proxy's error body: `code` a string, `type` and `param` present.
+fn litellm_error(message: &str) -> Value {
+    json!({"error": {"message": message, "type": "None", "param": "None", "code": "429"}})
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC (whole seconds, rounded down).
+fn utc_datetime(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (non-negative here).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
 }
 
 fn round_credits(x: f64) -> f64 {
@@ -654,9 +839,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Sent now: the network's delays are drawn in the order requests are sent.
+        let legs = self.send();
         let sim = self.clone();
         ResponseFuture {
-            inner: Box::pin(async move { Ok(sim.handle(req).await) }),
+            inner: Box::pin(async move { Ok(sim.handle(req, legs).await) }),
         }
     }
 }
@@ -704,6 +891,11 @@ mod tests {
         assert!(parse_model(b"nope").is_err());
         let t = UNIX_EPOCH + Duration::from_micros(1_500);
         assert_eq!(epoch_ms_ceil(t), 2);
+        let ten_am = UNIX_EPOCH + Duration::from_secs(1_795_341_600);
+        assert_eq!(utc_datetime(ten_am), "2026-11-22 10:00:00");
+        assert_eq!(utc_datetime(UNIX_EPOCH), "1970-01-01 00:00:00");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 86_399); // 2000-02-29
+        assert_eq!(utc_datetime(leap), "2000-02-29 23:59:59");
         assert_eq!(epoch_ms_ceil(UNIX_EPOCH + Duration::from_millis(7)), 7);
     }
 }

@@ -27,15 +27,42 @@ pub(crate) fn next_utc_midnight_ms(wall: SystemTime) -> u64 {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Entry {
     pub(crate) at: Instant,
+    pub(crate) wall: SystemTime,
     pub(crate) day: u64,
     pub(crate) free: bool,
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+pub(crate) fn epoch_nanos(wall: SystemTime) -> u128 {
+    wall.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// The index of the clock-aligned window of length `w` that holds `wall`.
+pub(crate) fn clock_window(wall: SystemTime, w: Duration) -> u128 {
+    epoch_nanos(wall) / w.as_nanos().max(1)
+}
+
+/// `wall` rounded down to a multiple of `unit` since the epoch.
+pub(crate) fn truncate(wall: SystemTime, unit: Duration) -> SystemTime {
+    let unit = unit.as_nanos().max(1);
+    let t = epoch_nanos(wall) / unit * unit;
+    UNIX_EPOCH + Duration::new((t / 1_000_000_000) as u64, (t % 1_000_000_000) as u32)
+}
+
+/// An anchored window: when it started (wall clock) and the requests it counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Anchor {
+    pub(crate) start: SystemTime,
+    pub(crate) count: u64,
 }
 
 /// Why a request is not admitted, or that it is.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Verdict {
     Admit,
-    /// A rolling window is full; a slot frees at `reset`.
+    /// A window (rolling, clock-aligned or anchored) is full; a slot frees at `reset`.
     Window {
         limit: usize,
         reset: Instant,
@@ -53,20 +80,37 @@ pub(crate) struct AccountState {
     pub(crate) log: VecDeque<Entry>,
     /// Credits spent.
     pub(crate) usage: f64,
-    /// Per model: until when the upstream provider asked to wait.
-    pub(crate) cooldowns: HashMap<String, Instant>,
+    /// Per model: until when the upstream provider asked to wait, and when that 429
+    /// reached the client (after its latency and the network's outbound delay).
+    pub(crate) cooldowns: HashMap<String, (Instant, Instant)>,
+    /// Per anchored limit (by index): its current window.
+    pub(crate) anchors: HashMap<usize, Anchor>,
 }
 
 impl AccountState {
-    /// Whether every limit admits one more request for a model (`free` or not) at `now`
-    /// (`today` is `now`'s UTC day). Does not record anything.
-    pub(crate) fn check(&self, limits: &[Limit], free: bool, now: Instant, today: u64) -> Verdict {
+    /// Whether every limit admits one more request for a model (`free` or not) arriving at
+    /// `now` (`wall` on the wall clock, `today` its UTC day). Does not record anything: call
+    /// [`arrive`](Self::arrive) next (anchored windows count every arrival), then
+    /// [`admit`](Self::admit) if admitted.
+    pub(crate) fn check(
+        &self,
+        limits: &[Limit],
+        free: bool,
+        now: Instant,
+        wall: SystemTime,
+        today: u64,
+    ) -> Verdict {
         let mut window: Option<(usize, Instant)> = None;
+        let mut full = |i: usize, reset: Instant| {
+            if window.is_none_or(|(_, r)| reset > r) {
+                window = Some((i, reset));
+            }
+        };
         for (i, limit) in limits.iter().enumerate() {
             if !limit.models.matches(free) {
                 continue;
             }
-            let n = limit.requests as usize;
+            let n = limit.admits as usize;
             match limit.period {
                 Period::UtcDay => {
                     let used = self
@@ -93,16 +137,91 @@ impl AccountState {
                             0 => now + w,
                             _ => inside[inside.len() - n] + w,
                         };
-                        if window.is_none_or(|(_, r)| reset > r) {
-                            window = Some((i, reset));
-                        }
+                        full(i, reset);
                     }
                 }
+                Period::Clock(w) => {
+                    let k = clock_window(wall, w);
+                    let used = self
+                        .log
+                        .iter()
+                        .filter(|e| limit.models.matches(e.free) && clock_window(e.wall, w) == k)
+                        .count();
+                    if used >= n {
+                        let next = (k + 1) * w.as_nanos();
+                        let left = next.saturating_sub(epoch_nanos(wall));
+                        full(i, now + Duration::from_nanos(left as u64));
+                    }
+                }
+                Period::Anchored(w) => match self.anchors.get(&i) {
+                    Some(a) if wall < a.start + w => {
+                        if a.count >= n as u64 {
+                            let left = (a.start + w).duration_since(wall).unwrap_or_default();
+                            full(i, now + left);
+                        }
+                    }
+                    // This arrival opens a window.
+                    _ => {
+                        if n == 0 {
+                            let end = truncate(wall, limit.second) + w;
+                            full(i, now + end.duration_since(wall).unwrap_or_default());
+                        }
+                    }
+                },
             }
         }
         match window {
             Some((limit, reset)) => Verdict::Window { limit, reset },
             None => Verdict::Admit,
+        }
+    }
+
+    /// Counts an arrival that reached the limit check, admitted or not, in the anchored
+    /// windows of the limits that count its model (opening a window where none is open).
+    pub(crate) fn arrive(&mut self, limits: &[Limit], free: bool, wall: SystemTime) {
+        for (i, limit) in limits.iter().enumerate() {
+            let Period::Anchored(w) = limit.period else {
+                continue;
+            };
+            if !limit.models.matches(free) {
+                continue;
+            }
+            match self.anchors.get_mut(&i) {
+                Some(a) if wall < a.start + w => a.count += 1,
+                _ => {
+                    let start = truncate(wall, limit.second);
+                    self.anchors.insert(i, Anchor { start, count: 1 });
+                }
+            }
+        }
+    }
+
+    /// Admissions (or, for an anchored window, arrivals) counted by limit `i` in the window
+    /// that holds `wall`; `None` for rolling and daily limits.
+    pub(crate) fn used_in_window(
+        &self,
+        limits: &[Limit],
+        i: usize,
+        wall: SystemTime,
+    ) -> Option<u64> {
+        let limit = &limits[i];
+        match limit.period {
+            Period::Clock(w) => {
+                let k = clock_window(wall, w);
+                Some(
+                    self.log
+                        .iter()
+                        .filter(|e| limit.models.matches(e.free) && clock_window(e.wall, w) == k)
+                        .count() as u64,
+                )
+            }
+            Period::Anchored(w) => Some(
+                self.anchors
+                    .get(&i)
+                    .filter(|a| wall < a.start + w)
+                    .map_or(0, |a| a.count),
+            ),
+            Period::Rolling(_) | Period::UtcDay => None,
         }
     }
 
@@ -112,8 +231,8 @@ impl AccountState {
         let longest = limits
             .iter()
             .filter_map(|l| match l.period {
-                Period::Rolling(w) => Some(w),
-                Period::UtcDay => None,
+                Period::Rolling(w) | Period::Clock(w) => Some(w),
+                Period::Anchored(_) | Period::UtcDay => None,
             })
             .max()
             .unwrap_or(Duration::ZERO);
@@ -150,11 +269,12 @@ mod tests {
         let mut s = AccountState::default();
         for dt in [0, 3] {
             let at = t0 + Duration::from_secs(dt);
-            assert_eq!(s.check(&limits, true, at, 0), Verdict::Admit);
+            assert_eq!(s.check(&limits, true, at, UNIX_EPOCH, 0), Verdict::Admit);
             s.admit(
                 &limits,
                 Entry {
                     at,
+                    wall: UNIX_EPOCH,
                     day: 0,
                     free: true,
                 },
@@ -162,14 +282,14 @@ mod tests {
         }
         let early = t0 + Duration::from_millis(9_999);
         assert_eq!(
-            s.check(&limits, false, early, 0),
+            s.check(&limits, false, early, UNIX_EPOCH, 0),
             Verdict::Window {
                 limit: 0,
                 reset: t0 + Duration::from_secs(10)
             }
         );
         assert_eq!(
-            s.check(&limits, false, t0 + Duration::from_secs(10), 0),
+            s.check(&limits, false, t0 + Duration::from_secs(10), UNIX_EPOCH, 0),
             Verdict::Admit
         );
     }
@@ -186,13 +306,17 @@ mod tests {
             &limits,
             Entry {
                 at: t0,
+                wall: UNIX_EPOCH,
                 day: 5,
                 free: true,
             },
         );
-        assert_eq!(s.check(&limits, true, t0, 5), Verdict::Daily { limit: 0 });
-        assert_eq!(s.check(&limits, false, t0, 5), Verdict::Admit);
-        assert_eq!(s.check(&limits, true, t0, 6), Verdict::Admit);
+        assert_eq!(
+            s.check(&limits, true, t0, UNIX_EPOCH, 5),
+            Verdict::Daily { limit: 0 }
+        );
+        assert_eq!(s.check(&limits, false, t0, UNIX_EPOCH, 5), Verdict::Admit);
+        assert_eq!(s.check(&limits, true, t0, UNIX_EPOCH, 6), Verdict::Admit);
     }
 
     proptest::proptest! {
@@ -224,10 +348,10 @@ mod tests {
                 let forced = in_last(short) >= n_short as usize
                     || in_last(long) >= n_long as usize
                     || today >= cap as usize;
-                match s.check(&limits, true, t, day) {
+                match s.check(&limits, true, t, UNIX_EPOCH, day) {
                     Verdict::Admit => {
                         proptest::prop_assert!(!forced);
-                        s.admit(&limits, Entry { at: t, day, free: true });
+                        s.admit(&limits, Entry { at: t, wall: UNIX_EPOCH, day, free: true });
                         admitted.push((t, day));
                     }
                     Verdict::Window { reset, .. } => {
@@ -235,8 +359,8 @@ mod tests {
                         proptest::prop_assert!(reset > t);
                         // The reset is exact: refused a nanosecond before, not by a window at it.
                         let before = reset - Duration::from_nanos(1);
-                        proptest::prop_assert!(s.check(&limits, true, before, day) != Verdict::Admit);
-                        let at_reset = s.check(&limits, true, reset, day);
+                        proptest::prop_assert!(s.check(&limits, true, before, UNIX_EPOCH, day) != Verdict::Admit);
+                        let at_reset = s.check(&limits, true, reset, UNIX_EPOCH, day);
                         let window_at_reset = matches!(at_reset, Verdict::Window { .. });
                         proptest::prop_assert!(!window_at_reset);
                     }
@@ -247,6 +371,91 @@ mod tests {
             proptest::prop_assert!(crate::sim::stats::max_in_window(&times, short) <= n_short as usize);
             proptest::prop_assert!(crate::sim::stats::max_in_window(&times, long) <= n_long as usize);
         }
+    }
+
+    /// Arrivals every `gap_ms` from `start` (wall) against one limit: which were admitted,
+    /// and the resets of those refused (from the arrival).
+    fn run(limit: Limit, start: SystemTime, gaps_ms: &[u64]) -> Vec<Result<(), Duration>> {
+        let limits = vec![limit];
+        let t0 = Instant::now();
+        let mut s = AccountState::default();
+        let mut out = Vec::new();
+        let mut offset = Duration::ZERO;
+        for gap in gaps_ms {
+            offset += Duration::from_millis(*gap);
+            let (at, wall) = (t0 + offset, start + offset);
+            let verdict = s.check(&limits, true, at, wall, 0);
+            s.arrive(&limits, true, wall);
+            match verdict {
+                Verdict::Admit => {
+                    s.admit(
+                        &limits,
+                        Entry {
+                            at,
+                            wall,
+                            day: 0,
+                            free: true,
+                        },
+                    );
+                    out.push(Ok(()));
+                }
+                Verdict::Window { reset, .. } => out.push(Err(reset - at)),
+                Verdict::Daily { .. } => unreachable!(),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn clock_windows_count_per_aligned_window_and_admit_their_own_n() {
+        let minute = Duration::from_secs(60);
+        // 10:00:50 UTC: the first clock minute has 10 s left.
+        let start = UNIX_EPOCH + Duration::from_secs(1_795_341_600 + 50);
+        let limit = Limit::fixed_clock(Models::All, 3, minute).admitting(2);
+        let got = run(limit, start, &[0, 1000, 1000, 7999, 1, 1, 1]);
+        let left = |ms: u64| Err(Duration::from_millis(ms));
+        // Two in the first window, the third told the 8 s left; at 10:01:00 a new window.
+        assert_eq!(
+            got,
+            [
+                Ok(()),
+                Ok(()),
+                left(8_000),
+                left(1),
+                Ok(()),
+                Ok(()),
+                left(59_998)
+            ]
+        );
+    }
+
+    #[test]
+    fn anchored_windows_open_on_arrival_truncated_to_the_second_and_count_refusals() {
+        let w = Duration::from_secs(10);
+        let start = UNIX_EPOCH + Duration::from_millis(1_795_341_600_700);
+        let limit = Limit::fixed_anchored(Models::All, 2, w);
+        // Opened at …:00.700, truncated to …:00: it ends at …:10, 9.3 s later.
+        let got = run(limit.clone(), start, &[0, 100, 100, 9_099, 1, 5_000]);
+        assert_eq!(
+            got,
+            [
+                Ok(()),
+                Ok(()),
+                Err(Duration::from_millis(9_100)),
+                Err(Duration::from_millis(1)),
+                // …:10.000 opens the next window, to …:20.
+                Ok(()),
+                Ok(()),
+            ]
+        );
+        // A refused arrival counts: the window's count is past its limit.
+        let limits = vec![limit];
+        let mut s = AccountState::default();
+        for _ in 0..5 {
+            s.arrive(&limits, true, start);
+        }
+        assert_eq!(s.used_in_window(&limits, 0, start), Some(5));
+        assert_eq!(s.used_in_window(&limits, 0, start + w), Some(0));
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub enum Outcome {
     NotFound,
     /// 402: the account's credits do not cover the request.
     InsufficientCredits,
-    /// 429 from the platform's own rolling window (e.g. `free-models-per-min`).
+    /// 429 from one of the platform's own windows — rolling (e.g. `free-models-per-min`),
+    /// clock-aligned or anchored.
     RateLimited {
         /// The limit's name.
         limit: String,
@@ -39,8 +40,9 @@ pub enum Outcome {
     UpstreamRateLimited {
         /// The delay the body asks for, in whole seconds.
         retry_after_secs: u64,
-        /// Whether it came from the request arriving before an earlier upstream 429's delay
-        /// had passed (a retry sent too early).
+        /// Whether it was sent — after the client had the earlier upstream 429, by the
+        /// network model — and arrived before that 429's delay had passed (a retry sent too
+        /// early; a request already on the wire when the 429 was answered is not).
         early: bool,
     },
     /// 503: no provider available (an injected burst).
@@ -55,9 +57,11 @@ pub enum Outcome {
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Record {
-    /// Its number since the simulator started (or was [reset](super::Simulator::reset)), from 0.
+    /// Its number since the simulator started (or was [reset](super::Simulator::reset)), from 0,
+    /// in the order of arrival.
     pub seq: u64,
-    /// When it arrived, on the tokio clock.
+    /// When it arrived (after the network's inbound delay) and was decided, on the tokio
+    /// clock.
     pub at: Instant,
     /// When it arrived, on the simulator's wall clock.
     pub wall: SystemTime,
@@ -75,6 +79,33 @@ pub struct Record {
     pub status: StatusCode,
     /// Why.
     pub outcome: Outcome,
+    /// How long it took to arrive: it was sent this long before [`at`](Self::at) (the
+    /// network's inbound delay, to the timer's millisecond; over loopback, from when the
+    /// server had its head).
+    pub inbound: Duration,
+    /// The network's outbound delay of its answer (after the upstream latency).
+    pub outbound: Duration,
+}
+
+impl Record {
+    /// When it was sent, by the network model: [`at`](Self::at) less the inbound delay.
+    pub fn sent(&self) -> Instant {
+        self.at.checked_sub(self.inbound).unwrap_or(self.at)
+    }
+
+    /// Whether it reached the platform's limit check (a completion for a known account with
+    /// a model and the credits for it): what an anchored window counts.
+    pub fn reached_limits(&self) -> bool {
+        matches!(
+            self.outcome,
+            Outcome::Completed
+                | Outcome::RateLimited { .. }
+                | Outcome::DailyCapReached { .. }
+                | Outcome::UpstreamRateLimited { .. }
+                | Outcome::Unavailable
+                | Outcome::BadGateway
+        )
+    }
 }
 
 /// One admission: a completion that counted against the account's limits. Its `Debug`
@@ -84,7 +115,8 @@ pub struct Record {
 pub struct Admission {
     /// The request's number (see [`Record::seq`]).
     pub seq: u64,
-    /// When it was admitted (on arrival), on the tokio clock.
+    /// When it was admitted — on arrival, after the network's inbound delay — on the tokio
+    /// clock.
     pub at: Instant,
     /// The same instant on the simulator's wall clock.
     pub wall: SystemTime,
@@ -199,7 +231,7 @@ pub struct InvariantViolation {
     pub account: String,
     /// The limit's name.
     pub limit: String,
-    /// The most it allows per period.
+    /// The most it admits per period.
     pub allowed: u32,
     /// How many were admitted in one period.
     pub admitted: usize,
@@ -217,33 +249,73 @@ impl fmt::Display for InvariantViolation {
 
 impl std::error::Error for InvariantViolation {}
 
-/// Checks one account's admissions against one limit.
+/// Checks one account's admissions against one limit, counting as the limit counts; the
+/// records (every arrival) rebuild anchored windows.
 pub(crate) fn check_limit(
     account: &str,
     limit: &Limit,
     admissions: &[Admission],
+    records: &[Record],
 ) -> Result<(), InvariantViolation> {
     let matching = admissions
         .iter()
         .filter(|a| a.account == account && limit.models.matches(a.free));
+    let per_bucket = |buckets: BTreeMap<u128, usize>| buckets.values().copied().max().unwrap_or(0);
     let admitted = match limit.period {
         Period::Rolling(window) => {
             let times: Vec<Instant> = matching.map(|a| a.at).collect();
             max_in_window(&times, window)
         }
         Period::UtcDay => {
-            let mut per_day: BTreeMap<u64, usize> = BTreeMap::new();
+            let mut per_day: BTreeMap<u128, usize> = BTreeMap::new();
             for a in matching {
-                *per_day.entry(super::state::utc_day(a.wall)).or_default() += 1;
+                *per_day
+                    .entry(u128::from(super::state::utc_day(a.wall)))
+                    .or_default() += 1;
             }
-            per_day.values().copied().max().unwrap_or(0)
+            per_bucket(per_day)
+        }
+        Period::Clock(window) => {
+            let mut per_window: BTreeMap<u128, usize> = BTreeMap::new();
+            for a in matching {
+                *per_window
+                    .entry(super::state::clock_window(a.wall, window))
+                    .or_default() += 1;
+            }
+            per_bucket(per_window)
+        }
+        Period::Anchored(window) => {
+            // Each arrival that reached the check opens a window when none is open; count the
+            // admissions in each.
+            let mut per_window: BTreeMap<u128, usize> = BTreeMap::new();
+            let mut open: Option<std::time::SystemTime> = None;
+            let arrivals = records.iter().filter(|r| {
+                r.account.as_deref() == Some(account)
+                    && r.reached_limits()
+                    && limit
+                        .models
+                        .matches(r.model.as_deref().is_some_and(|m| m.ends_with(":free")))
+            });
+            for r in arrivals {
+                let start = match open {
+                    Some(start) if r.wall < start + window => start,
+                    _ => super::state::truncate(r.wall, limit.second),
+                };
+                open = Some(start);
+                if r.outcome == Outcome::Completed {
+                    *per_window
+                        .entry(super::state::epoch_nanos(start))
+                        .or_default() += 1;
+                }
+            }
+            per_bucket(per_window)
         }
     };
-    if admitted > limit.requests as usize {
+    if admitted > limit.admits as usize {
         Err(InvariantViolation {
             account: account.to_string(),
             limit: limit.name.clone(),
-            allowed: limit.requests,
+            allowed: limit.admits,
             admitted,
         })
     } else {
@@ -273,6 +345,8 @@ impl fmt::Debug for Record {
             .field("model", &self.model)
             .field("status", &self.status)
             .field("outcome", &self.outcome)
+            .field("inbound", &self.inbound)
+            .field("outbound", &self.outbound)
             .finish()
     }
 }
