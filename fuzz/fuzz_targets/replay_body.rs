@@ -7,19 +7,15 @@
 //! whole body never fails; the caller gets the last attempt's answer.
 #![no_main]
 
-use std::collections::VecDeque;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use libfuzzer_sys::fuzz_target;
-use tokio::time::Sleep;
 use tower::{BoxError, Service, ServiceExt};
 use tower_quota::retry::{NoBudget, ReplayBody};
 use tower_quota::RetryAfterLayer;
@@ -61,49 +57,10 @@ enum Keep {
 
 const STATUSES: [u16; 5] = [429, 503, 500, 408, 502];
 
-/// The caller's body: each chunk after its delay, then the trailers. It keeps one waker,
-/// the last poller's, as a timer or a socket does.
-struct Paced {
-    chunks: VecDeque<(Duration, Bytes)>,
-    trailers: Option<HeaderMap>,
-    exact: bool,
-    sleep: Option<Pin<Box<Sleep>>>,
-}
+#[path = "../../tests/support/paced.rs"]
+mod paced;
 
-impl Body for Paced {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        let this = &mut *self;
-        let Some(&(delay, _)) = this.chunks.front() else {
-            return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
-        };
-        if !delay.is_zero() {
-            let sleep = this
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
-            ready!(sleep.as_mut().poll(cx));
-            this.sleep = None;
-        }
-        let (_, chunk) = this.chunks.pop_front().expect("a chunk");
-        Poll::Ready(Some(Ok(Frame::data(chunk))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.chunks.is_empty() && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        if !self.exact {
-            return SizeHint::new();
-        }
-        SizeHint::with_exact(self.chunks.iter().map(|(_, c)| c.len() as u64).sum())
-    }
-}
+use paced::Paced;
 
 /// What one reader got.
 #[derive(Debug, Default)]
@@ -249,7 +206,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn run(input: Input) {
-    let chunks: VecDeque<(Duration, Bytes)> = input
+    let chunks: Vec<(Duration, Bytes)> = input
         .chunks
         .iter()
         .take(64)
@@ -266,12 +223,7 @@ fn run(input: Input) {
         t.insert("grpc-status", "0".parse().unwrap());
         t
     });
-    let body = Paced {
-        chunks,
-        trailers: trailers.clone(),
-        exact: input.exact,
-        sleep: None,
-    };
+    let body = Paced::new(chunks, trailers.clone(), input.exact);
     let plan = Arc::new(input.plan.into_iter().take(6).collect::<Vec<_>>());
     let max_attempts = u32::from(input.max_attempts % 6).max(1);
 

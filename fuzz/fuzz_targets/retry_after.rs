@@ -3,25 +3,16 @@
 //! milliseconds, pushback), and a check of each answer against what the headers say.
 #![no_main]
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use std::time::SystemTime;
-
-use arbitrary::{Arbitrary, Unstructured};
 use http::HeaderMap;
 use libfuzzer_sys::fuzz_target;
 use tower_quota::headers::{self, Pushback, MAX_DELAY};
-use tower_quota_fuzz::{parse_text, text_now, Headers, Now};
+use tower_quota_fuzz::header_input;
 
 fuzz_target!(|data: &[u8]| {
-    // A response written as text (the seeds), or a structured input.
-    if let Some(text) = parse_text(data) {
-        check(&text.headers, text_now());
-    } else if let Ok((headers, now)) =
-        <(Headers, Now)>::arbitrary_take_rest(Unstructured::new(data))
-    {
-        let now = now.time();
-        check(&headers.map(now), now);
+    if let Some((map, now)) = header_input(data) {
+        check(&map, now);
     }
 });
 

@@ -802,3 +802,15 @@ pub fn parse_text(data: &[u8]) -> Option<Text> {
 pub fn text_now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(TEXT_NOW)
 }
+
+/// The header map and wall-clock time an input of a header target stands for: a response
+/// written as text (the seeds; at [`TEXT_NOW`]), else a structured `(Headers, Now)`.
+pub fn header_input(data: &[u8]) -> Option<(HeaderMap, SystemTime)> {
+    if let Some(text) = parse_text(data) {
+        return Some((text.headers, text_now()));
+    }
+    let u = arbitrary::Unstructured::new(data);
+    let (headers, now) = <(Headers, Now)>::arbitrary_take_rest(u).ok()?;
+    let now = now.time();
+    Some((headers.map(now), now))
+}
