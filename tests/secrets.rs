@@ -17,8 +17,8 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 use tower_quota::classify::{Classification, QuotaClassifyLayer};
 use tower_quota::clock::WallClock;
 use tower_quota::limit::store::{
-    AcquireRequest, Decision, MemoryStore, QuotaSpec, Store, StoreError, StoreFuture,
-    StoreSnapshot, Update,
+    AcquireRequest, Decision, MemoryStore, SnapshotRequest, Store, StoreError, StoreFuture,
+    StoreSnapshot, UpdateRequest,
 };
 use tower_quota::limit::{Key, KeyBy, Model, RateLimited, RequestHead};
 use tower_quota::retry::{ReplayBody, RetryInfo};
@@ -84,39 +84,19 @@ impl Store for Recording {
         self.inner.acquire_now(req)
     }
 
-    fn update(
-        &self,
-        key: Key,
-        quotas: Arc<[QuotaSpec]>,
-        update: Update,
-        now: u64,
-        margin: u64,
-    ) -> StoreFuture<'_, ()> {
-        self.record(key);
-        self.inner.update(key, quotas, update, now, margin)
+    fn update<'a>(&'a self, req: UpdateRequest<'a>) -> StoreFuture<'a, ()> {
+        self.record(req.key);
+        self.inner.update(req)
     }
 
-    fn update_now(
-        &self,
-        key: Key,
-        quotas: &[QuotaSpec],
-        update: Update,
-        now: u64,
-        margin: u64,
-    ) -> bool {
-        self.record(key);
-        self.inner.update_now(key, quotas, update, now, margin)
+    fn update_now(&self, req: &UpdateRequest<'_>) -> bool {
+        self.record(req.key);
+        self.inner.update_now(req)
     }
 
-    fn snapshot<'a>(
-        &'a self,
-        key: Key,
-        quotas: &'a [QuotaSpec],
-        now: u64,
-        margin: u64,
-    ) -> StoreFuture<'a, Option<StoreSnapshot>> {
-        self.record(key);
-        self.inner.snapshot(key, quotas, now, margin)
+    fn snapshot<'a>(&'a self, req: SnapshotRequest<'a>) -> StoreFuture<'a, Option<StoreSnapshot>> {
+        self.record(req.key);
+        self.inner.snapshot(req)
     }
 }
 
