@@ -132,7 +132,12 @@ impl Limiter {
             .map_or(0, dur_ns);
         Limiter {
             shared: Arc::new(Shared {
-                margin: Margin::new(dur_ns(config.margin), config.learn_margin),
+                // In reject mode the limiter is the one counting (a gateway deciding for its
+                // own clients): no server's arrivals to allow for.
+                margin: Margin::new(
+                    dur_ns(config.margin),
+                    config.learn_margin && config.mode == Mode::Wait,
+                ),
                 learned: Learned::default(),
                 config,
                 gates: Gates::new(),
@@ -187,10 +192,12 @@ impl Limiter {
         self.reconfigure(|c| c.margin = margin)
     }
 
-    /// Whether to learn the margin (default: yes): from the spread of round trips (the 5th to
-    /// the 95th percentile of the last 64) and from surprise 429s (each doubles it, at least
-    /// 20 ms, halving every 5 minutes without another), never more than a twentieth of the
-    /// tier's shortest window nor 2 s. See [`learned_margin`](Self::learned_margin).
+    /// Whether to learn the margin (default: yes, in [`Mode::Wait`]; a limiter in
+    /// [`Mode::Reject`] is the one counting and learns none): the spread of round trips (the
+    /// 5th to the 95th percentile of the last 64, once 8 are seen, at most a fiftieth of the
+    /// window), and surprise 429s (each
+    /// doubles it, at least 20 ms, at most a twentieth, halving every 5 minutes without
+    /// another); never more than 2 s. See [`margin_for`](Self::margin_for).
     pub fn learn_margin(self, learn: bool) -> Limiter {
         self.reconfigure(|c| c.learn_margin = learn)
     }

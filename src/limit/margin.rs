@@ -6,8 +6,6 @@
 //! every window absorbs that, and no fixed value is right (200 ms is 0.3 % of a minute and
 //! 20 % of a second), so it is learned from what the limiter observes:
 //!
-//! - **Before anything is seen**, a hundredth of the tier's shortest window (600 ms of a
-//!   minute, 10 ms of a second): a 1 % cost that covers the jitter of most networks.
 //! - **The spread of round trips.** The one-way delays of two requests differ by no more
 //!   than their round trips' spread when the server answers at once (a 429 does), and that
 //!   spread is what the margin must cover. The estimate is the spread between the 5th and the
@@ -86,8 +84,8 @@ impl Margin {
         }
     }
 
-    /// The margin for a tier whose shortest window is `shortest_ns` (0: none): before any
-    /// round trip is seen, a hundredth of the window; then the round trips' spread, at most
+    /// The margin for a tier whose shortest window is `shortest_ns` (0: none): once 8 round
+    /// trips are seen, their spread, at most
     /// a fiftieth (they include the server's own time, which can vary by seconds); a
     /// surprise 429 may take it to a twentieth. Never below the configured floor.
     pub(crate) fn get(&self, shortest_ns: u64) -> u64 {
@@ -96,7 +94,7 @@ impl Margin {
         }
         let spread = self.spread.load(Ordering::Relaxed);
         let from_trips = if spread == UNKNOWN {
-            shortest_ns / 100
+            0
         } else {
             spread.min(shortest_ns / 50)
         };
@@ -171,10 +169,9 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     #[test]
-    fn a_hundredth_of_the_window_until_round_trips_say_otherwise() {
+    fn the_spread_of_round_trips_sets_the_margin() {
         let m = Margin::new(0, true);
-        assert_eq!(m.get(60_000 * MS), 600 * MS, "nothing seen yet");
-        assert_eq!(m.get(1_000 * MS), 10 * MS);
+        assert_eq!(m.get(60_000 * MS), 0, "nothing seen yet");
         // Round trips of 300-700 ms: the spread, at most a fiftieth of the window.
         for i in 0..64 {
             m.observe_rtt((300 + (i * 37) % 400) * MS, i * MS);
