@@ -103,7 +103,8 @@ use tokio::time::Instant;
 
 use crate::classify::{self, Auto, Classification, Classify, PeekBody, QuotaClassifyLayer};
 use crate::limit::{AcquireError, Limiter, RateLimitLayer, RequestHead, Tier};
-use crate::retry::{Decide, Outcome, RetryInfo, Shared, Standard, Step, StopReason};
+use crate::retry::attempts::{Attempts, Then};
+use crate::retry::{Decide, Shared, Standard};
 use crate::QuotaLayer;
 
 /// Paces, classifies and retries the requests of a
@@ -178,27 +179,26 @@ where
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<Response> {
-        let shared = &*self.retry;
-        shared.budget.deposit();
-        let start = shared.limits.deadline.map(|_| Instant::now());
+        // The crate's per-attempt core decides; this only translates reqwest's types.
+        let mut run = Attempts::new(Arc::clone(&self.retry));
         // The URL as an `http::Uri`, for keys, tier selectors and cost functions.
         let uri: http::Uri = req.url().as_str().parse().unwrap_or_default();
-        let template = if shared.limits.max_attempts > 1 {
+        let mut template = if run.may_retry() {
             req.try_clone()
         } else {
             None
         };
         let replayable = template.is_some();
         let mut first = Some(req);
-        let mut attempts = 0;
-        // The last response, held while a retry waits for the limiter.
-        let mut last: Option<(http::Response<PeekBody<::reqwest::Body>>, ::reqwest::Url)> = None;
+        // The URL of the last response (the one `run` may hold and hand back).
+        let mut url = None;
         loop {
-            attempts += 1;
+            let last = run.begin();
             let req = match first.take() {
                 Some(req) => req,
                 // A retry happens only when the template exists (`replayable`), and a
                 // clone of a clone-able request is clone-able.
+                None if last => template.take().expect("a retry needs a cloneable request"),
                 None => template
                     .as_ref()
                     .and_then(Request::try_clone)
@@ -210,60 +210,38 @@ where
                 headers: req.headers(),
                 extensions,
             };
-            let learn = match self.rate_limit.policy.admission(&head) {
-                Some((acquire, learn)) => match (acquire.await, last.take()) {
-                    (Ok(()), _) => learn,
-                    // The limiter refused a retry: the server's last answer is returned.
-                    (Err(AcquireError::RateLimited(_)), Some((mut response, url))) => {
-                        response
-                            .extensions_mut()
-                            .insert(RetryInfo::new(attempts - 1, StopReason::LimiterRefused));
-                        return Ok(into_reqwest(response, url));
+            let then = 'attempt: {
+                let learn = match self.rate_limit.policy.admission(&head) {
+                    Some((acquire, learn)) => match acquire.await {
+                        Ok(()) => learn,
+                        Err(e) => break 'attempt run.error(acquire_error(e), replayable),
+                    },
+                    None => None,
+                };
+                let admitted = Instant::now();
+                let response = match next.clone().run(req, &mut *extensions).await {
+                    Ok(response) => response,
+                    Err(e) => break 'attempt run.error(e, replayable),
+                };
+                let (response, at) = self.classify(response).await;
+                url = Some(at);
+                if let Some(learn) = learn {
+                    let classification = response
+                        .extensions()
+                        .get::<Classification>()
+                        .expect("the classifier attached one");
+                    if let Some(pending) = learn.observe(admitted, classification) {
+                        pending.await;
                     }
-                    (Err(e), _) => return Err(acquire_error(e)),
-                },
-                None => None,
-            };
-            let admitted = Instant::now();
-            let response = match next.clone().run(req, &mut *extensions).await {
-                Ok(response) => response,
-                Err(e) => match shared.next_step(attempts, start, Outcome::Error(&e), replayable) {
-                    Step::Retry(delay) => {
-                        drop(e);
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    Step::Stop(_) => return Err(e),
-                },
-            };
-            let (mut response, url) = self.classify(response).await;
-            let classification = response
-                .extensions()
-                .get::<Classification>()
-                .expect("the classifier attached one");
-            if let Some(l) = learn {
-                l.limiter.observe_round_trip(admitted);
-                if let Some(pending) = l.limiter.learn(l.key, &l.tier, classification, l.options) {
-                    pending.await;
                 }
-            }
-            let outcome = Outcome::Response {
-                status: response.status(),
-                headers: response.headers(),
-                classification,
+                run.response(response, replayable)
             };
-            match shared.next_step(attempts, start, outcome, replayable) {
-                Step::Retry(delay) => {
-                    last = Some((response, url));
-                    tokio::time::sleep(delay).await;
-                }
-                Step::Stop(stopped) => {
-                    if attempts > 1 || stopped != StopReason::Success {
-                        response
-                            .extensions_mut()
-                            .insert(RetryInfo::new(attempts, stopped));
-                    }
-                    return Ok(into_reqwest(response, url));
+            match then {
+                Then::RetryAt(at) => tokio::time::sleep_until(at).await,
+                Then::Done(result) => {
+                    return result.map(|response| {
+                        into_reqwest(response, url.take().expect("a response has a URL"))
+                    })
                 }
             }
         }

@@ -18,12 +18,30 @@ use super::quota::Tier;
 use super::BoxError;
 use crate::classify::{Classification, Classify, Generic};
 
-/// What the response future needs to learn from the response.
+/// What a front end needs to learn from an admitted attempt's response: made with the
+/// admission (`Policy::admission`), used once by [`observe`](Learn::observe).
 pub(crate) struct Learn {
     pub(crate) limiter: Limiter,
     pub(crate) key: Key,
     pub(crate) tier: Tier,
     pub(crate) options: LearnOptions,
+}
+
+impl Learn {
+    /// The attempt admitted at `admitted` was answered with `classification`: the round trip
+    /// feeds the learned margin, the classification the key's cooldowns, pauses and learned
+    /// limits. The returned [`Learning`], when there is one, finishes writing to the store
+    /// (bounded by the limiter's learn timeout); a front end awaits it before it returns
+    /// the response or retries.
+    pub(crate) fn observe(
+        self,
+        admitted: Instant,
+        classification: &Classification,
+    ) -> Option<Learning> {
+        self.limiter.observe_round_trip(admitted);
+        self.limiter
+            .learn(self.key, &self.tier, classification, self.options)
+    }
 }
 
 pin_project! {
@@ -140,10 +158,8 @@ where
                     let Some(learn) = this.learn.take() else {
                         return Poll::Ready(Ok(resp));
                     };
-                    if let Some(at) = this.admitted.take() {
-                        learn.limiter.observe_round_trip(at);
-                    }
-                    let (resp, pending) = learn_from(learn, resp);
+                    let admitted = this.admitted.take().unwrap_or_else(Instant::now);
+                    let (resp, pending) = learn_from(learn, admitted, resp);
                     match pending {
                         None => return Poll::Ready(Ok(resp)),
                         Some(fut) => this.state.set(State::Learning {
@@ -166,30 +182,29 @@ where
 
 /// Reads the response's [`Classification`] (deriving one from status and headers when none
 /// is attached) and hands it to the limiter.
-fn learn_from<RB>(learn: Learn, resp: Response<RB>) -> (Response<RB>, Option<Learning>) {
-    let Learn {
-        limiter,
-        key,
-        tier,
-        options,
-    } = learn;
+fn learn_from<RB>(
+    learn: Learn,
+    admitted: Instant,
+    resp: Response<RB>,
+) -> (Response<RB>, Option<Learning>) {
     if let Some(c) = resp.extensions().get::<Classification>() {
-        let pending = limiter.learn(key, &tier, c, options);
+        let pending = learn.observe(admitted, c);
         return (resp, pending);
     }
-    // Nothing to learn from a success that carries no rate-limit header (the common case):
-    // skip classifying it.
+    // Nothing to learn from a success that carries no rate-limit header (the common case)
+    // but its round trip: skip classifying it.
     if resp.status().is_success()
         && !resp
             .headers()
             .keys()
             .any(|name| name.as_str().contains("ratelimit"))
     {
+        learn.limiter.observe_round_trip(admitted);
         return (resp, None);
     }
     let (parts, body) = resp.into_parts();
-    let c = Generic.classify_at(&parts, &[], limiter.now_wall());
-    let pending = limiter.learn(key, &tier, &c, options);
+    let c = Generic.classify_at(&parts, &[], learn.limiter.now_wall());
+    let pending = learn.observe(admitted, &c);
     (Response::from_parts(parts, body), pending)
 }
 

@@ -133,6 +133,7 @@
 //! [`Classification`]: crate::classify::Classification
 //! [`Classification::retry_after`]: crate::classify::Classification::retry_after
 
+pub(crate) mod attempts;
 mod backoff;
 mod budget;
 mod error;
@@ -155,4 +156,4 @@ pub use replay::{ReplayBody, DEFAULT_MAX_REPLAY_BYTES};
 pub use service::RetryAfter;
 
 #[cfg(feature = "reqwest-middleware")]
-pub(crate) use {policy::Step, service::Shared};
+pub(crate) use service::Shared;

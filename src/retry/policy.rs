@@ -295,7 +295,11 @@ fn error_chain<E: 'static>(e: &E) -> Option<&(dyn std::error::Error + 'static)> 
     }
     #[cfg(feature = "reqwest-middleware")]
     if let Some(e) = any.downcast_ref::<reqwest_middleware::Error>() {
-        return Some(e);
+        // The wrapped error itself: `Error`'s transparent `source` skips it.
+        return Some(match e {
+            reqwest_middleware::Error::Middleware(e) => e.as_ref(),
+            reqwest_middleware::Error::Reqwest(e) => e,
+        });
     }
     None
 }
@@ -303,17 +307,15 @@ fn error_chain<E: 'static>(e: &E) -> Option<&(dyn std::error::Error + 'static)> 
 pub(crate) fn is_limiter_refusal<E: 'static>(e: &E) -> bool {
     use crate::limit::{AcquireError, CostExceedsLimit, RateLimited};
     use std::any::Any;
-    use std::error::Error;
 
     let any = e as &dyn Any;
-    let mut next: Option<&(dyn Error + 'static)> =
-        if let Some(boxed) = any.downcast_ref::<tower::BoxError>() {
-            Some(&**boxed)
-        } else if let Some(e) = any.downcast_ref::<AcquireError>() {
-            Some(e)
-        } else {
-            return any.is::<RateLimited>() || any.is::<CostExceedsLimit>();
-        };
+    if any.is::<RateLimited>() || any.is::<CostExceedsLimit>() {
+        return true;
+    }
+    let mut next = match any.downcast_ref::<AcquireError>() {
+        Some(e) => Some(e as &(dyn std::error::Error + 'static)),
+        None => error_chain(e),
+    };
     while let Some(err) = next {
         if err.is::<RateLimited>() || err.is::<CostExceedsLimit>() {
             return true;

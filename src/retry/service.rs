@@ -10,6 +10,7 @@ use http_body::Body;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::attempts::Attempts;
 use super::backoff::{splitmix64, GOLDEN_GAMMA};
 use super::budget::Budget;
 use super::future::ResponseFuture;
@@ -185,16 +186,12 @@ where
         // future for the retries; a clone takes its place here.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = Arc::clone(&self.shared);
-        shared.budget.deposit();
+        let mut attempts = Attempts::new(Arc::clone(&self.shared));
         let (parts, body) = req.into_parts();
-        let body = ReplayBody::new(body, shared.max_replay_bytes);
-        let template = if shared.limits.max_attempts > 1 {
-            Some((parts.clone(), body.replay()))
-        } else {
-            None
-        };
+        let body = ReplayBody::new(body, attempts.shared().max_replay_bytes);
+        let template = attempts.may_retry().then(|| (parts.clone(), body.replay()));
+        attempts.begin();
         let future = inner.call(http::Request::from_parts(parts, body));
-        ResponseFuture::new(future, inner, shared, template)
+        ResponseFuture::new(future, inner, attempts, template)
     }
 }
