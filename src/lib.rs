@@ -120,7 +120,7 @@
 //! |---|---|---|
 //! | `classified response` (every non-success) | DEBUG | `status`, `class`, `scope`, `retry_after_ms`, `code` |
 //! | `rate limit: waiting` | DEBUG | `key`, `tier`, `wait_ms` |
-//! | `rate limit: request not admitted` | INFO | `key`, `tier`, `reason` (`rejected`, `max_wait`), `retry_after_ms` |
+//! | `rate limit: request not admitted` | DEBUG (one per refused request: a gateway refuses many) | `key`, `tier`, `reason` (`rejected`, `max_wait`), `retry_after_ms` |
 //! | `rate limit: cooling down` | INFO | `key`, `tier`, `class`, `delay_ms` |
 //! | `rate limit: window exhausted, pausing until reset` | INFO | `key`, `tier`, `reset_ms` |
 //! | `rate limit: adopting the server's limit` | INFO | `key`, `tier`, `quota`, `limit` |

@@ -1,0 +1,351 @@
+//! [`Limiter::learn`]: what a response teaches — cooldowns after a 429, pauses until a
+//! reset, tightened counts, and limits and windows learned from the server.
+
+use super::*;
+
+impl Limiter {
+    /// Blocks `key` (under `tier`) until `delay` from now (plus the margin): waiting requests
+    /// are held too.
+    pub async fn cool_down(
+        &self,
+        key: Key,
+        tier: &Tier,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        let until = self
+            .now_ns()
+            .saturating_add(dur_ns(delay))
+            .saturating_add(self.margin_ns(tier));
+        tracing::info!(key = %key, tier = tier.name(), delay_ms = delay.as_millis() as u64, "rate limit: cooling down");
+        let store_key = key.with_tier(tier.id());
+        let tier = self.shared.learned.in_force(store_key, tier.clone());
+        match self.apply(store_key, &tier, vec![Update::BlockUntil(until)]) {
+            Some(fut) => fut.await,
+            None => Ok(()),
+        }
+    }
+
+    /// Applies `updates` to `key` under `tier` in one batch: at once when the store can,
+    /// else returns the future of the one round trip.
+    fn apply(
+        &self,
+        store_key: Key,
+        tier: &Tier,
+        updates: Vec<Update>,
+    ) -> Option<StoreFuture<'static, ()>> {
+        let s = &self.shared;
+        let t = self.times(tier, Instant::now());
+        let margin = self.margin_ns(tier);
+        let req = UpdateRequest::new(store_key, tier.specs(), &updates, t.now)
+            .with_wall(t.wall)
+            .with_margin(margin);
+        if s.config.store.update_now(&req) {
+            return None;
+        }
+        let store = s.config.store.clone();
+        let tier = tier.clone();
+        Some(Box::pin(async move {
+            let req = UpdateRequest::new(store_key, tier.specs(), &updates, t.now)
+                .with_wall(t.wall)
+                .with_margin(margin);
+            store.update(req).await
+        }))
+    }
+
+    /// Learns from a response's classification for `key` under `tier`: a cooldown after a
+    /// rate-limited response with a delay, a block until an exhausted quota resets, a pause
+    /// until a window with nothing remaining resets, a tightened count when the server says
+    /// fewer units remain than the local count, and (with `learn_limits`) the server's
+    /// limits. Model- and upstream-scoped limits are applied only when `keys_model` says the
+    /// key is the model's: an upstream 429 never pauses a whole account.
+    ///
+    /// Everything one response taught goes to the store as one batch. Returns `None` when
+    /// the store applied it at once, else a [`Learning`] future to drive: it is bounded by
+    /// the learn timeout and never fails (a store error or a timeout is logged as a warning).
+    pub fn learn(
+        &self,
+        key: Key,
+        tier: &Tier,
+        classification: &Classification,
+        options: LearnOptions,
+    ) -> Option<Learning> {
+        let store_key = key.with_tier(tier.id());
+        let mut in_force = self.shared.learned.in_force(store_key, tier.clone());
+        if let Some(grown) = self.learn_quotas(key, &in_force, classification, options) {
+            in_force = self.shared.learned.set(store_key, tier, grown);
+        }
+        let updates = self.updates(key, tier, &in_force, classification, options);
+        if updates.is_empty() {
+            return None;
+        }
+        let fut = self.apply(store_key, &in_force, updates)?;
+        let timeout = self.shared.config.learn_timeout;
+        Some(Learning {
+            fut,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        })
+    }
+
+    /// The tier in force grown by the windows the server announced that it has no quota for
+    /// (an empty tier learns its quotas so), or `None` when nothing is new.
+    fn learn_quotas(
+        &self,
+        key: Key,
+        in_force: &Tier,
+        c: &Classification,
+        options: LearnOptions,
+    ) -> Option<Tier> {
+        let applies = match c.scope() {
+            Scope::Model | Scope::Upstream => options.keys_model,
+            _ => true,
+        };
+        if !applies {
+            return None;
+        }
+        let mut grown: Option<Tier> = None;
+        for w in c.rate_limit().windows() {
+            let current = grown.as_ref().unwrap_or(in_force);
+            if current
+                .quotas()
+                .iter()
+                .any(|q| q.dimension() == &w.dimension)
+            {
+                continue;
+            }
+            let (Some(limit), Some(window)) =
+                (w.limit.filter(|&l| l > 0), infer_window(w, self.now_wall()))
+            else {
+                continue;
+            };
+            let quota = window.quota(limit).with_dimension(w.dimension.clone());
+            tracing::info!(key = %key, tier = in_force.name(), quota = %quota, "rate limit: learned a quota from the server");
+            grown = Some(current.clone().with_quota(quota));
+        }
+        grown
+    }
+
+    fn updates(
+        &self,
+        key: Key,
+        configured: &Tier,
+        tier: &Tier,
+        c: &Classification,
+        options: LearnOptions,
+    ) -> Vec<Update> {
+        let mut out = Vec::new();
+        let applies = match c.scope() {
+            Scope::Model | Scope::Upstream => options.keys_model,
+            _ => true,
+        };
+        if !applies {
+            if c.class() == QuotaClass::RateLimited {
+                tracing::debug!(key = %key, tier = tier.name(), scope = c.scope().as_str(), "rate limit: not cooling the key down for a model- or upstream-scoped limit");
+            }
+            return out;
+        }
+        let now = self.now_ns();
+        if c.class() == QuotaClass::RateLimited
+            && matches!(c.scope(), Scope::Account | Scope::Unknown)
+            && !tier.quotas().is_empty()
+        {
+            // The windows admitted this request: the server counted it in a window they
+            // did not see, so its arrivals run further from our sends than the margin says.
+            self.shared.margin.surprise(now, tier.shortest_window_ns());
+            tracing::debug!(key = %key, tier = tier.name(), learned_margin_ms = self.learned_margin().as_millis() as u64, "rate limit: a 429 the windows did not predict, widening the margin");
+        }
+        let margin = self.margin_ns(tier);
+        let until = |d: Duration| now.saturating_add(dur_ns(d)).saturating_add(margin);
+        let info = c.rate_limit();
+        let delay = match c.class() {
+            QuotaClass::RateLimited => c.retry_after().or_else(|| info.exhausted_reset()),
+            QuotaClass::QuotaExhausted => c
+                .reset_after()
+                .or(c.retry_after())
+                .or_else(|| info.exhausted_reset()),
+            _ => None,
+        };
+        if let Some(d) = delay {
+            tracing::info!(key = %key, tier = tier.name(), class = c.class().as_str(), delay_ms = d.as_millis() as u64, "rate limit: cooling down");
+            out.push(Update::BlockUntil(until(d)));
+        }
+        for w in info.windows() {
+            if w.remaining == Some(0) {
+                if let Some(r) = w.reset {
+                    tracing::info!(key = %key, tier = tier.name(), reset_ms = r.as_millis() as u64, "rate limit: window exhausted, pausing until reset");
+                    out.push(Update::BlockUntil(until(r)));
+                }
+            }
+            let Some(quota) = match_quota(tier.quotas(), w) else {
+                continue;
+            };
+            if let Some(remaining) = w.remaining {
+                out.push(Update::Remaining {
+                    quota,
+                    remaining,
+                    reset: w.reset.map(dur_ns),
+                });
+            }
+            // The server's limit is adopted when asked, when it is tighter than the one
+            // configured, and always for a quota learned from the server.
+            if let Some(limit) = w.limit.filter(|&l| l > 0) {
+                let configured_limit = configured
+                    .quotas()
+                    .iter()
+                    .find(|q| {
+                        q.window() == tier.quotas()[quota].window() && q.dimension() == &w.dimension
+                    })
+                    .map(Quota::limit);
+                let adopt = match configured_limit {
+                    Some(mine) => options.learn_limits || limit < mine,
+                    None => true,
+                };
+                if adopt {
+                    if limit != tier.quotas()[quota].limit() {
+                        tracing::info!(key = %key, tier = tier.name(), quota, limit, "rate limit: adopting the server's limit");
+                    }
+                    out.push(Update::Limit { quota, limit });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What [`Limiter::learn`] may apply.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LearnOptions {
+    /// Replace configured limits with the ones the server announces.
+    pub learn_limits: bool,
+    /// The key tells models apart: model- and upstream-scoped limits may cool it down.
+    pub keys_model: bool,
+}
+
+/// The quota of the tier a server-reported window describes: same dimension, and the same
+/// window length if the server said, else the same limit, else the only one.
+fn match_quota(quotas: &[Quota], w: &RateLimitWindow) -> Option<usize> {
+    let mut same_dim = quotas
+        .iter()
+        .enumerate()
+        .filter(|(_, q)| q.dimension() == &w.dimension);
+    if let Some(len) = w.window {
+        return same_dim
+            .find(|(_, q)| q.window().length() == len)
+            .map(|(i, _)| i);
+    }
+    let cands: Vec<usize> = same_dim.map(|(i, _)| i).collect();
+    if let Some(limit) = w.limit {
+        if let Some(&i) = cands.iter().find(|&&i| quotas[i].limit() == limit) {
+            return Some(i);
+        }
+    }
+    (cands.len() == 1).then(|| cands[0])
+}
+
+/// The window a server-reported window describes: its own length when it said (IETF `w`);
+/// else, from the time until it resets, a UTC day when it resets at a UTC midnight hours
+/// away, else the shortest common window (1 s, 10 s, 1 min, 1 h, 1 day) that reset fits in
+/// (with 10 % of slack).
+fn infer_window(w: &RateLimitWindow, wall: SystemTime) -> Option<Window> {
+    if let Some(len) = w.window.filter(|d| !d.is_zero()) {
+        return Some(Window::Rolling(len));
+    }
+    let reset = w.reset?;
+    const DAY: u64 = 86_400;
+    if reset > Duration::from_secs(3600) {
+        let at = wall.checked_add(reset)?;
+        let secs = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        let off = secs.rem_euclid(DAY as f64);
+        if off < 2.0 || off > DAY as f64 - 2.0 {
+            return Some(Window::Calendar(Duration::from_secs(DAY)));
+        }
+    }
+    // A reset a little past a common window is that window, seen late (rounding, the way
+    // back): 10 % of slack.
+    [1, 10, 60, 3600, DAY]
+        .into_iter()
+        .map(Duration::from_secs)
+        .find(|&len| reset <= len + len / 10)
+        .map(Window::Rolling)
+}
+
+/// The quotas learned per store key, beside the configured tier.
+#[derive(Default)]
+pub(super) struct Learned {
+    tiers: Mutex<HashMap<u64, Tier, BuildHasherDefault<KeyHasher>>>,
+    /// Whether any tier was learned: the common case reads one atomic.
+    any: AtomicBool,
+}
+
+/// The most keys whose quotas are learned; past it, no new key learns any (cooldowns and
+/// pauses still apply).
+const MAX_LEARNED_KEYS: usize = 100_000;
+
+impl Learned {
+    /// The tier in force for `store_key`: the learned one, else `configured`.
+    pub(super) fn in_force(&self, store_key: Key, configured: Tier) -> Tier {
+        if !self.any.load(Ordering::Acquire) {
+            return configured;
+        }
+        let tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        tiers.get(&store_key.0).cloned().unwrap_or(configured)
+    }
+
+    /// Records `grown` for `store_key` (within the bound) and returns the tier in force.
+    fn set(&self, store_key: Key, configured: &Tier, grown: Tier) -> Tier {
+        let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
+        if tiers.len() >= MAX_LEARNED_KEYS && !tiers.contains_key(&store_key.0) {
+            return tiers
+                .get(&store_key.0)
+                .cloned()
+                .unwrap_or_else(|| configured.clone());
+        }
+        tiers.insert(store_key.0, grown.clone());
+        self.any.store(true, Ordering::Release);
+        grown
+    }
+}
+
+// === impl Learning ===
+
+/// The future of [`Limiter::learn`] for a store that answers asynchronously: one round trip
+/// carrying every update of a response, bounded by the learn timeout. It never fails: a store
+/// error or a timeout is logged (`warn`) and what the response taught is lost for this once.
+#[must_use = "futures do nothing unless polled"]
+pub struct Learning {
+    fut: StoreFuture<'static, ()>,
+    sleep: Pin<Box<Sleep>>,
+    timeout: Duration,
+}
+
+impl Future for Learning {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Poll::Ready(out) = self.fut.as_mut().poll(cx) {
+            if let Err(e) = out {
+                tracing::warn!(error = %e, "rate limit: could not record what a response taught");
+            }
+            return Poll::Ready(());
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            tracing::warn!(
+                timeout_ms = self.timeout.as_millis() as u64,
+                "rate limit: the store did not record what a response taught in time"
+            );
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+impl fmt::Debug for Learning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Learning")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
