@@ -248,7 +248,7 @@ fn waiters(_c: &mut Criterion) {
     rt.block_on(async {
         let free = tower_quota::tiers::openrouter::free();
         let store = Arc::new(MemoryStore::new());
-        let limiter = Limiter::new(free).with_shared_store(store.clone());
+        let limiter = Limiter::new(free).with_store(store.clone());
         let empty = store.bytes();
         for i in 0..N {
             limiter.acquire(Key::of(&i), 1).await.unwrap();

@@ -17,6 +17,7 @@
 //! if one is wrong. Run it with `cargo run --example axum_gateway` (about two seconds).
 
 use std::time::{Duration, Instant};
+use tower_quota::limit::Mode;
 
 use axum::body::{Body, Bytes};
 use axum::error_handling::HandleErrorLayer;
@@ -96,10 +97,9 @@ async fn main() -> Result<(), BoxError> {
         .service(hyper_client);
 
     // Inbound: a tier per client API key, in reject mode.
-    let inbound = RateLimitLayer::new(Tier::new("unused"))
+    let inbound = RateLimitLayer::selecting(|head| client_tier(head.headers))
         .key_by(KeyBy::ApiKey)
-        .with_tier_selector(|head| client_tier(head.headers))
-        .reject();
+        .with_mode(Mode::Reject);
     let limiter = inbound.limiter().clone();
 
     let forward = move |headers: HeaderMap, body: Bytes| {

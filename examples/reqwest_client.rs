@@ -19,7 +19,7 @@ use tower_quota::limit::{KeyBy, Model};
 use tower_quota::reqwest::QuotaMiddleware;
 use tower_quota::retry::RetryInfo;
 use tower_quota::sim::{Faults, Simulator, Tier as SimTier};
-use tower_quota::{Quota, QuotaLayer, RateLimitLayer, Tier};
+use tower_quota::{Quota, QuotaLayer, Tier};
 
 const MODEL: &str = "meta-llama/llama-3.3-70b-instruct:free";
 
@@ -37,11 +37,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The simulator's 20 per minute, with the minute scaled down; a 100 ms margin absorbs the
     // latency differences of a real connection.
     let tier = Tier::new("openrouter-free (demo speed)").with_quota(Quota::new(20, minute));
-    let layer = QuotaLayer::new(tier.clone()).with_rate_limit(
-        RateLimitLayer::new(tier)
-            .key_by(KeyBy::ApiKeyAndModel)
-            .with_margin(Duration::from_millis(250)),
-    );
+    let layer = QuotaLayer::new(tier)
+        .key_by(KeyBy::ApiKeyAndModel)
+        .with_margin(Duration::from_millis(250));
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(QuotaMiddleware::from(layer))
         .build();

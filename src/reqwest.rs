@@ -21,7 +21,7 @@
 //! 3. **Learning**: the limiter learns from the classification (cooldowns after a 429,
 //!    pauses until a reset, tightened counts), as [`Limiter::learn`] describes.
 //! 4. **Retrying**: the [`RetryAfterLayer`]'s decision ([`Standard`] by default, or any
-//!    [`Decide`] over [`reqwest_middleware::Error`]), bounds (attempts, `max_wait`, deadline,
+//!    [`Decide`] over [`reqwest_middleware::Error`]), bounds (attempts, `max_delay`, deadline,
 //!    backoff) and retry budget decide whether and when to send the request again — the very
 //!    code the tower service runs. The caller gets the last response unchanged, with a
 //!    [`RetryInfo`] in its extensions after a retry or a refusal to retry.
@@ -58,9 +58,9 @@
 //! let (addr, server) = simulator.serve(([127, 0, 0, 1], 0)).await?;
 //!
 //! let tier = Tier::new("free").with_quota(Quota::new(20, minute));
-//! let layer = QuotaLayer::new(tier.clone())
+//! let layer = QuotaLayer::new(tier)
 //!     // On a real network, a small margin absorbs the latency differences between requests.
-//!     .with_rate_limit(RateLimitLayer::new(tier).with_margin(Duration::from_millis(100)));
+//!     .with_margin(Duration::from_millis(100));
 //! let client = ClientBuilder::new(reqwest::Client::new())
 //!     .with(QuotaMiddleware::from(layer))
 //!     .build();
@@ -128,12 +128,13 @@ impl QuotaMiddleware {
     }
 }
 
-impl<C, D: Clone> From<QuotaLayer<C, D>> for QuotaMiddleware<C, D> {
+impl<C: Clone, D: Clone> From<QuotaLayer<C, D>> for QuotaMiddleware<C, D> {
     fn from(layer: QuotaLayer<C, D>) -> Self {
+        let (retry, rate_limit, classify) = layer.parts();
         QuotaMiddleware {
-            retry: layer.retry.shared(),
-            rate_limit: layer.rate_limit,
-            classify: layer.classify,
+            retry: retry.shared(),
+            rate_limit,
+            classify,
         }
     }
 }
@@ -159,7 +160,7 @@ impl<C: fmt::Debug, D> fmt::Debug for QuotaMiddleware<C, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QuotaMiddleware")
             .field("max_attempts", &self.retry.limits.max_attempts)
-            .field("max_wait", &self.retry.limits.max_wait)
+            .field("max_delay", &self.retry.limits.max_delay)
             .field("deadline", &self.retry.limits.deadline)
             .field("rate_limit", &self.rate_limit)
             .field("classify", &self.classify)

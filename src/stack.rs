@@ -4,9 +4,13 @@ use std::fmt;
 
 use tower_layer::Layer;
 
+use std::time::Duration;
+
 use crate::classify::{Auto, QuotaClassify, QuotaClassifyLayer};
-use crate::limit::{KeyBy, Limiter, RateLimit, RateLimitLayer, Tier};
-use crate::retry::{RetryAfter, RetryAfterLayer, Standard};
+use crate::clock::WallClock;
+use crate::limit::store::Store;
+use crate::limit::{KeyBy, KeySecret, Limiter, Mode, RateLimit, RateLimitLayer, RequestHead, Tier};
+use crate::retry::{Backoff, RetryAfter, RetryAfterLayer, Standard};
 
 /// The whole stack in one layer: [`RetryAfterLayer`] (outermost, so that every attempt goes
 /// through the limiter again) → [`RateLimitLayer`] → [`QuotaClassifyLayer`] (with the
@@ -25,11 +29,14 @@ use crate::retry::{RetryAfter, RetryAfterLayer, Standard};
 /// ([`Limiter::wall_clock`]), so that all three agree on "now" — in paused tokio time too.
 /// The limiter's own refusals (reject mode, a wait beyond its `max_wait`) come back at once:
 /// [`Standard`] does not retry them.
-/// Each part stays reachable: [`key_by`](Self::key_by) for the most common setting, and
-/// [`with_retry`](Self::with_retry), [`with_rate_limit`](Self::with_rate_limit),
-/// [`with_classifier`](Self::with_classifier) and [`with_classify`](Self::with_classify) to
-/// replace a part whole. The same configuration drives the reqwest middleware
-/// (`QuotaMiddleware::from(layer)`, feature `reqwest-middleware`).
+///
+/// **One builder.** Every setting of every part is a method here, each set once, and the
+/// order of the calls does not matter: the clock is resolved when the stack is built, and
+/// replacing a part whole ([`with_rate_limit`](Self::with_rate_limit),
+/// [`with_retry`](Self::with_retry), [`with_classify`](Self::with_classify)) keeps the
+/// clock set with [`with_wall_clock`](Self::with_wall_clock). A tier selector needs no
+/// placeholder tier: [`QuotaLayer::selecting`]. The same configuration drives the reqwest
+/// middleware (`QuotaMiddleware::from(layer)`, feature `reqwest-middleware`).
 ///
 /// The service it makes is a [`QuotaStack`]: it takes `http::Request<B>`, its inner service
 /// sees `http::Request<ReplayBody<B>>` (see [the retry docs](crate::retry) for what that
@@ -81,33 +88,31 @@ use crate::retry::{RetryAfter, RetryAfterLayer, Standard};
 /// # }
 /// ```
 ///
-/// Settings of each part:
+/// Settings of each part, in any order:
 ///
 /// ```
 /// use std::time::Duration;
 /// use tower_quota::classify::OpenRouter;
 /// use tower_quota::limit::KeyBy;
-/// use tower_quota::{tiers, QuotaLayer, RateLimitLayer, RetryAfterLayer};
+/// use tower_quota::{tiers, QuotaLayer};
 ///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
 /// let layer = QuotaLayer::new(tiers::openrouter::free())
-///     .with_rate_limit(
-///         RateLimitLayer::new(tiers::openrouter::free())
-///             .key_by(KeyBy::ApiKey)
-///             .with_max_wait(Duration::from_secs(120)),
-///     )
-///     .with_retry(RetryAfterLayer::new().with_max_attempts(3))
-///     .with_classifier(OpenRouter::default());
+///     .with_max_attempts(3)                     // retry
+///     .key_by(KeyBy::ApiKey)                    // rate limit
+///     .with_max_wait(Duration::from_secs(120))  // rate limit: the longest wait for admission
+///     .with_max_delay(Duration::from_secs(30))  // retry: the longest server delay waited out
+///     .with_classifier(OpenRouter::default());  // classify
 /// assert_eq!(layer.retry().max_attempts(), 3);
+/// assert_eq!(layer.retry().max_delay(), Duration::from_secs(30));
 /// assert_eq!(layer.limiter().max_wait(), Some(Duration::from_secs(120)));
-/// # }
 /// ```
 #[derive(Clone)]
 pub struct QuotaLayer<C = Auto, D = Standard> {
     pub(crate) retry: RetryAfterLayer<D>,
     pub(crate) rate_limit: RateLimitLayer,
     pub(crate) classify: QuotaClassifyLayer<C>,
+    // Set by `with_wall_clock`, and kept when the rate limit is replaced.
+    clock: Option<WallClock>,
 }
 
 /// The service a [`QuotaLayer`] makes: `RetryAfter<RateLimit<QuotaClassify<S, C>>, D>`.
@@ -116,57 +121,193 @@ pub type QuotaStack<S, C = Auto, D = Standard> = RetryAfter<RateLimit<QuotaClass
 impl QuotaLayer {
     /// The three layers with their defaults, enforcing `tier` under one global key.
     pub fn new(tier: Tier) -> QuotaLayer {
-        let rate_limit = RateLimitLayer::new(tier);
-        let clock = rate_limit.limiter().wall_clock();
+        QuotaLayer::from_rate_limit(RateLimitLayer::new(tier))
+    }
+
+    /// The three layers with their defaults, each request's tier picked by `select` (e.g.
+    /// the free tier for `:free` models); `None` lets a request through unlimited. See
+    /// [`RateLimitLayer::with_tier_selector`].
+    ///
+    /// ```
+    /// use tower_quota::{tiers, QuotaLayer};
+    ///
+    /// let layer = QuotaLayer::selecting(|head| {
+    ///     let free = head.uri.path().ends_with(":free");
+    ///     free.then(tiers::openrouter::free)
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn selecting(
+        select: impl Fn(&RequestHead<'_>) -> Option<Tier> + Send + Sync + 'static,
+    ) -> QuotaLayer {
+        QuotaLayer::from_rate_limit(RateLimitLayer::selecting(select))
+    }
+
+    /// The default retry and classification layers around `rate_limit`.
+    pub fn from_rate_limit(rate_limit: RateLimitLayer) -> QuotaLayer {
         QuotaLayer {
-            retry: RetryAfterLayer::new().with_clock(clock.clone()),
+            retry: RetryAfterLayer::new(),
             rate_limit,
-            classify: QuotaClassifyLayer::new(Auto).with_clock(clock),
+            classify: QuotaClassifyLayer::new(Auto),
+            clock: None,
         }
     }
 }
 
 impl<C, D> QuotaLayer<C, D> {
-    /// Replaces the retry layer (attempts, `max_wait`, deadline, backoff, budget, decision).
+    fn map_rate_limit(self, f: impl FnOnce(RateLimitLayer) -> RateLimitLayer) -> Self {
+        QuotaLayer {
+            rate_limit: f(self.rate_limit),
+            ..self
+        }
+    }
+
+    fn map_retry(self, f: impl FnOnce(RetryAfterLayer<D>) -> RetryAfterLayer<D>) -> Self {
+        QuotaLayer {
+            retry: f(self.retry),
+            ..self
+        }
+    }
+
+    // --- replacing a part whole ---
+
+    /// Replaces the retry layer (attempts, `max_delay`, deadline, backoff, budget, decision).
     pub fn with_retry<D2>(self, retry: RetryAfterLayer<D2>) -> QuotaLayer<C, D2> {
         QuotaLayer {
             retry,
             rate_limit: self.rate_limit,
             classify: self.classify,
+            clock: self.clock,
         }
     }
 
-    /// Replaces the rate-limit layer (tier, keys, costs, mode, store, …). The classifier and
-    /// the retry layer are set to read its limiter's wall clock.
+    /// Replaces the rate-limit layer (tier, keys, costs, mode, store, …); a clock set with
+    /// [`with_wall_clock`](Self::with_wall_clock) carries over.
     pub fn with_rate_limit(self, rate_limit: RateLimitLayer) -> QuotaLayer<C, D> {
-        let clock = rate_limit.limiter().wall_clock();
+        let rate_limit = match &self.clock {
+            Some(clock) => rate_limit.with_wall_clock(clock.clone()),
+            None => rate_limit,
+        };
+        QuotaLayer { rate_limit, ..self }
+    }
+
+    /// Replaces the classification layer (classifier, body cap).
+    pub fn with_classify<C2>(self, classify: QuotaClassifyLayer<C2>) -> QuotaLayer<C2, D> {
         QuotaLayer {
-            retry: self.retry.with_clock(clock.clone()),
-            rate_limit,
-            classify: self.classify.with_clock(clock),
+            retry: self.retry,
+            rate_limit: self.rate_limit,
+            classify,
+            clock: self.clock,
         }
     }
+
+    // --- all three ---
 
     /// Sets the wall clock all three layers read (epoch resets, HTTP-dates, UTC days): in
     /// paused tokio time, one that follows virtual time
     /// ([`WallClock::starting_at`](crate::clock::WallClock::starting_at), or a simulator's).
-    pub fn with_wall_clock(self, clock: crate::clock::WallClock) -> QuotaLayer<C, D> {
+    pub fn with_wall_clock(self, clock: WallClock) -> QuotaLayer<C, D> {
         QuotaLayer {
-            retry: self.retry.with_clock(clock.clone()),
             rate_limit: self.rate_limit.with_wall_clock(clock.clone()),
-            classify: self.classify.with_clock(clock),
-        }
-    }
-
-    /// Sets how requests are keyed (see [`RateLimitLayer::key_by`]).
-    pub fn key_by(self, key_by: KeyBy) -> QuotaLayer<C, D> {
-        QuotaLayer {
-            rate_limit: self.rate_limit.key_by(key_by),
+            clock: Some(clock),
             ..self
         }
     }
 
-    /// Replaces the classifier, keeping the body cap and the clock.
+    // --- the rate limit ---
+
+    /// Sets how requests are keyed (see [`RateLimitLayer::key_by`]).
+    pub fn key_by(self, key_by: KeyBy) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.key_by(key_by))
+    }
+
+    /// Picks each request's tier (see [`RateLimitLayer::with_tier_selector`]).
+    pub fn with_tier_selector(
+        self,
+        select: impl Fn(&RequestHead<'_>) -> Option<Tier> + Send + Sync + 'static,
+    ) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.with_tier_selector(select))
+    }
+
+    /// Sets each request's weight (see [`RateLimitLayer::with_cost`]).
+    pub fn with_cost(
+        self,
+        cost: impl Fn(&RequestHead<'_>) -> u64 + Send + Sync + 'static,
+    ) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.with_cost(cost))
+    }
+
+    /// Sets the mode: wait for admission, or reject at once (see [`Mode`]).
+    pub fn with_mode(self, mode: Mode) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.with_mode(mode))
+    }
+
+    /// Sets the longest a request may wait for admission (see
+    /// [`RateLimitLayer::with_max_wait`]).
+    pub fn with_max_wait(self, max_wait: impl Into<Option<Duration>>) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.with_max_wait(max_wait))
+    }
+
+    /// Sets the least margin (see [`RateLimitLayer::with_margin`]).
+    pub fn with_margin(self, margin: Duration) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.with_margin(margin))
+    }
+
+    /// Sets the store (see [`RateLimitLayer::with_store`]).
+    pub fn with_store(self, store: impl Store) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.with_store(store))
+    }
+
+    /// Sets the secret keys are hashed with (see [`RateLimitLayer::with_key_secret`]).
+    pub fn with_key_secret(self, secret: KeySecret) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.with_key_secret(secret))
+    }
+
+    /// Whether a limit the server announces replaces a looser configured one (see
+    /// [`RateLimitLayer::learn_limits`]).
+    pub fn learn_limits(self, learn_limits: bool) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.learn_limits(learn_limits))
+    }
+
+    // --- the retries ---
+
+    /// Sets the number of attempts in all (see [`RetryAfterLayer::with_max_attempts`]).
+    pub fn with_max_attempts(self, attempts: u32) -> QuotaLayer<C, D> {
+        self.map_retry(|r| r.with_max_attempts(attempts))
+    }
+
+    /// Sets the longest server-given delay waited out (see
+    /// [`RetryAfterLayer::with_max_delay`]).
+    pub fn with_max_delay(self, max_delay: Duration) -> QuotaLayer<C, D> {
+        self.map_retry(|r| r.with_max_delay(max_delay))
+    }
+
+    /// Sets the overall deadline of a request's attempts (see
+    /// [`RetryAfterLayer::with_deadline`]).
+    pub fn with_deadline(self, deadline: Duration) -> QuotaLayer<C, D> {
+        self.map_retry(|r| r.with_deadline(deadline))
+    }
+
+    /// Sets the backoff used when the server gave no delay (see
+    /// [`RetryAfterLayer::with_backoff`]).
+    pub fn with_backoff(self, backoff: Backoff) -> QuotaLayer<C, D> {
+        self.map_retry(|r| r.with_backoff(backoff))
+    }
+
+    /// Replaces the decision of whether an attempt is worth repeating (see
+    /// [`RetryAfterLayer::with_decide`]).
+    pub fn with_decide<D2>(self, decide: D2) -> QuotaLayer<C, D2> {
+        QuotaLayer {
+            retry: self.retry.with_decide(decide),
+            rate_limit: self.rate_limit,
+            classify: self.classify,
+            clock: self.clock,
+        }
+    }
+
+    // --- the classification ---
+
+    /// Replaces the classifier, keeping the body cap.
     pub fn with_classifier<C2>(self, classifier: C2) -> QuotaLayer<C2, D> {
         let QuotaClassifyLayer {
             max_body, clock, ..
@@ -179,17 +320,20 @@ impl<C, D> QuotaLayer<C, D> {
                 max_body,
                 clock,
             },
+            clock: self.clock,
         }
     }
 
-    /// Replaces the classification layer (classifier, body cap, clock).
-    pub fn with_classify<C2>(self, classify: QuotaClassifyLayer<C2>) -> QuotaLayer<C2, D> {
+    /// Sets how much of an error body the classifier reads (see
+    /// [`QuotaClassifyLayer::with_max_body`]).
+    pub fn with_max_body(self, bytes: usize) -> QuotaLayer<C, D> {
         QuotaLayer {
-            retry: self.retry,
-            rate_limit: self.rate_limit,
-            classify,
+            classify: self.classify.with_max_body(bytes),
+            ..self
         }
     }
+
+    // --- the parts ---
 
     /// The shared limiter: for [`Limiter::snapshot`] (metrics), direct
     /// [`acquire`](Limiter::acquire)s, or a second layer sharing its state.
@@ -211,14 +355,29 @@ impl<C, D> QuotaLayer<C, D> {
     pub fn classify(&self) -> &QuotaClassifyLayer<C> {
         &self.classify
     }
+
+    /// The parts as the stack is built from them: the retry and classification layers read
+    /// the limiter's wall clock.
+    pub(crate) fn parts(&self) -> (RetryAfterLayer<D>, RateLimitLayer, QuotaClassifyLayer<C>)
+    where
+        C: Clone,
+        D: Clone,
+    {
+        let clock = self.rate_limit.limiter().wall_clock();
+        (
+            self.retry.clone().with_clock(clock.clone()),
+            self.rate_limit.clone(),
+            self.classify.clone().with_clock(clock),
+        )
+    }
 }
 
 impl<S, C: Clone, D: Clone> Layer<S> for QuotaLayer<C, D> {
     type Service = QuotaStack<S, C, D>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        self.retry
-            .layer(self.rate_limit.layer(self.classify.layer(inner)))
+        let (retry, rate_limit, classify) = self.parts();
+        retry.layer(rate_limit.layer(classify.layer(inner)))
     }
 }
 
@@ -245,6 +404,7 @@ mod tests {
 
     use super::*;
     use crate::classify::{Classification, QuotaClass};
+    use crate::limit::Mode;
     use crate::retry::{ReplayBody, RetryInfo, StopReason};
     use crate::Quota;
 
@@ -350,7 +510,8 @@ mod tests {
         let tier = Tier::new("t").with_quota(Quota::per_minute(1));
         let svc = ServiceBuilder::new()
             .layer(
-                QuotaLayer::new(tier.clone()).with_rate_limit(RateLimitLayer::new(tier).reject()),
+                QuotaLayer::new(tier.clone())
+                    .with_rate_limit(RateLimitLayer::new(tier).with_mode(Mode::Reject)),
             )
             .service(upstream);
         let req = || http::Request::new(Full::new(Bytes::new()));
@@ -360,6 +521,46 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO);
         assert!(err.is::<crate::limit::RateLimited>(), "{err}");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Every setting set once, in any order, gives the same stack: the clock set with
+    /// `with_wall_clock` reaches all three parts whether the parts are replaced before or
+    /// after it.
+    #[test]
+    fn the_order_of_settings_does_not_matter() {
+        use std::time::{Duration, SystemTime};
+        let t = || Tier::new("t").with_quota(Quota::per_minute(5));
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let clock = || crate::clock::WallClock::fixed(at);
+        let a = QuotaLayer::new(t())
+            .with_wall_clock(clock())
+            .with_retry(RetryAfterLayer::new().with_max_attempts(2).with_seed(1))
+            .with_classify(QuotaClassifyLayer::new(crate::classify::OpenAi))
+            .with_rate_limit(RateLimitLayer::new(t()).key_by(KeyBy::ApiKey))
+            .with_max_wait(Duration::from_secs(9))
+            .with_max_delay(Duration::from_secs(8));
+        let b = QuotaLayer::new(t())
+            .with_max_delay(Duration::from_secs(8))
+            .with_rate_limit(RateLimitLayer::new(t()).key_by(KeyBy::ApiKey))
+            .with_classify(QuotaClassifyLayer::new(crate::classify::OpenAi))
+            .with_max_wait(Duration::from_secs(9))
+            .with_retry(
+                RetryAfterLayer::new()
+                    .with_max_attempts(2)
+                    .with_seed(1)
+                    .with_max_delay(Duration::from_secs(8)),
+            )
+            .with_wall_clock(clock());
+        let (ra, la, ca) = a.parts();
+        let (rb, lb, cb) = b.parts();
+        assert_eq!(format!("{ra:?}"), format!("{rb:?}"));
+        assert_eq!(format!("{la:?}"), format!("{lb:?}"));
+        assert_eq!(format!("{ca:?}"), format!("{cb:?}"));
+        for now in [ra.clock.now(), la.limiter().now_wall(), ca.clock.now()] {
+            assert_eq!(now, at);
+        }
+        assert_eq!(la.limiter().max_wait(), Some(Duration::from_secs(9)));
+        assert_eq!(ra.max_delay(), Duration::from_secs(8));
     }
 
     #[test]

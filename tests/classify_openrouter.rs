@@ -278,10 +278,9 @@ async fn a_models_limit_is_learned_per_model() {
     let tier = tiers::openrouter::free();
     let limiter = Limiter::new(tier.clone());
     let per_model = Key::of("sk-or-v1-a/deepseek/deepseek-r1:free");
-    let options = LearnOptions {
-        learn_limits: true,
-        keys_model: true,
-    };
+    let options = LearnOptions::default()
+        .with_learn_limits(true)
+        .with_keys_model(true);
     if let Some(l) = limiter.learn(per_model, &tier, &c, options) {
         l.await;
     }
@@ -290,10 +289,9 @@ async fn a_models_limit_is_learned_per_model() {
     assert_eq!(minute.remaining, 0, "and is used up");
 
     let account = Key::of("sk-or-v1-a");
-    let options = LearnOptions {
-        learn_limits: true,
-        keys_model: false,
-    };
+    let options = LearnOptions::default()
+        .with_learn_limits(true)
+        .with_keys_model(false);
     assert!(limiter.learn(account, &tier, &c, options).is_none());
     let minute = &limiter.snapshot(account).await.unwrap().windows[0];
     assert_eq!((minute.limit, minute.remaining), (20, 20));
@@ -308,10 +306,9 @@ async fn a_models_daily_limit_matches_the_daily_window() {
         .with_quota(Quota::per_utc_day(1000));
     let limiter = Limiter::new(tier.clone());
     let key = Key::of("model");
-    let options = LearnOptions {
-        learn_limits: true,
-        keys_model: true,
-    };
+    let options = LearnOptions::default()
+        .with_learn_limits(true)
+        .with_keys_model(true);
     if let Some(l) = limiter.learn(key, &tier, &c, options) {
         l.await;
     }

@@ -10,7 +10,7 @@ use http_body_util::Full;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_quota::limit::{KeyBy, Model};
 use tower_quota::sim::{Simulator, Tier as SimTier};
-use tower_quota::{QuotaLayer, RateLimitLayer, Tier};
+use tower_quota::{QuotaLayer, Tier};
 
 const CONFIG: &str = r#"
 key_by = "api-key"
@@ -49,16 +49,15 @@ async fn per_model_tiers_from_toml() {
     // Same name, same quotas: one tier, so both free models share the account's windows, as
     // on OpenRouter.
     let models = Arc::new(config.models);
-    let rate_limit = RateLimitLayer::new(Tier::new("unlisted"))
-        .key_by(config.key_by)
-        .with_tier_selector(move |head| head.model().and_then(|m| models.get(m.as_str()).cloned()));
+    let layer = QuotaLayer::selecting(move |head| {
+        head.model().and_then(|m| models.get(m.as_str()).cloned())
+    })
+    .key_by(config.key_by);
 
     let sim = Simulator::builder()
         .key("sk-a", SimTier::openrouter_free())
         .build();
-    let client = ServiceBuilder::new()
-        .layer(QuotaLayer::new(Tier::new("unused")).with_rate_limit(rate_limit))
-        .service(sim.clone());
+    let client = ServiceBuilder::new().layer(layer).service(sim.clone());
 
     let start = tokio::time::Instant::now();
     for i in 0..24 {

@@ -91,7 +91,7 @@ async fn a_waiting_key_does_not_starve_another_key_behind_a_buffer() {
 async fn a_waiting_key_does_not_starve_another_key_on_four_threads() {
     let layer = RateLimitLayer::new(per(1, 3600 * SEC))
         .key_by(KeyBy::Header(http::HeaderName::from_static("x-key")))
-        .without_max_wait();
+        .with_max_wait(None);
     let svc = layer.layer(buffered());
     svc.clone().oneshot(keyed("a")).await.unwrap();
     let mut waiting = Vec::new();
@@ -288,7 +288,7 @@ impl Store for Remote {
 async fn reject_mode_with_a_network_store_admits_what_fits() {
     let layer = RateLimitLayer::new(per(10, 60 * SEC))
         .with_store(Remote::default())
-        .reject();
+        .with_mode(Mode::Reject);
     let svc = layer.layer(OkSvc);
     let results = futures_join(
         (0..5)
@@ -418,7 +418,7 @@ async fn absurd_delays_wait_forever_rather_than_panic() {
         Ok(r)
     });
     let max = RetryAfterLayer::new()
-        .with_max_wait(Duration::MAX)
+        .with_max_delay(Duration::MAX)
         .layer(server);
     assert!(tokio::time::timeout(3600 * SEC, max.oneshot(post()))
         .await

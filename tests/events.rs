@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use tower_quota::limit::Mode;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -36,7 +37,10 @@ async fn one_vocabulary_across_the_layers() {
     });
     let tier = Tier::new("demo").with_quota(Quota::per_minute(2));
     let svc = ServiceBuilder::new()
-        .layer(QuotaLayer::new(tier.clone()).with_rate_limit(RateLimitLayer::new(tier).reject()))
+        .layer(
+            QuotaLayer::new(tier.clone())
+                .with_rate_limit(RateLimitLayer::new(tier).with_mode(Mode::Reject)),
+        )
         .service(upstream);
     let req = || http::Request::new(Full::new(Bytes::new()));
     svc.clone().oneshot(req()).await.unwrap();

@@ -13,6 +13,7 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tower_quota::limit::Mode;
 
 use bytes::Bytes;
 use http::Extensions;
@@ -269,7 +270,7 @@ fn cases() -> Vec<Case> {
             answers: &[OK],
             layer: || {
                 QuotaLayer::new(tier(1))
-                    .with_rate_limit(RateLimitLayer::new(tier(1)).reject())
+                    .with_rate_limit(RateLimitLayer::new(tier(1)).with_mode(Mode::Reject))
                     .with_retry(RetryAfterLayer::new().with_seed(7))
             },
             before: fill,

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use tower_quota::limit::Mode;
 
 use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
@@ -120,7 +121,7 @@ async fn max_wait_fails_at_once_with_when() {
 
 #[tokio::test(start_paused = true)]
 async fn reject_mode_through_the_service() {
-    let layer = RateLimitLayer::new(tier(2, 60 * SEC)).reject();
+    let layer = RateLimitLayer::new(tier(2, 60 * SEC)).with_mode(Mode::Reject);
     let svc = layer.layer(ok_service());
     svc.clone().oneshot(Request::new(())).await.unwrap();
     svc.clone().oneshot(Request::new(())).await.unwrap();
@@ -285,13 +286,11 @@ async fn quota_exhausted_blocks_until_reset_and_fails_fast_beyond_max_wait() {
 }
 
 fn window(limit: u64, remaining: u64, reset: Duration) -> RateLimitWindow {
-    RateLimitWindow {
-        dimension: Dimension::Requests,
-        limit: Some(limit),
-        remaining: Some(remaining),
-        reset: Some(reset),
-        window: None,
-    }
+    let mut w = RateLimitWindow::new(Dimension::Requests);
+    w.limit = Some(limit);
+    w.remaining = Some(remaining);
+    w.reset = Some(reset);
+    w
 }
 
 #[tokio::test(start_paused = true)]
@@ -338,13 +337,10 @@ async fn remaining_below_the_local_count_tightens_and_limits_are_learned() {
 
 #[tokio::test(start_paused = true)]
 async fn learn_limits_adopts_the_servers_limit() {
-    let info = RateLimitInfo::from_windows(vec![RateLimitWindow {
-        dimension: Dimension::Requests,
-        limit: Some(4),
-        remaining: None,
-        reset: None,
-        window: Some(60 * SEC),
-    }]);
+    let mut four = RateLimitWindow::new(Dimension::Requests);
+    four.limit = Some(4);
+    four.window = Some(60 * SEC);
+    let info = RateLimitInfo::from_windows(vec![four]);
     let c = Classification::new(QuotaClass::Success).with_rate_limit(info);
     let layer = RateLimitLayer::new(tier(10, 60 * SEC)).learn_limits(true);
     let limiter = layer.limiter().clone();
@@ -464,7 +460,7 @@ async fn clones_share_one_limiter() {
 #[tokio::test(start_paused = true)]
 async fn idle_keys_are_evicted() {
     let store = Arc::new(MemoryStore::new());
-    let limiter = Limiter::new(tier(5, 10 * SEC)).with_shared_store(store.clone());
+    let limiter = Limiter::new(tier(5, 10 * SEC)).with_store(store.clone());
     for i in 0..100 {
         limiter.acquire(Key::of(&i), 1).await.unwrap();
     }
@@ -657,7 +653,7 @@ mod tower_test_like {
 async fn keys_by_header_and_by_closure() {
     let by_header = RateLimitLayer::new(tier(1, 60 * SEC))
         .key_by(KeyBy::Header(http::HeaderName::from_static("x-user")))
-        .reject();
+        .with_mode(Mode::Reject);
     let svc = by_header.layer(ok_service());
     let user = |u: &str| Request::builder().header("x-user", u).body(()).unwrap();
     svc.clone().oneshot(user("a")).await.unwrap();
@@ -666,7 +662,7 @@ async fn keys_by_header_and_by_closure() {
 
     let by_path = RateLimitLayer::new(tier(1, 60 * SEC))
         .key_by(KeyBy::custom(|head| Key::of(head.uri.path())))
-        .reject();
+        .with_mode(Mode::Reject);
     let svc = by_path.layer(ok_service());
     let path = |p: &str| Request::builder().uri(p).body(()).unwrap();
     svc.clone().oneshot(path("/a")).await.unwrap();

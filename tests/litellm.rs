@@ -50,7 +50,7 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_quota::classify::{Auto, Classification, Classify};
 use tower_quota::limit::{KeyBy, Model};
 use tower_quota::retry::ReplayBody;
-use tower_quota::{Quota, QuotaLayer, RateLimitLayer, RetryAfterLayer, Tier};
+use tower_quota::{Quota, QuotaLayer, Tier};
 
 use fixture::Fixture;
 
@@ -1005,14 +1005,11 @@ async fn pace(
             resp
         })
         .service(hyper_client);
-    let layer = QuotaLayer::new(tier.clone())
-        .with_rate_limit(
-            RateLimitLayer::new(tier)
-                .key_by(KeyBy::ApiKeyAndModel)
-                .with_margin(Duration::from_secs(1))
-                .with_max_wait(Duration::from_secs(120)),
-        )
-        .with_retry(RetryAfterLayer::new().with_max_wait(Duration::from_secs(70)));
+    let layer = QuotaLayer::new(tier)
+        .key_by(KeyBy::ApiKeyAndModel)
+        .with_margin(Duration::from_secs(1))
+        .with_max_wait(Duration::from_secs(120))
+        .with_max_delay(Duration::from_secs(70));
     let client = ServiceBuilder::new().layer(layer).service(counted);
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();

@@ -190,7 +190,7 @@ fn worker() {
                     .key_by(KeyBy::ApiKey)
                     .with_store(store)
                     .with_margin(MARGIN)
-                    .without_max_wait(),
+                    .with_max_wait(None),
             )
             .service(client);
         let uri = format!("http://{addr}/api/v1/chat/completions");

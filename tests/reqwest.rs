@@ -15,7 +15,7 @@ use tower_quota::limit::{KeyBy, Model, RateLimited, RequestHead};
 use tower_quota::reqwest::QuotaMiddleware;
 use tower_quota::retry::{RetryInfo, StopReason};
 use tower_quota::sim::{Account, Faults, Limit, Models, Simulator, Tier as SimTier};
-use tower_quota::{Quota, QuotaLayer, RateLimitLayer, RetryAfterLayer, Tier};
+use tower_quota::{Quota, QuotaLayer, RetryAfterLayer, Tier};
 
 const FREE_MODEL: &str = "meta-llama/llama-3.3-70b-instruct:free";
 const PAID_MODEL: &str = "openai/gpt-4o";
@@ -54,11 +54,9 @@ async fn paced_tier_sees_no_429() {
         .build();
     let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await.unwrap();
     let tier = Tier::new("free").with_quota(Quota::new(20, minute));
-    let layer = QuotaLayer::new(tier.clone()).with_rate_limit(
-        RateLimitLayer::new(tier)
-            .key_by(KeyBy::ApiKey)
-            .with_margin(Duration::from_millis(250)),
-    );
+    let layer = QuotaLayer::new(tier)
+        .key_by(KeyBy::ApiKey)
+        .with_margin(Duration::from_millis(250));
     let client = client(layer);
 
     // 30 requests at once: 20 go, 10 wait for the window.
@@ -244,7 +242,7 @@ async fn daily_cap_arrives_at_once_with_its_classification() {
     let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await.unwrap();
     // The client does not know about the daily cap: it learns it from the 429.
     let layer = QuotaLayer::new(Tier::new("rpm").with_quota(Quota::per_minute(100)))
-        .with_retry(RetryAfterLayer::new().with_max_wait(Duration::from_secs(30)));
+        .with_retry(RetryAfterLayer::new().with_max_delay(Duration::from_secs(30)));
     let limiter = layer.limiter().clone();
     let client = client(layer);
 
@@ -296,10 +294,8 @@ async fn keys_and_tiers_read_the_middleware_extensions() {
     let tier = Tier::new("per-model").with_quota(Quota::per_minute(10));
     let selected = tier.clone();
     // Only requests that name a model are paced, each model under its own key.
-    let rate_limit = RateLimitLayer::new(tier.clone())
-        .key_by(KeyBy::Model)
-        .with_tier_selector(move |head| head.model().map(|_| selected.clone()));
-    let layer = QuotaLayer::new(tier.clone()).with_rate_limit(rate_limit);
+    let layer = QuotaLayer::selecting(move |head| head.model().map(|_| selected.clone()))
+        .key_by(KeyBy::Model);
     let limiter = layer.limiter().clone();
     let client = client(layer);
 

@@ -391,7 +391,7 @@ async fn max_wait_returns_at_once() {
 
     // Within a raised max_wait, it is waited out.
     let first = reply(429).class(rate_limited(secs(90)));
-    let (resp, server) = run(layer().with_max_wait(secs(120)), [first, ok()]).await;
+    let (resp, server) = run(layer().with_max_delay(secs(120)), [first, ok()]).await;
     assert_eq!(resp.unwrap().status(), 200);
     assert_honoured(server.gaps()[0], secs(90));
 }

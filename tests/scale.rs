@@ -18,7 +18,7 @@ async fn attacker_chosen_keys_never_exceed_the_bound() {
     let store = Arc::new(MemoryStore::new().with_max_keys(10_000));
     let limiter = Limiter::new(tiers::openrouter::free())
         .with_mode(Mode::Reject)
-        .with_shared_store(store.clone());
+        .with_store(store.clone());
     let mut most = 0;
     for i in 0..200_000u32 {
         limiter.try_acquire(Key::of(&i), 1).unwrap();
@@ -58,11 +58,11 @@ async fn a_million_keys_over_a_week_stay_bounded_and_drain() {
         .with_quota(Quota::per_utc_day(200));
     let wait = Limiter::new(tier.clone())
         .with_wall_clock(WallClock::starting_at(t))
-        .with_shared_store(store.clone());
+        .with_store(store.clone());
     let reject = Limiter::new(tier)
         .with_wall_clock(WallClock::starting_at(t))
         .with_mode(Mode::Reject)
-        .with_shared_store(store.clone());
+        .with_store(store.clone());
     // A week in 168 hours: each hour ~6 000 new keys (1 000 000 in all) and a few regulars
     // (5 at once in reject mode, a 6th that waits a minute: 144 a day), whose admissions are
     // checked against the 5-per-minute window.
@@ -117,8 +117,8 @@ async fn a_million_keys_over_a_week_stay_bounded_and_drain() {
 #[tokio::test(start_paused = true)]
 async fn idle_keys_drain_a_few_at_a_time_with_traffic() {
     let store = Arc::new(MemoryStore::new());
-    let limiter = Limiter::new(Tier::new("t").with_quota(Quota::per_second(10)))
-        .with_shared_store(store.clone());
+    let limiter =
+        Limiter::new(Tier::new("t").with_quota(Quota::per_second(10))).with_store(store.clone());
     for i in 0..1_000u32 {
         limiter.try_acquire(Key::of(&i), 1).unwrap();
     }

@@ -10,6 +10,7 @@ mod common;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tower_quota::limit::Mode;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -260,7 +261,7 @@ async fn the_api_key_never_comes_out() {
 
     // A gateway in reject mode refuses at once, and says so in a response of its own.
     let gateway = RateLimitLayer::new(Tier::new("gateway").with_quota(Quota::per_minute(2)))
-        .reject()
+        .with_mode(Mode::Reject)
         .key_by(KeyBy::ApiKey);
     debug("RateLimitLayer (reject)", &gateway);
     let service = gateway.layer(sim.clone());

@@ -248,6 +248,7 @@ pub enum Dimension {
 
 /// One rate-limit window as the server reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimitWindow {
     /// What the window counts.
     pub dimension: Dimension,
@@ -261,8 +262,22 @@ pub struct RateLimitWindow {
     pub window: Option<Duration>,
 }
 
+impl RateLimitWindow {
+    /// A window of `dimension` that says nothing yet (every field `None`).
+    pub fn new(dimension: Dimension) -> RateLimitWindow {
+        RateLimitWindow {
+            dimension,
+            limit: None,
+            remaining: None,
+            reset: None,
+            window: None,
+        }
+    }
+}
+
 /// The rate-limit state a response's headers reported, one [`RateLimitWindow`] per dimension.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RateLimitInfo {
     windows: Vec<RateLimitWindow>,
 }

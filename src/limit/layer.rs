@@ -72,6 +72,31 @@ impl RateLimitLayer {
         RateLimitLayer::with_limiter(Limiter::new(tier))
     }
 
+    /// Picks each request's tier with `select` (e.g. the free tier for `:free` models, a
+    /// tier per client API key in a gateway); `None` lets the request through unlimited.
+    /// The limiter's own tier is the empty [`Tier::default`]. See
+    /// [`with_tier_selector`](Self::with_tier_selector).
+    ///
+    /// ```
+    /// use tower_quota::limit::{KeyBy, Mode};
+    /// use tower_quota::{Quota, RateLimitLayer, Tier};
+    ///
+    /// // A gateway: a tier per client API key, in reject mode.
+    /// let layer = RateLimitLayer::selecting(|head| {
+    ///     let key = head.headers.get("authorization")?.to_str().ok()?;
+    ///     let n = if key.ends_with("-pro") { 600 } else { 60 };
+    ///     Some(Tier::new("client").with_quota(Quota::per_minute(n)))
+    /// })
+    /// .key_by(KeyBy::ApiKey)
+    /// .with_mode(Mode::Reject);
+    /// # let _ = layer;
+    /// ```
+    pub fn selecting(
+        select: impl Fn(&RequestHead<'_>) -> Option<Tier> + Send + Sync + 'static,
+    ) -> RateLimitLayer {
+        RateLimitLayer::new(Tier::default()).with_tier_selector(select)
+    }
+
     /// Uses an existing limiter (its tier, store, mode, wait bound and margin): several
     /// layers, or a layer and direct callers, then share its state.
     pub fn with_limiter(limiter: Limiter) -> RateLimitLayer {
@@ -127,20 +152,24 @@ impl RateLimitLayer {
         self.map_limiter(|l| l.with_mode(mode))
     }
 
-    /// Fails requests at once when they are not admissible ([`Mode::Reject`]).
+    /// The old name of `with_mode(Mode::Reject)`.
+    #[deprecated(since = "0.2.0", note = "use `with_mode(Mode::Reject)`")]
     pub fn reject(self) -> RateLimitLayer {
         self.with_mode(Mode::Reject)
     }
 
-    /// Sets the longest a request may wait; a longer wait fails at once with
-    /// [`RateLimited`](super::RateLimited).
-    pub fn with_max_wait(self, max_wait: Duration) -> RateLimitLayer {
-        self.map_limiter(|l| l.with_max_wait(Some(max_wait)))
+    /// Sets the longest a request may wait for admission — a `Duration`, or `None` to wait
+    /// as long as the quotas demand; a longer wait fails at once with
+    /// [`RateLimited`](super::RateLimited). Default: [`DEFAULT_MAX_WAIT`](super::DEFAULT_MAX_WAIT).
+    pub fn with_max_wait(self, max_wait: impl Into<Option<Duration>>) -> RateLimitLayer {
+        let max_wait = max_wait.into();
+        self.map_limiter(|l| l.with_max_wait(max_wait))
     }
 
-    /// Lets requests wait as long as the quotas demand.
+    /// The old name of `with_max_wait(None)`.
+    #[deprecated(since = "0.2.0", note = "use `with_max_wait(None)`")]
     pub fn without_max_wait(self) -> RateLimitLayer {
-        self.map_limiter(|l| l.with_max_wait(None))
+        self.with_max_wait(None)
     }
 
     /// Sets the least margin added to every window and cooldown (default: zero).

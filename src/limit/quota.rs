@@ -292,6 +292,16 @@ struct TierInner {
     specs: Arc<[QuotaSpec]>,
 }
 
+/// An empty tier named `"default"`: it admits everything until the server announces its
+/// limits, which it then learns (see [`Limiter::learn`](super::Limiter::learn)). The tier
+/// of a layer whose requests each get theirs from a tier selector
+/// ([`RateLimitLayer::selecting`](super::RateLimitLayer::selecting)).
+impl Default for Tier {
+    fn default() -> Tier {
+        Tier::new("default")
+    }
+}
+
 impl Tier {
     /// A tier with no quota yet (it admits everything until one is added).
     pub fn new(name: impl Into<String>) -> Tier {

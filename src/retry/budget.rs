@@ -12,7 +12,7 @@
 
 pub use tower::retry::budget::{Budget, TpsBudget};
 
-/// A budget that never runs out: retries are bounded by attempts, `max_wait` and the
+/// A budget that never runs out: retries are bounded by attempts, `max_delay` and the
 /// deadline only.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoBudget;

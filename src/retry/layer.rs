@@ -21,7 +21,7 @@ use crate::clock::WallClock;
 /// | setting | default |
 /// |---|---|
 /// | [`with_max_attempts`](Self::with_max_attempts) | 5 attempts in all |
-/// | [`with_max_wait`](Self::with_max_wait) | 60 s |
+/// | [`with_max_delay`](Self::with_max_delay) | 60 s |
 /// | [`with_deadline`](Self::with_deadline) | none |
 /// | [`with_backoff`](Self::with_backoff) | 0.5 s doubling to 8 s, equal jitter |
 /// | [`with_budget`](Self::with_budget) | [`TpsBudget::default()`], shared by every service the layer makes |
@@ -69,9 +69,16 @@ impl<D> RetryAfterLayer<D> {
     /// Sets the longest server-given delay that is waited out. A longer one (a daily quota
     /// that resets at midnight, say) is not waited for: the response is returned at once, with
     /// [`StopReason::DelayTooLong`](super::StopReason::DelayTooLong).
-    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
-        self.limits.max_wait = max_wait;
+    pub fn with_max_delay(mut self, max_delay: Duration) -> Self {
+        self.limits.max_delay = max_delay;
         self
+    }
+
+    /// The old name of [`with_max_delay`](Self::with_max_delay): "max wait" is the limiter's
+    /// bound on a wait for admission.
+    #[deprecated(since = "0.2.0", note = "renamed `with_max_delay`")]
+    pub fn with_max_wait(self, max_delay: Duration) -> Self {
+        self.with_max_delay(max_delay)
     }
 
     /// Sets an overall deadline, measured from the request's entry into the service: no retry
@@ -140,8 +147,8 @@ impl<D> RetryAfterLayer<D> {
     }
 
     /// The longest server-given delay waited out.
-    pub fn max_wait(&self) -> Duration {
-        self.limits.max_wait
+    pub fn max_delay(&self) -> Duration {
+        self.limits.max_delay
     }
 
     /// The overall deadline, if any.
@@ -191,7 +198,7 @@ impl<D> fmt::Debug for RetryAfterLayer<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryAfterLayer")
             .field("max_attempts", &self.limits.max_attempts)
-            .field("max_wait", &self.limits.max_wait)
+            .field("max_delay", &self.limits.max_delay)
             .field("deadline", &self.limits.deadline)
             .field("backoff", &self.limits.backoff)
             .field("max_replay_bytes", &self.max_replay_bytes)

@@ -13,12 +13,12 @@
 //!   `ClientError` never. Transport errors from the inner service are retried too, when the
 //!   request body can be replayed, and the last one is returned as it is — except the rate
 //!   limiter's own refusals ([`RateLimited`](crate::limit::RateLimited): its wait would
-//!   exceed `max_wait`), which go back to the caller at once.
+//!   exceed `max_delay`), which go back to the caller at once.
 //! - **When**: after the server's delay ([`Classification::retry_after`]: `retry-after-ms`,
 //!   `Retry-After` in seconds or as an HTTP-date, `grpc-retry-pushback-ms`, a delay in the
 //!   error body) — never earlier, plus an upward jitter uniform in `[0, min(10 %, 1 s)]` so
 //!   that many clients told the same delay do not come back in the same millisecond. A server
-//!   delay above `max_wait` (default 60 s) is not waited out: the response is returned at
+//!   delay above `max_delay` (default 60 s) is not waited out: the response is returned at
 //!   once. Without a server delay, after an exponential [`Backoff`] (0.5 s doubling to 8 s,
 //!   equal jitter).
 //! - **Bounds**: at most 5 attempts in all, an optional overall deadline, and a retry
@@ -68,7 +68,7 @@
 //! });
 //!
 //! let mut client = ServiceBuilder::new()
-//!     .layer(RetryAfterLayer::new().with_max_wait(Duration::from_secs(30)))
+//!     .layer(RetryAfterLayer::new().with_max_delay(Duration::from_secs(30)))
 //!     .service(server);
 //!
 //! let start = tokio::time::Instant::now();

@@ -20,7 +20,7 @@ pub enum Verdict {
     /// one, else after the exponential [`Backoff`].
     Retry,
     /// Retry after exactly this delay, whatever the server said: no jitter is added and
-    /// `max_wait` (which bounds server delays) does not apply; attempts, the deadline, the
+    /// `max_delay` (which bounds server delays) does not apply; attempts, the deadline, the
     /// budget and replayability do.
     RetryAfter(Duration),
     /// Do not retry: return this response (or error) to the caller.
@@ -57,6 +57,7 @@ impl<E> Copy for Outcome<'_, E> {}
 
 /// One finished attempt, as a [`Decide`] sees it.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Attempt<'a, E> {
     number: u32,
     outcome: Outcome<'a, E>,
@@ -89,7 +90,7 @@ impl<'a, E> Attempt<'a, E> {
 
 // === Decide ===
 
-/// Decides whether an attempt is worth repeating. The bounds (`max_wait`, attempts, deadline,
+/// Decides whether an attempt is worth repeating. The bounds (`max_delay`, attempts, deadline,
 /// budget, replayability) are applied afterwards whatever it says, so a decision only has to
 /// say what it means to retry.
 ///
@@ -341,7 +342,7 @@ pub enum StopReason {
     /// The response (or error) is not worth retrying: a non-retryable class, the server's
     /// explicit "do not retry", or the [`Decide`] said so.
     NotRetryable,
-    /// The server asked for a delay longer than `max_wait`; the response was returned at once.
+    /// The server asked for a delay longer than `max_delay`; the response was returned at once.
     DelayTooLong {
         /// The delay the server asked for.
         requested: Duration,
@@ -356,7 +357,7 @@ pub enum StopReason {
     /// failed while it was read.
     NotReplayable,
     /// The rate limiter would not admit the retry within its bounds (a wait past its
-    /// `max_wait`, reject mode): the last response is returned as the server sent it.
+    /// `max_delay`, reject mode): the last response is returned as the server sent it.
     LimiterRefused,
 }
 
@@ -437,7 +438,7 @@ pub(crate) struct Limits {
     /// Attempts in all, the first included (at least 1).
     pub(crate) max_attempts: u32,
     /// The longest server delay waited out.
-    pub(crate) max_wait: Duration,
+    pub(crate) max_delay: Duration,
     /// No attempt starts later than this after the first.
     pub(crate) deadline: Option<Duration>,
     /// Delays when the server gave none.
@@ -448,7 +449,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_attempts: 5,
-            max_wait: Duration::from_secs(60),
+            max_delay: Duration::from_secs(60),
             deadline: None,
             backoff: Backoff::default(),
         }
@@ -480,7 +481,7 @@ pub(crate) struct Facts {
 }
 
 /// Applies the bounds to a verdict, in this order: the verdict itself, attempts,
-/// replayability, `max_wait` (for server-given delays), the deadline. The budget, which has side
+/// replayability, `max_delay` (for server-given delays), the deadline. The budget, which has side
 /// effects, is left to the caller, for a [`Step::Retry`] only. `rand` is a uniformly random
 /// word for the jitter.
 pub(crate) fn plan(limits: &Limits, facts: Facts, verdict: Verdict, rand: u64) -> Step {
@@ -500,7 +501,7 @@ pub(crate) fn plan(limits: &Limits, facts: Facts, verdict: Verdict, rand: u64) -
     }
     let delay = match (delay, facts.server_delay) {
         (Some(exact), _) => exact,
-        (None, Some(server)) if server > limits.max_wait => {
+        (None, Some(server)) if server > limits.max_delay => {
             return Step::Stop(StopReason::DelayTooLong { requested: server })
         }
         (None, Some(server)) => backoff::server_delay(server, rand),
@@ -721,7 +722,7 @@ mod tests {
                 Verdict::Retry,
                 Step::Retry(Duration::ZERO),
             ),
-            // Within max_wait, beyond the 30 s deadline.
+            // Within max_delay, beyond the 30 s deadline.
             (
                 facts(1, rl, Some(secs(60))),
                 Verdict::Retry,
@@ -739,7 +740,7 @@ mod tests {
                     requested: secs(61),
                 }),
             ),
-            // An exact delay from the decision wins over the server's and max_wait.
+            // An exact delay from the decision wins over the server's and max_delay.
             (
                 facts(1, rl, Some(secs(61))),
                 Verdict::RetryAfter(secs(2)),

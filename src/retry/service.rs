@@ -160,7 +160,7 @@ impl<S: fmt::Debug, D> fmt::Debug for RetryAfter<S, D> {
         f.debug_struct("RetryAfter")
             .field("inner", &self.inner)
             .field("max_attempts", &self.shared.limits.max_attempts)
-            .field("max_wait", &self.shared.limits.max_wait)
+            .field("max_delay", &self.shared.limits.max_delay)
             .field("deadline", &self.shared.limits.deadline)
             .finish_non_exhaustive()
     }

@@ -214,11 +214,26 @@ impl Limiter {
 
 /// What [`Limiter::learn`] may apply.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LearnOptions {
     /// Replace configured limits with the ones the server announces.
     pub learn_limits: bool,
     /// The key tells models apart: model- and upstream-scoped limits may cool it down.
     pub keys_model: bool,
+}
+
+impl LearnOptions {
+    /// Sets whether limits the server announces replace configured ones.
+    pub fn with_learn_limits(mut self, learn_limits: bool) -> Self {
+        self.learn_limits = learn_limits;
+        self
+    }
+
+    /// Sets whether the key tells models apart.
+    pub fn with_keys_model(mut self, keys_model: bool) -> Self {
+        self.keys_model = keys_model;
+        self
+    }
 }
 
 /// The quota of the tier a server-reported window describes: same dimension, and the same

@@ -44,6 +44,7 @@ pub use snapshot::{Snapshot, WindowSnapshot};
 
 /// What to do with a request that is not admissible at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Mode {
     /// Hold it until it is admissible (the default), failing at once if that would take
     /// longer than `max_wait`.
@@ -171,13 +172,19 @@ impl Limiter {
     /// Sets the store (a new limiter: configure before sharing). A store with a
     /// [`key_secret`](Store::key_secret) (a store shared by several processes) sets the
     /// limiter's too.
+    ///
+    /// An `Arc` of a store is a store: `with_store(Arc::clone(&store))` shares one.
     pub fn with_store(self, store: impl Store) -> Limiter {
-        self.with_shared_store(Arc::new(store))
+        self.set_store(Arc::new(store))
     }
 
-    /// Sets a shared store (a new limiter: configure before sharing); like
-    /// [`with_store`](Self::with_store).
+    /// The old way to share a store: [`with_store`](Self::with_store) takes an `Arc` of one.
+    #[deprecated(since = "0.2.0", note = "use `with_store(Arc::clone(&store))`")]
     pub fn with_shared_store(self, store: Arc<dyn Store>) -> Limiter {
+        self.set_store(store)
+    }
+
+    fn set_store(self, store: Arc<dyn Store>) -> Limiter {
         self.reconfigure(|c| {
             if let Some(secret) = store.key_secret() {
                 c.key_secret = secret.clone();
@@ -217,8 +224,10 @@ impl Limiter {
         self.reconfigure(|c| c.learn_margin = learn)
     }
 
-    /// Sets the longest a request may wait (`None`: no bound). Default: [`DEFAULT_MAX_WAIT`].
-    pub fn with_max_wait(self, max_wait: Option<Duration>) -> Limiter {
+    /// Sets the longest a request may wait for admission — a `Duration`, or `None` for no
+    /// bound. Default: [`DEFAULT_MAX_WAIT`].
+    pub fn with_max_wait(self, max_wait: impl Into<Option<Duration>>) -> Limiter {
+        let max_wait = max_wait.into();
         self.reconfigure(|c| c.max_wait = max_wait)
     }
 

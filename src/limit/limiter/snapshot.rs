@@ -102,6 +102,7 @@ impl Limiter {
 
 /// The state of one key's windows (see [`Limiter::snapshot`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// One entry per quota of the tier, in order.
     pub windows: Vec<WindowSnapshot>,
@@ -113,6 +114,7 @@ pub struct Snapshot {
 
 /// The state of one window of a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WindowSnapshot {
     /// The quota as configured.
     pub quota: Quota,

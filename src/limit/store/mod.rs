@@ -31,6 +31,7 @@ use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use super::key::{Key, KeySecret};
 
@@ -377,5 +378,28 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// gets one store key in every process. The default (`None`) leaves the limiter's own.
     fn key_secret(&self) -> Option<&KeySecret> {
         None
+    }
+}
+
+/// A shared store is a store: `with_store(Arc::clone(&store))` gives several limiters one
+/// state (in one process; Redis does it across processes).
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn acquire<'a>(&'a self, req: AcquireRequest<'a>) -> StoreFuture<'a, Decision> {
+        (**self).acquire(req)
+    }
+    fn acquire_now(&self, req: &AcquireRequest<'_>) -> Option<Result<Decision, StoreError>> {
+        (**self).acquire_now(req)
+    }
+    fn update<'a>(&'a self, req: UpdateRequest<'a>) -> StoreFuture<'a, ()> {
+        (**self).update(req)
+    }
+    fn update_now(&self, req: &UpdateRequest<'_>) -> bool {
+        (**self).update_now(req)
+    }
+    fn snapshot<'a>(&'a self, req: SnapshotRequest<'a>) -> StoreFuture<'a, Option<StoreSnapshot>> {
+        (**self).snapshot(req)
+    }
+    fn key_secret(&self) -> Option<&KeySecret> {
+        (**self).key_secret()
     }
 }
