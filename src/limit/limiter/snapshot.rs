@@ -9,7 +9,7 @@ impl Limiter {
     ///
     /// This is the way to export the limiter's state as metrics: read it on an interval (or
     /// when your metrics are scraped) and set gauges. The key of a request is what the
-    /// layer's [`KeyBy`](super::KeyBy) makes of its head.
+    /// layer's [`KeyBy`](crate::limit::KeyBy) makes of its head.
     ///
     /// ```
     /// use std::time::Duration;
