@@ -149,10 +149,12 @@ mod server;
 mod simulator;
 mod state;
 mod stats;
+mod tokens;
 
 pub use builder::SimulatorBuilder;
-pub use config::{Account, Faults, Limit, Models, Period, Tier};
+pub use config::{Account, Faults, Limit, Models, Period, Style, Tier};
 pub use network::{Delay, Network};
 pub use server::ServerHandle;
 pub use simulator::{ResponseFuture, Simulator};
-pub use stats::{Admission, InvariantViolation, Outcome, Record, Stats};
+pub use stats::{Admission, InvariantViolation, Outcome, Record, Stats, TokenCount};
+pub use tokens::{Completions, Counting, TokenKind, TokenLimit, Tokens};
