@@ -2,28 +2,7 @@
 //! arrival. Plain on purpose, like the request check: a log of charges per limit, summed. It is
 //! the ground truth the crate's token pacing is judged against and shares nothing with it.
 //!
-//! # What the providers document
-//!
-//! - **OpenAI** (`TPM`, one total): "Your rate limit is calculated as the maximum of
-//!   `max_tokens` and the estimated number of tokens based on the character count of your
-//!   request" (platform.openai.com/docs/guides/rate-limits, *Reduce the `max_tokens` to match
-//!   the size of your completions*). Read in practice — and by OpenAI's own cookbook
-//!   (`api_request_parallel_processor.py`: prompt tokens + `max_tokens × n`) — as the prompt
-//!   plus `max_tokens`, charged when the request arrives, whatever the completion turns out
-//!   to be: [`Counting::Reserve`], the default.
-//! - **Anthropic** (`ITPM`, `OTPM`): input tokens are counted when the request arrives;
-//!   "OTPM rate limits are estimated based on `max_tokens` at the beginning of each request,
-//!   and adjusted at the end of the request to reflect the actual number of output tokens
-//!   used" (docs.anthropic.com, *Rate limits*): [`Counting::ReserveThenAdjust`]. (Anthropic
-//!   refills a token bucket; the simulator counts a rolling window, which is stricter: a
-//!   client that never trips it never trips the bucket.)
-//! - **LiteLLM** (`tpm` of a key, user, team or deployment): the pre-call hook refuses a
-//!   request when the tokens already counted in the window reach the limit
-//!   (`current_tpm >= tpm_limit`, `parallel_request_limiter.py`), and the success callback
-//!   adds the response's `usage.total_tokens` when the call is done:
-//!   [`Counting::AfterResponse`]. The request that crosses the limit is admitted; the next
-//!   ones are refused. (Its `itpm`/`otpm` deployment checks reserve and reconcile instead:
-//!   model them with [`Counting::ReserveThenAdjust`].)
+//! The providers' own words are on [`Counting`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
@@ -65,8 +44,30 @@ impl TokenKind {
     }
 }
 
-/// When a [`TokenLimit`] charges a request, and what (see the [module docs](self) for the
-/// providers' own words).
+/// When a [`TokenLimit`] charges a request, and what.
+///
+/// # What the providers document
+///
+/// - **OpenAI** (`TPM`, one total): "Your rate limit is calculated as the maximum of
+///   `max_tokens` and the estimated number of tokens based on the character count of your
+///   request" (platform.openai.com/docs/guides/rate-limits, *Reduce the `max_tokens` to match
+///   the size of your completions*). Read in practice — and by OpenAI's own cookbook
+///   (`api_request_parallel_processor.py`: prompt tokens + `max_tokens × n`) — as the prompt
+///   plus `max_tokens`, charged when the request arrives, whatever the completion turns out
+///   to be: [`Counting::Reserve`], the default.
+/// - **Anthropic** (`ITPM`, `OTPM`): input tokens are counted when the request arrives;
+///   "OTPM rate limits are estimated based on `max_tokens` at the beginning of each request,
+///   and adjusted at the end of the request to reflect the actual number of output tokens
+///   used" (docs.anthropic.com, *Rate limits*): [`Counting::ReserveThenAdjust`]. (Anthropic
+///   refills a token bucket; the simulator counts a rolling window, which is stricter: a
+///   client that never trips it never trips the bucket.)
+/// - **LiteLLM** (`tpm` of a key, user, team or deployment): the pre-call hook refuses a
+///   request when the tokens already counted in the window reach the limit
+///   (`current_tpm >= tpm_limit`, `parallel_request_limiter.py`), and the success callback
+///   adds the response's `usage.total_tokens` when the call is done:
+///   [`Counting::AfterResponse`]. The request that crosses the limit is admitted; the next
+///   ones are refused. (Its `itpm`/`otpm` deployment checks reserve and reconcile instead:
+///   model them with [`Counting::ReserveThenAdjust`].)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Counting {
