@@ -43,7 +43,7 @@ fn main() {
     let started = std::time::Instant::now();
     let mut runs: Vec<Run> = Vec::new();
     for sc in &scenarios {
-        for strategy in Strategy::IN_PROCESS {
+        for &strategy in sc.strategies() {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .start_paused(true)
@@ -65,7 +65,7 @@ fn main() {
             );
             runs.push(run);
         }
-        if !skip_loopback {
+        if !skip_loopback && sc.workload.is_none() {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -84,8 +84,9 @@ fn main() {
     }
 
     let table = harness::markdown(&runs);
+    let tokens = harness::markdown_tokens(&runs);
     let legend = harness::legend(&scenarios);
-    println!("{table}");
+    println!("{table}\n{tokens}");
     let report = format!(
         "# Pacing benchmark\n\n\
          Reproduce with `cargo bench --bench pacing` (the runs take about {:.0} s on 2 cores, \
@@ -135,7 +136,31 @@ fn main() {
          back. reqwest-retry backs off in real seconds (1 s, 2 s, 4 s), which the faster world \
          makes look 30× longer.\n\n\
          {table}\n\
-         ![admissions over time, scenario (a)](pacing.svg)\n",
+         ![admissions over time, scenario (a)](pacing.svg)\n\n\
+         ## Tokens (issue 15)\n\n\
+         Scenario (j) limits tokens as well as requests: an OpenAI tier \
+         (`sim::Tier::openai(500, 30_000)`) of 500 requests and 30 000 tokens per rolling \
+         minute, the tokens **reserved on arrival as OpenAI counts them** — the prompt by the \
+         server's own tokenizer (`⌈bytes / 4⌉` within ±15 %, seeded, plus 4 per message) plus \
+         `max_tokens`, whatever the completion (`sim::Counting::Reserve`) — with OpenAI's \
+         `x-ratelimit-*-{{requests,tokens}}` headers on every answer and its `tokens per min \
+         (TPM)` 429 with `retry-after` and `retry-after-ms`. 300 requests, prompts of 200–3 000 \
+         tokens (four bytes each), `max_tokens` 800, real completions uniform in 50–800, every \
+         other request streamed (SSE, usage in the last chunk), 16 at a time, on the far network. \
+         The optimum is the least time the server's charges allow: their sum over 30 000 \
+         windows, the last admission opening the last one (a lower bound: it leaves no room \
+         unused at a window's end). Token utilisation is the tokens the server counted (its \
+         charges) ÷ 30 000 × ⌈makespan / 1 min⌉, the most the window allowed over the makespan.\n\n\
+         The peers pace **requests** at the rate the token budget allows on average — \
+         30 000 / (1 600 + 800) ≈ 12 per minute, what a user who knows the mean request would \
+         type (at 500/min they would only add 429s). tower-quota runs twice: its request quota \
+         only (`Quota::per_minute(500)`), and with a token quota beside it \
+         (`Quota::per_minute(30_000).with_dimension(Dimension::Tokens)`) each request weighted \
+         by the harness's estimate — the prompt's bytes / 4 plus `max_tokens` — carried in an \
+         `x-token-estimate` header and read by `RateLimitLayer::with_cost` (the cost function \
+         sees only the request's head today). No reconciliation: the built-in body-based cost \
+         with reconciliation (issue 15) will replace that arm.\n\n\
+         {tokens}",
         started.elapsed().as_secs_f64()
     );
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");

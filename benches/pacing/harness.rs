@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_quota::classify::{Classification, QuotaClass};
 use tower_quota::clock::WallClock;
+use tower_quota::headers::Dimension;
 use tower_quota::limit::{KeyBy, Model, RateLimited};
 use tower_quota::sim::{
     Delay, Faults, Limit, Models, Network, Outcome, Period, Record, Simulator, Tier as SimTier,
@@ -65,7 +66,24 @@ pub enum Id {
     H,
     /// A fixed window anchored at the first request, `retry-after` = the window.
     I,
+    /// Tokens per minute: OpenAI's 30 000 TPM and 500 RPM, prompts of 200–3 000 tokens.
+    J,
 }
+
+/// The requests of a token scenario: prompts of a seeded size, `max_tokens`, half streamed.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenWorkload {
+    /// Prompt sizes, in tokens of four bytes, uniform in this range (drawn per request from
+    /// the scenario's seed).
+    pub prompt_tokens: (u64, u64),
+    /// Every request's `max_tokens`.
+    pub max_tokens: u64,
+}
+
+/// The header in which the harness puts its own estimate of a request's tokens — the
+/// prompt's bytes / 4 plus `max_tokens` — for the weighted tower-quota strategy. A stand-in
+/// until the built-in body-based cost (issue 15) replaces it.
+pub const ESTIMATE_HEADER: &str = "x-token-estimate";
 
 /// The default network of every scenario: 300 ms round trip, split in half, plus 0–200 ms of
 /// uniform jitter on each leg (a client far from the provider).
@@ -142,6 +160,8 @@ pub struct Scenario {
     pub loopback_factor: u32,
     /// Completions that can succeed at all (the daily cap may allow fewer than `requests`).
     pub possible: usize,
+    /// For a token scenario: what the requests ask for (the others send one short prompt).
+    pub workload: Option<TokenWorkload>,
 }
 
 impl Scenario {
@@ -157,7 +177,110 @@ impl Scenario {
             Scenario::g(),
             Scenario::h(),
             Scenario::i(),
+            Scenario::j(),
         ]
+    }
+
+    /// The strategies this scenario runs in process.
+    pub fn strategies(&self) -> &'static [Strategy] {
+        if self.workload.is_some() {
+            &Strategy::TOKENS
+        } else {
+            &Strategy::IN_PROCESS
+        }
+    }
+
+    /// (j) Issue 15's token scenario: an OpenAI tier of 30 000 tokens and 500 requests per
+    /// rolling minute, tokens reserved on arrival as OpenAI counts them (the prompt by the
+    /// server's tokenizer plus `max_tokens`); 300 requests with prompts of 200–3 000 tokens,
+    /// `max_tokens` 800, real completions 50–800, every other one streamed (SSE, usage in the
+    /// last chunk), 16 at a time. The peers pace requests at the rate the token budget allows
+    /// on average — 30 000 / (1 600 + 800) ≈ 12 per minute, what a user who knows the mean
+    /// request would type; at 500/min they would only add 429s.
+    pub fn j() -> Scenario {
+        Scenario {
+            requests: 300,
+            possible: 300,
+            sim_tier: SimTier::openai(500, 30_000),
+            client_tier: Tier::new("rpm-500").with_quota(Quota::per_minute(500)),
+            peer_limit: (12, Duration::from_secs(60)),
+            workload: Some(TokenWorkload {
+                prompt_tokens: (200, 3_000),
+                max_tokens: 800,
+            }),
+            ..Scenario::base(
+                Id::J,
+                "tokens: 30 000 TPM + 500 RPM (OpenAI, reserved on arrival), 300 requests, prompts 200–3 000 tokens, `max_tokens` 800, completions 50–800, half streamed",
+            )
+        }
+    }
+
+    /// The body of request `index`: for a token scenario, a prompt of a seeded size, its
+    /// `max_tokens`, and every other one streamed with usage; otherwise one short prompt.
+    pub fn body(&self, index: usize) -> String {
+        let Some(w) = self.workload else {
+            return format!(
+                r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"hi"}}]}}"#
+            );
+        };
+        // Four bytes a token: "lore" "m ip" "sum " …
+        let text: String = "lorem ipsum dolor sit amet "
+            .chars()
+            .cycle()
+            .take(self.prompt_bytes(index) as usize)
+            .collect();
+        let stream = if index % 2 == 1 {
+            r#","stream":true,"stream_options":{"include_usage":true}"#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"model":"{MODEL}","messages":[{{"role":"user","content":"{text}"}}],"max_tokens":{}{stream}}}"#,
+            w.max_tokens
+        )
+    }
+
+    /// The bytes of request `index`'s prompt, four a token, the size drawn from the seed.
+    pub fn prompt_bytes(&self, index: usize) -> u64 {
+        let Some(w) = self.workload else {
+            return 2;
+        };
+        let mut x = self.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        let (lo, hi) = w.prompt_tokens;
+        4 * (lo + x % (hi - lo + 1))
+    }
+
+    /// Request `index` of the run, with [`KEY`], the model in the extensions and, for a token
+    /// scenario, the harness's estimate in [`ESTIMATE_HEADER`].
+    pub fn request(&self, index: usize) -> Request<Full<Bytes>> {
+        let body = self.body(index);
+        let mut builder = Request::post("/api/v1/chat/completions")
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("content-type", "application/json");
+        if let Some(w) = self.workload {
+            // The prompt's bytes / 4 plus max_tokens: what a client can know before sending.
+            let estimate = self.prompt_bytes(index) / 4 + w.max_tokens;
+            builder = builder.header(ESTIMATE_HEADER, estimate.to_string());
+        }
+        let mut req = builder.body(Full::new(Bytes::from(body))).unwrap();
+        req.extensions_mut().insert(Model::new(MODEL));
+        req
+    }
+
+    /// For a token scenario, the tokens the server will charge for the whole run on its
+    /// (first) token limit: the prompts as its tokenizer counts them plus `max_tokens` each
+    /// (OpenAI reserves them, whatever the completion).
+    pub fn token_charge(&self) -> Option<u64> {
+        let w = self.workload?;
+        let sim = self.simulator();
+        Some(
+            (0..self.requests)
+                .map(|i| sim.prompt_tokens(self.body(i).as_bytes()).unwrap() + w.max_tokens)
+                .sum(),
+        )
     }
 
     fn base(id: Id, title: &'static str) -> Scenario {
@@ -178,6 +301,7 @@ impl Scenario {
             peer_limit: (20, Duration::from_secs(60)),
             loopback_factor: 30,
             possible: 200,
+            workload: None,
         }
     }
 
@@ -375,9 +499,18 @@ impl Scenario {
     /// leaves fewer than `requests`, the first refused request cannot be answered before the
     /// window after the last success, and the rest can fail at once then.
     pub fn optimum_at(&self, wall0: SystemTime) -> Duration {
-        let (period, n) = self.binding();
         let first = self.network.inbound().base();
         let back = self.network.outbound().base();
+        if let (Some(charge), Some(limit)) =
+            (self.token_charge(), self.sim_tier.token_limits().first())
+        {
+            // Tokens: the server's charges need ⌈C / L⌉ windows; the last admission opens the
+            // last one (a lower bound: it ignores what whole requests leave unused in each).
+            let windows = charge.div_ceil(limit.tokens()).max(1) - 1;
+            let w = scale(limit.window(), self.minute);
+            return first + w * windows as u32 + self.latency.0 + back;
+        }
+        let (period, n) = self.binding();
         let since_epoch = (wall0 + first).duration_since(UNIX_EPOCH).unwrap();
         let second = scale(Duration::from_secs(1), self.minute);
         // The first window's start, relative to the run's start (it may precede it).
@@ -457,6 +590,11 @@ pub enum Strategy {
     ReqwestRetry,
     /// tower-quota's three layers.
     TowerQuota,
+    /// tower-quota's three layers, a token quota beside the request quota, each request
+    /// weighted by the harness's estimate in [`ESTIMATE_HEADER`] (no reconciliation: the
+    /// estimate stays charged). The place of the built-in body-based cost with
+    /// reconciliation, when it lands: replace this arm's `with_cost`.
+    TowerQuotaEstimate,
 }
 
 impl Strategy {
@@ -468,6 +606,15 @@ impl Strategy {
         Strategy::TowerQuota,
     ];
 
+    /// The strategies of a token scenario.
+    pub const TOKENS: [Strategy; 5] = [
+        Strategy::Plain,
+        Strategy::TowerRetry,
+        Strategy::Governor,
+        Strategy::TowerQuota,
+        Strategy::TowerQuotaEstimate,
+    ];
+
     /// Its name in the report.
     pub fn name(self) -> &'static str {
         match self {
@@ -476,6 +623,7 @@ impl Strategy {
             Strategy::Governor => "governor until_ready + tower Retry",
             Strategy::ReqwestRetry => "reqwest-retry defaults (loopback)",
             Strategy::TowerQuota => "tower-quota (3 layers)",
+            Strategy::TowerQuotaEstimate => "tower-quota + token quota, estimate in a header",
         }
     }
 
@@ -487,6 +635,7 @@ impl Strategy {
             Strategy::Governor => "#fb8c00",
             Strategy::ReqwestRetry => "#8e24aa",
             Strategy::TowerQuota => "#1e88e5",
+            Strategy::TowerQuotaEstimate => "#00897b",
         }
     }
 }
@@ -593,9 +742,10 @@ where
     S::Error: Into<BoxError>,
     S::Future: Send,
 {
-    drive(sc.requests, sc.concurrency, t0, move |_| {
-        let svc = svc.clone();
-        async move { Reply::from_result(svc.oneshot(completion()).await.map_err(Into::into)) }
+    let sc = Arc::new(sc.clone());
+    drive(sc.requests, sc.concurrency, t0, move |index| {
+        let (svc, sc) = (svc.clone(), sc.clone());
+        async move { Reply::from_result(svc.oneshot(sc.request(index)).await.map_err(Into::into)) }
     })
     .await
 }
@@ -657,6 +807,37 @@ pub async fn run(sc: &Scenario, strategy: Strategy) -> Run {
                         .with_seed(sc.seed),
                 )
                 .layer(rate_limit)
+                .layer(QuotaClassifyLayer::default().with_clock(wall))
+                .service(sim.clone());
+            drive_service(sc, t0, svc).await
+        }
+        Strategy::TowerQuotaEstimate => {
+            // The client's token quota mirrors the server's (30 000 per minute); the cost of a
+            // request is the harness's estimate, read from its header. Replace this
+            // `with_cost` by the built-in body-based cost with reconciliation when it lands.
+            let tpm = sc.sim_tier.token_limits().first().map_or(0, |l| l.tokens());
+            let tier = sc.client_tier.clone().with_quota(
+                Quota::new(tpm, scale(Duration::from_secs(60), sc.minute))
+                    .with_dimension(Dimension::Tokens),
+            );
+            let svc = ServiceBuilder::new()
+                .layer(
+                    RetryAfterLayer::new()
+                        .with_clock(wall.clone())
+                        .with_seed(sc.seed),
+                )
+                .layer(
+                    RateLimitLayer::new(tier)
+                        .key_by(KeyBy::Model)
+                        .with_wall_clock(wall.clone())
+                        .with_cost(|head| {
+                            head.headers
+                                .get(ESTIMATE_HEADER)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(1)
+                        }),
+                )
                 .layer(QuotaClassifyLayer::default().with_clock(wall))
                 .service(sim.clone());
             drive_service(sc, t0, svc).await
@@ -838,6 +1019,11 @@ pub struct Figures {
     pub fail_fast: Option<Duration>,
     /// Scenario (b): failed requests that were told when the quota comes back.
     pub told_reset: Option<usize>,
+    /// A token scenario: tokens the server counted on its token limit ÷ the most its window
+    /// allowed over the makespan ([`TokenLimit::allowed_over`](tower_quota::sim::TokenLimit::allowed_over)).
+    pub token_use: Option<f64>,
+    /// A token scenario: tokens the server counted (its charges, as it counts them).
+    pub tokens_counted: Option<u64>,
 }
 
 impl Figures {
@@ -930,6 +1116,15 @@ impl Run {
                 );
             }
         }
+        let (mut token_use, mut tokens_counted) = (None, None);
+        if self.scenario.workload.is_some() {
+            if let Some(limit) = self.sim.accounts()[0].tier().token_limits().first() {
+                let counted = self.sim.stats().tokens_counted(limit, self.first_seq);
+                let span = self.done.iter().map(|d| d.end).max().unwrap_or_default();
+                tokens_counted = Some(counted);
+                token_use = Some(counted as f64 / limit.allowed_over(span) as f64);
+            }
+        }
         Figures {
             requests: self.done.len(),
             succeeded: self.done.iter().filter(|d| d.reply.ok()).count(),
@@ -943,6 +1138,8 @@ impl Run {
             after_cap,
             fail_fast,
             told_reset,
+            token_use,
+            tokens_counted,
         }
     }
 }
@@ -969,7 +1166,7 @@ pub fn markdown(runs: &[Run]) -> String {
     let mut out = String::new();
     out.push_str("| scenario | strategy | succeeded | 429s | wasted calls | makespan ÷ optimum | p50 | p99 | calls after cap known | fail fast after cap |\n");
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for r in runs {
+    for r in runs.iter().filter(|r| r.scenario.workload.is_none()) {
         let f = r.figures();
         let id = format!("{:?}", r.scenario.id).to_lowercase();
         let dagger = if r.time_factor > 1 { " †" } else { "" };
@@ -999,6 +1196,33 @@ pub fn markdown(runs: &[Run]) -> String {
             secs(f.p99),
             after,
             fast,
+        ));
+    }
+    out
+}
+
+/// The Markdown table of the token scenarios: 429s, makespan ÷ optimum and the share of the
+/// token quota the server counted.
+pub fn markdown_tokens(runs: &[Run]) -> String {
+    let mut out = String::new();
+    out.push_str("| scenario | strategy | succeeded | 429s | makespan ÷ optimum | tokens counted | token utilisation | p50 | p99 |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for r in runs.iter().filter(|r| r.scenario.workload.is_some()) {
+        let f = r.figures();
+        out.push_str(&format!(
+            "| ({}) | {} | {}/{} | {} | {:.3} ({} / {}) | {} | {:.1} % | {} | {} |\n",
+            format!("{:?}", r.scenario.id).to_lowercase(),
+            r.strategy.name(),
+            f.succeeded,
+            f.requests,
+            f.rate_limited,
+            f.ratio(),
+            secs(f.makespan),
+            secs(f.optimum),
+            f.tokens_counted.unwrap_or(0),
+            f.token_use.unwrap_or(0.0) * 100.0,
+            secs(f.p50),
+            secs(f.p99),
         ));
     }
     out

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use super::config::{Account, Faults, Tier};
 use super::network::Network;
 use super::simulator::Simulator;
+use super::tokens::Completions;
 
 /// Configures a [`Simulator`]; from [`Simulator::builder`].
 ///
@@ -37,6 +38,9 @@ pub struct SimulatorBuilder {
     pub(crate) faults: Faults,
     pub(crate) seed: u64,
     pub(crate) provider: String,
+    pub(crate) completions: Completions,
+    pub(crate) deviation: f64,
+    pub(crate) default_max_tokens: u64,
 }
 
 impl Default for SimulatorBuilder {
@@ -47,7 +51,9 @@ impl Default for SimulatorBuilder {
 
 impl SimulatorBuilder {
     /// No accounts, real-length minutes, the system clock, a price of 0.001 credits per paid
-    /// request, no latency, no network delay, no faults, seed 0.
+    /// request, no latency, no network delay, no faults, seed 0; completions uniform in
+    /// `50..=max_tokens`, a tokenizer within 15 % of bytes / 4, 4096 tokens when a request
+    /// sets no `max_tokens`.
     pub fn new() -> Self {
         SimulatorBuilder {
             accounts: Vec::new(),
@@ -59,6 +65,9 @@ impl SimulatorBuilder {
             faults: Faults::none(),
             seed: 0,
             provider: "Simulated".to_string(),
+            completions: Completions::default(),
+            deviation: 0.15,
+            default_max_tokens: 4_096,
         }
     }
 
@@ -129,6 +138,28 @@ impl SimulatorBuilder {
     /// The `provider_name` of upstream errors and completions (default `Simulated`).
     pub fn provider_name(mut self, name: impl Into<String>) -> Self {
         self.provider = name.into();
+        self
+    }
+
+    /// How long completions are, drawn per admitted request from the seed below its
+    /// `max_tokens` (default [`Completions::uniform(50)`](Completions::uniform)).
+    pub fn completions(mut self, completions: Completions) -> Self {
+        self.completions = completions;
+        self
+    }
+
+    /// How far the server's tokenizer strays from a quarter of the prompt's bytes: a factor
+    /// in `[1 − deviation, 1 + deviation]` drawn from the text and the seed (default 0.15; see
+    /// [`Simulator::prompt_tokens`]).
+    pub fn tokenizer_deviation(mut self, deviation: f64) -> Self {
+        self.deviation = deviation.clamp(0.0, 0.99);
+        self
+    }
+
+    /// The `max_tokens` of a request that sets none (nor `max_completion_tokens`), as a
+    /// server reserves the model's longest output (default 4096).
+    pub fn default_max_tokens(mut self, max_tokens: u64) -> Self {
+        self.default_max_tokens = max_tokens;
         self
     }
 

@@ -3,6 +3,33 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::tokens::{Counting, TokenKind, TokenLimit};
+
+/// Whose headers and error bodies a [`Tier`] answers with, for its rolling request limits
+/// and its token limits (clock-aligned and anchored request limits always answer as LiteLLM).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Style {
+    /// OpenRouter: `X-RateLimit-{Limit,Remaining,Reset}` (reset in epoch ms) and
+    /// `Retry-After` on its own 429s only, nothing on a 200. The default.
+    #[default]
+    OpenRouter,
+    /// OpenAI: on every answer to a completion `x-ratelimit-{limit,remaining,reset}-requests`
+    /// (the first rolling request limit) and `-tokens` (the first total token limit), the
+    /// resets as Go durations (`1s`, `6m0s`, `12ms`) = the time until the window is fully
+    /// replenished; a 429 `{"error":{"message":"Rate limit reached for <model> in
+    /// organization org-sim on tokens per min (TPM): Limit …, Used …, Requested …. Please
+    /// try again in 1.2s. …","type":"tokens","param":null,"code":"rate_limit_exceeded"}}`
+    /// with `retry-after` (whole seconds, rounded up) and `retry-after-ms`.
+    OpenAi,
+    /// Anthropic: on every answer to a completion
+    /// `anthropic-ratelimit-{requests,input-tokens,output-tokens,tokens}-{limit,remaining,reset}`
+    /// for the limits the tier has, the resets as RFC 3339 times (when the window is fully
+    /// replenished); a 429 `{"type":"error","error":{"type":"rate_limit_error","message":…},
+    /// "request_id":…}` with `retry-after` in whole seconds, rounded up.
+    Anthropic,
+}
+
 /// Which models a [`Limit`] counts: OpenRouter's `:free` variants, paid models, or both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -274,6 +301,8 @@ pub(crate) fn fmt_secs(d: Duration) -> String {
 pub struct Tier {
     pub(crate) name: String,
     pub(crate) limits: Vec<Limit>,
+    pub(crate) token_limits: Vec<TokenLimit>,
+    pub(crate) style: Style,
     pub(crate) free_tier: bool,
 }
 
@@ -283,8 +312,67 @@ impl Tier {
         Tier {
             name: name.into(),
             limits: Vec::new(),
+            token_limits: Vec::new(),
+            style: Style::default(),
             free_tier: false,
         }
+    }
+
+    /// An OpenAI organisation's limits for one model: `rpm` requests and `tpm` tokens per
+    /// rolling minute, tokens reserved on arrival as OpenAI counts them (the prompt plus
+    /// `max_tokens`, [`Counting::Reserve`]), answered with OpenAI's headers ([`Style::OpenAi`]).
+    pub fn openai(rpm: u32, tpm: u64) -> Self {
+        Tier::new("openai")
+            .with_limit(Limit::rolling(Models::All, rpm, Duration::from_secs(60)))
+            .with_token_limit(TokenLimit::per_minute(TokenKind::Total, tpm))
+            .with_style(Style::OpenAi)
+    }
+
+    /// An Anthropic organisation's limits for one model class: `rpm` requests, `itpm` input
+    /// tokens (counted on arrival) and `otpm` output tokens (estimated from `max_tokens` on
+    /// arrival, adjusted to the real count at the end, [`Counting::ReserveThenAdjust`]) per
+    /// rolling minute, answered with Anthropic's headers ([`Style::Anthropic`]).
+    pub fn anthropic(rpm: u32, itpm: u64, otpm: u64) -> Self {
+        Tier::new("anthropic")
+            .with_limit(Limit::rolling(Models::All, rpm, Duration::from_secs(60)))
+            .with_token_limit(TokenLimit::per_minute(TokenKind::Input, itpm))
+            .with_token_limit(
+                TokenLimit::per_minute(TokenKind::Output, otpm)
+                    .counting_as(Counting::ReserveThenAdjust),
+            )
+            .with_style(Style::Anthropic)
+    }
+
+    /// A LiteLLM proxy key with `tpm_limit: tpm`: the real usage counted per UTC clock
+    /// minute when each answer is done, a request refused once the minute's count reached
+    /// the limit ([`Counting::AfterResponse`]).
+    pub fn litellm_tpm(tpm: u64) -> Self {
+        Tier::new("litellm-tpm").with_token_limit(
+            TokenLimit::fixed_clock(TokenKind::Total, tpm, Duration::from_secs(60))
+                .counting_as(Counting::AfterResponse),
+        )
+    }
+
+    /// Adds a token limit; every limit of the tier must admit a request.
+    pub fn with_token_limit(mut self, limit: TokenLimit) -> Self {
+        self.token_limits.push(limit);
+        self
+    }
+
+    /// Sets whose headers and error bodies it answers with (default [`Style::OpenRouter`]).
+    pub fn with_style(mut self, style: Style) -> Self {
+        self.style = style;
+        self
+    }
+
+    /// Its token limits.
+    pub fn token_limits(&self) -> &[TokenLimit] {
+        &self.token_limits
+    }
+
+    /// Whose headers it answers with.
+    pub fn style(&self) -> Style {
+        self.style
     }
 
     /// OpenRouter for an account that never bought 10 credits: `:free` models at 20 requests
@@ -370,6 +458,11 @@ impl Tier {
     /// The same tier in a world where a minute lasts `minute`.
     pub(crate) fn scaled(mut self, minute: Duration) -> Self {
         self.limits = self.limits.into_iter().map(|l| l.scaled(minute)).collect();
+        self.token_limits = self
+            .token_limits
+            .into_iter()
+            .map(|l| l.scaled(minute))
+            .collect();
         self
     }
 }

@@ -34,6 +34,35 @@
 //!   ([`Tier::litellm_anchored`]);
 //! - [`Limit::daily`]: per UTC day.
 //!
+//! # Tokens
+//!
+//! A [`Tier`] may also hold [`TokenLimit`]s — total, input or output tokens per window
+//! ([`TokenKind`]) — enforced on arrival beside the request limits, each counting as one real
+//! server does ([`Counting`], which cites the providers' docs):
+//! OpenAI reserves the prompt plus `max_tokens` on arrival ([`Counting::Reserve`], the
+//! default); Anthropic counts input on arrival and reserves output as `max_tokens`, adjusted to
+//! the real count when the answer is done ([`Counting::ReserveThenAdjust`]); LiteLLM counts the
+//! real usage after the response and refuses once the window's count reached the limit
+//! ([`Counting::AfterResponse`]). Presets: [`Tier::openai`], [`Tier::anthropic`],
+//! [`Tier::litellm_tpm`].
+//!
+//! The server counts the prompt with its own tokenizer, modelled as `⌈bytes / 4⌉` of the
+//! messages' text times a deviation of up to ±15 % drawn from the text and the seed, plus 4
+//! per message ([`Simulator::prompt_tokens`]): deterministic per body, close to a client's
+//! bytes / 4 but not equal. Completions are drawn below the request's `max_tokens`
+//! ([`Completions`], default uniform in `50..=max_tokens`); every answer carries `usage`
+//! (`prompt_tokens`, `completion_tokens`, `total_tokens`), and a request with `"stream": true`
+//! gets `text/event-stream`: `chat.completion.chunk` events (the role, up to eight content
+//! deltas, the finish reason), then — with `stream_options.include_usage` — a chunk with empty
+//! `choices` and the `usage`, then `data: [DONE]` (sent whole, after the latency). The
+//! tier's [`Style`] picks the headers: OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
+//! (resets as Go durations, `6m0s`) or Anthropic's `anthropic-ratelimit-*` (RFC 3339), on
+//! every answer to a completion, and the provider's 429 body with `retry-after`. Each
+//! [`Admission`] carries its [`Tokens`]; [`Stats::tokens`] sums them,
+//! [`Stats::tokens_counted`] and [`TokenLimit::allowed_over`] give a token utilisation, and
+//! [`Simulator::check_invariants`] checks the token windows too. There is no Anthropic-shaped
+//! `/v1/messages` endpoint yet: `POST /v1/chat/completions` is an alias of OpenRouter's path.
+//!
 //! Two ways to run it:
 //!
 //! - **in process**, as a tower [`Service`](tower_service::Service) of `http::Request<B>` for
@@ -45,8 +74,9 @@
 //!
 //! # Endpoints
 //!
-//! - `POST /api/v1/chat/completions` reads the JSON body's `model` and answers an OpenAI-style
-//!   `chat.completion`, or one of the errors below.
+//! - `POST /api/v1/chat/completions` (and OpenAI's `/v1/chat/completions`) reads the JSON
+//!   body's `model`, prompt, `max_tokens` and `stream`, and answers an OpenAI-style
+//!   `chat.completion` (or its SSE chunks), or one of the errors below.
 //! - `GET /api/v1/key` (and the older `/api/v1/auth/key`) reports the account:
 //!   `{"data": {"label", "limit", "limit_remaining", "limit_reset", "usage", "is_free_tier",
 //!   "free_model_daily_requests": {"limit", "remaining", "used"}, "rate_limit": {"requests",
@@ -73,7 +103,8 @@
 //! | 429 | upstream fault, or a request before an upstream delay has passed | `{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"<model> is temporarily rate-limited upstream. Please retry shortly…","provider_name":…,"is_byok":false,"retry_after_seconds":N,"headers":{"Retry-After":"N"}}}}`, no HTTP `Retry-After` |
 //! | 503 | inside an injected burst | `{"error":{"code":503,"message":"No allowed providers are available for the selected model."}}` |
 //! | 502 | injected | `{"error":{"code":502,"message":…,"metadata":{"provider_name":…}}}` |
-//! | 200 | admitted | an OpenAI-style completion; with a clock-aligned limit `x-ratelimit-{limit,remaining}-requests`, with an anchored one `x-ratelimit-api_key-{limit,remaining}-requests` (the announced N less the window's count) |
+//! | 429 | a token window is full ([`TokenLimit`]) | in the tier's [`Style`]: OpenAI's `rate_limit_exceeded` on `tokens per min (TPM)` with `retry-after`, `retry-after-ms`; Anthropic's `rate_limit_error` with `retry-after`; OpenRouter's shape named after the limit; LiteLLM's "Crossed TPM, RPM Limit. … current tpm: …" for a clock-minute limit |
+//! | 200 | admitted | an OpenAI-style completion with `usage`; the [`Style`]'s rate-limit headers; with a clock-aligned limit `x-ratelimit-{limit,remaining}-requests`, with an anchored one `x-ratelimit-api_key-{limit,remaining}-requests` (the announced N less the window's count) |
 //!
 //! # Observing a run
 //!
@@ -149,10 +180,12 @@ mod server;
 mod simulator;
 mod state;
 mod stats;
+mod tokens;
 
 pub use builder::SimulatorBuilder;
-pub use config::{Account, Faults, Limit, Models, Period, Tier};
+pub use config::{Account, Faults, Limit, Models, Period, Style, Tier};
 pub use network::{Delay, Network};
 pub use server::ServerHandle;
 pub use simulator::{ResponseFuture, Simulator};
-pub use stats::{Admission, InvariantViolation, Outcome, Record, Stats};
+pub use stats::{Admission, InvariantViolation, Outcome, Record, Stats, TokenCount};
+pub use tokens::{Completions, Counting, TokenKind, TokenLimit, Tokens};

@@ -17,11 +17,14 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::builder::SimulatorBuilder;
-use super::config::{fmt_secs, Account, Faults, Limit, Period};
+use super::config::{fmt_secs, Account, Faults, Limit, Period, Style};
 use super::network::Network;
 use super::rng::SplitMix64;
 use super::state::{next_utc_midnight_ms, utc_day, AccountState, Entry, Verdict};
-use super::stats::{check_limit, Admission, InvariantViolation, Outcome, Record, Stats};
+use super::stats::{
+    check_limit, check_token_limit, Admission, InvariantViolation, Outcome, Record, Stats,
+};
+use super::tokens::{prompt_tokens, Charge, Completions, TokenKind, TokenLimit, TokenLog, Tokens};
 
 /// The largest request body read, in bytes.
 const MAX_BODY: usize = 1 << 20;
@@ -47,6 +50,9 @@ struct Inner {
     provider: String,
     start_wall: SystemTime,
     base: Instant,
+    completions: Completions,
+    deviation: f64,
+    default_max_tokens: u64,
     state: Mutex<State>,
 }
 
@@ -63,9 +69,23 @@ struct State {
 
 /// What a request asked, once its body was read.
 enum Route {
-    Completion { model: Result<String, String> },
+    Completion { asked: Result<Asked, String> },
     KeyInfo,
     NotFound,
+}
+
+/// What a completion request's JSON body asks for.
+#[derive(Clone, Debug)]
+struct Asked {
+    model: String,
+    /// The prompt, by the server's tokenizer.
+    input: u64,
+    /// `max_tokens` (or `max_completion_tokens`, `max_output_tokens`), if set.
+    max_tokens: Option<u64>,
+    /// `"stream": true`.
+    stream: bool,
+    /// `"stream_options": {"include_usage": true}`.
+    include_usage: bool,
 }
 
 /// A completion request as it arrived.
@@ -73,6 +93,7 @@ struct Arrival<'a> {
     seq: u64,
     key: &'a str,
     model: &'a str,
+    asked: &'a Asked,
     now: Instant,
     wall: SystemTime,
     /// The network's delays for this request: it was sent `inbound` before `now`; its
@@ -94,6 +115,8 @@ struct Answer {
     status: StatusCode,
     headers: Vec<(&'static str, String)>,
     body: Value,
+    /// A `text/event-stream` body instead of the JSON one.
+    sse: Option<String>,
     delay: Duration,
 }
 
@@ -103,6 +126,7 @@ impl Answer {
             status,
             headers: Vec::new(),
             body,
+            sse: None,
             delay: Duration::ZERO,
         }
     }
@@ -115,14 +139,21 @@ impl Answer {
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {
+        let (content_type, body) = match self.sse {
+            Some(events) => ("text/event-stream", events),
+            None => ("application/json", self.body.to_string()),
+        };
         let mut builder = Response::builder()
             .status(self.status)
-            .header(http::header::CONTENT_TYPE, "application/json");
+            .header(http::header::CONTENT_TYPE, content_type);
+        if content_type == "text/event-stream" {
+            builder = builder.header(http::header::CACHE_CONTROL, "no-cache");
+        }
         for (name, value) in self.headers {
             builder = builder.header(name, value);
         }
         builder
-            .body(Full::new(Bytes::from(self.body.to_string())))
+            .body(Full::new(Bytes::from(body)))
             .expect("static header names and ASCII values")
     }
 }
@@ -166,6 +197,9 @@ impl Simulator {
                 provider: b.provider,
                 start_wall: b.start_wall.unwrap_or_else(SystemTime::now),
                 base: Instant::now(),
+                completions: b.completions,
+                deviation: b.deviation,
+                default_max_tokens: b.default_max_tokens,
                 state: Mutex::new(state),
             }),
         }
@@ -217,6 +251,34 @@ impl Simulator {
         &self.inner.accounts
     }
 
+    /// The prompt tokens the server counts for a completion request's JSON body (its
+    /// `usage.prompt_tokens`): the text of every message's `content` (a string, or the
+    /// `text` of each part) and of a top-level `system` or `prompt`, `⌈bytes / 4⌉` times a
+    /// deviation drawn from the text and the seed (within
+    /// [`tokenizer_deviation`](SimulatorBuilder::tokenizer_deviation), 15 % by default),
+    /// plus 4 per message. `None` if the body is not a JSON object.
+    ///
+    /// ```
+    /// # use tower_quota::sim::Simulator;
+    /// let sim = Simulator::builder().seed(1).build();
+    /// let text = "x".repeat(4_000);
+    /// let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{text}"}}]}}"#);
+    /// let n = sim.prompt_tokens(body.as_bytes()).unwrap();
+    /// assert!((850 + 4..=1_150 + 4).contains(&n));
+    /// assert_eq!(sim.prompt_tokens(body.as_bytes()), Some(n)); // the same body, the same count
+    /// ```
+    pub fn prompt_tokens(&self, body: &[u8]) -> Option<u64> {
+        let value: Value = serde_json::from_slice(body).ok()?;
+        value.as_object()?;
+        let (text, messages) = prompt_text(&value);
+        Some(prompt_tokens(
+            &text,
+            messages,
+            self.inner.deviation,
+            self.inner.seed,
+        ))
+    }
+
     /// What the simulator saw so far.
     pub fn stats(&self) -> Stats {
         let state = self.lock();
@@ -226,7 +288,11 @@ impl Simulator {
     /// Checks from the log of arrivals that no limit of any account was ever broken, counting
     /// as each limit counts: never more than N admissions in any interval of length W (rolling),
     /// in one clock-aligned window (clock), in one window opened by an arrival (anchored —
-    /// the windows rebuilt from every arrival that reached the limit check), or in one UTC day.
+    /// the windows rebuilt from every arrival that reached the limit check), or in one UTC day;
+    /// for token limits, rebuilt from the admissions' [`Tokens`]: at each admission, the
+    /// window's charges as they stood then, this one's included, within the limit
+    /// ([`Counting::Reserve`](super::Counting::Reserve), `ReserveThenAdjust`), or the count
+    /// before it below the limit ([`Counting::AfterResponse`](super::Counting::AfterResponse)).
     /// Times are arrival times, when the simulator saw each request, after the network's
     /// inbound delay. An oracle for tests and benchmarks (it also guards the simulator itself).
     pub fn check_invariants(&self) -> Result<(), InvariantViolation> {
@@ -234,6 +300,9 @@ impl Simulator {
         for account in &self.inner.accounts {
             for limit in &account.tier.limits {
                 check_limit(&account.label, limit, &state.admissions, &state.records)?;
+            }
+            for limit in &account.tier.token_limits {
+                check_token_limit(&account.label, limit, &state.admissions)?;
             }
         }
         Ok(())
@@ -290,12 +359,12 @@ impl Simulator {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         let route = match (&parts.method, path.as_str()) {
-            (&Method::POST, "/api/v1/chat/completions") => {
-                let model = match Limited::new(body, MAX_BODY).collect().await {
-                    Ok(collected) => parse_model(&collected.to_bytes()),
+            (&Method::POST, "/api/v1/chat/completions" | "/v1/chat/completions") => {
+                let asked = match Limited::new(body, MAX_BODY).collect().await {
+                    Ok(collected) => self.parse_completion(&collected.to_bytes()),
                     Err(_) => Err("Could not read the request body".to_string()),
                 };
-                Route::Completion { model }
+                Route::Completion { asked }
             }
             (&Method::GET, "/api/v1/key") | (&Method::GET, "/api/v1/auth/key") => Route::KeyInfo,
             _ => Route::NotFound,
@@ -347,18 +416,20 @@ impl Simulator {
             (Route::KeyInfo, Some(i)) => (self.key_info(&state, i, wall), Outcome::KeyInfo),
             (
                 Route::Completion {
-                    model: Err(message),
+                    asked: Err(message),
                 },
                 Some(_),
             ) => (
                 Answer::error(StatusCode::BAD_REQUEST, &message),
                 Outcome::BadRequest,
             ),
-            (Route::Completion { model: Ok(m) }, Some(i)) => {
+            (Route::Completion { asked: Ok(asked) }, Some(i)) => {
+                let m = asked.model.clone();
                 let arrival = Arrival {
                     seq,
                     key: key.as_deref().unwrap_or(""),
                     model: &m,
+                    asked: &asked,
                     now,
                     wall,
                     inbound,
@@ -393,6 +464,7 @@ impl Simulator {
             seq,
             key,
             model,
+            asked,
             now,
             wall,
             inbound,
@@ -433,6 +505,26 @@ impl Simulator {
                         self.litellm_clock_429(limit, used.unwrap_or(0), wait)
                     }
                     Period::Anchored(w) => self.litellm_anchored_429(key, limit, wall, w),
+                    Period::Rolling(_) if account.tier.style != Style::OpenRouter => {
+                        let used = state.accounts[i].rolling_use(limit, now).0;
+                        let mut answer = self.styled_429(
+                            account.tier.style,
+                            model,
+                            "requests",
+                            u64::from(limit.requests),
+                            used,
+                            1,
+                            Some(wait),
+                        );
+                        answer.headers.extend(self.style_headers(
+                            &state.accounts[i],
+                            &account.tier,
+                            free,
+                            now,
+                            wall,
+                        ));
+                        answer
+                    }
                     Period::Rolling(_) | Period::UtcDay => {
                         let reset_ms = epoch_ms_ceil(wall + wait);
                         let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -458,6 +550,59 @@ impl Simulator {
             }
         }
 
+        // Token limits, checked on arrival after the request limits: the prompt as the
+        // server counts it, the completion reserved as `max_tokens`.
+        let max_output = asked.max_tokens.unwrap_or(inner.default_max_tokens);
+        let mut tokens = Tokens {
+            input: asked.input,
+            output: 0,
+            max_output,
+        };
+        let token_limits = &account.tier.token_limits;
+        {
+            let logs = &mut state.accounts[i].token_logs;
+            if logs.len() < token_limits.len() {
+                logs.resize_with(token_limits.len(), TokenLog::default);
+            }
+        }
+        for (l, limit) in token_limits.iter().enumerate() {
+            let requested = limit.charge(&tokens).0;
+            let checked = state.accounts[i].token_logs[l].check(limit, requested, now, wall);
+            if let Err(refused) = checked {
+                let wait = refused.reset.map(|r| r - now);
+                let answer = match limit.period {
+                    Period::Clock(_) => self.litellm_tokens_429(limit, refused.used, wait),
+                    _ => {
+                        let mut answer = self.styled_429(
+                            account.tier.style,
+                            model,
+                            kind_words(limit.kind),
+                            limit.tokens,
+                            refused.used,
+                            refused.requested,
+                            wait,
+                        );
+                        if account.tier.style == Style::OpenRouter {
+                            answer = self.platform_token_429(account, limit, &refused, wall, now);
+                        } else {
+                            answer.headers.extend(self.style_headers(
+                                &state.accounts[i],
+                                &account.tier,
+                                free,
+                                now,
+                                wall,
+                            ));
+                        }
+                        answer
+                    }
+                };
+                let outcome = Outcome::RateLimited {
+                    limit: limit.name.clone(),
+                };
+                return (answer, outcome);
+            }
+        }
+
         // The upstream stage: latency and faults, from this request's own stream.
         let mut rng = SplitMix64::for_request(inner.seed, state.upstream_draws);
         state.upstream_draws += 1;
@@ -468,6 +613,7 @@ impl Simulator {
         let upstream_429 = rng.chance(faults.upstream_429);
         let retry_after = rng.range_u64(faults.retry_after_min, faults.retry_after_max);
         let bad_gateway = rng.chance(faults.bad_gateway);
+        tokens.output = inner.completions.draw(max_output, &mut rng);
 
         if let Some((until, delivered)) = state.accounts[i].cooldowns.get(model).copied() {
             if faults.enforce_retry_after && until > now {
@@ -539,6 +685,21 @@ impl Simulator {
             },
         );
         state.accounts[i].usage += price;
+        // The answer is done when it leaves, after the upstream latency: reservations settle
+        // then, and LiteLLM counts the usage then.
+        let done = now + delay;
+        for (l, limit) in token_limits.iter().enumerate() {
+            let (reserved, settled) = limit.charge(&tokens);
+            let after = limit.counting == super::tokens::Counting::AfterResponse;
+            let charge = Charge {
+                at: if after { done } else { now },
+                wall: if after { wall + delay } else { wall },
+                done,
+                reserved,
+                settled,
+            };
+            state.accounts[i].token_logs[l].push(limit, charge);
+        }
         state.admissions.push(Admission {
             seq,
             at: now,
@@ -547,35 +708,314 @@ impl Simulator {
             key: key.to_string(),
             model: model.to_string(),
             free,
+            tokens,
+            done,
         });
         let created = wall
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let content = "tok ".repeat(tokens.output as usize);
+        let usage = json!({
+            "prompt_tokens": tokens.input,
+            "completion_tokens": tokens.output,
+            "total_tokens": tokens.total(),
+        });
+        let finish = if tokens.output >= max_output {
+            "length"
+        } else {
+            "stop"
+        };
+        let id = format!("gen-sim-{seq}");
         let body = json!({
-            "id": format!("gen-sim-{seq}"),
+            "id": id,
             "provider": inner.provider,
             "model": model,
             "object": "chat.completion",
             "created": created,
             "choices": [{
                 "logprobs": null,
-                "finish_reason": "stop",
-                "native_finish_reason": "stop",
+                "finish_reason": finish,
+                "native_finish_reason": finish,
                 "index": 0,
                 "message": {
                     "role": "assistant",
-                    "content": format!("Simulated reply #{seq}."),
+                    "content": content,
                     "refusal": null,
                     "reasoning": null,
                 },
             }],
-            "usage": {"prompt_tokens": 8, "completion_tokens": 4, "total_tokens": 12},
+            "usage": usage,
         });
         let mut answer = Answer::new(StatusCode::OK, body);
+        if asked.stream {
+            answer.sse = Some(sse_events(
+                &id,
+                &inner.provider,
+                model,
+                created,
+                &content,
+                finish,
+                asked.include_usage.then_some(&usage),
+            ));
+        }
         answer.delay = delay;
         answer.headers = self.litellm_success_headers(&state.accounts[i], limits, free, wall);
+        answer.headers.extend(self.style_headers(
+            &state.accounts[i],
+            &account.tier,
+            free,
+            now,
+            wall,
+        ));
         (answer, Outcome::Completed)
+    }
+
+    /// The parsed body of a completion request.
+    fn parse_completion(&self, body: &[u8]) -> Result<Asked, String> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| format!("Invalid JSON body: {e}"))?;
+        let model = match value.get("model").and_then(Value::as_str) {
+            Some(m) if !m.is_empty() => m.to_string(),
+            _ => return Err("Missing required field: model".to_string()),
+        };
+        let (text, messages) = prompt_text(&value);
+        let max_tokens = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|f| value.get(*f).and_then(Value::as_u64));
+        let stream = value.get("stream").and_then(Value::as_bool) == Some(true);
+        let include_usage = value
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        Ok(Asked {
+            model,
+            input: prompt_tokens(&text, messages, self.inner.deviation, self.inner.seed),
+            max_tokens,
+            stream,
+            include_usage,
+        })
+    }
+
+    /// The rate-limit headers of OpenAI or Anthropic on an answer to a completion (none for
+    /// OpenRouter), after this request's charges: the first rolling request limit that counts
+    /// the model, and the token limits (OpenAI: the first total one).
+    fn style_headers(
+        &self,
+        state: &AccountState,
+        tier: &super::config::Tier,
+        free: bool,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        let requests = tier
+            .limits
+            .iter()
+            .find(|l| matches!(l.period, Period::Rolling(_)) && l.models.matches(free));
+        let request_state = requests.map(|l| {
+            let (used, full) = state.rolling_use(l, now);
+            (
+                u64::from(l.requests),
+                u64::from(l.admits).saturating_sub(used),
+                full - now,
+            )
+        });
+        let token_state = |l: usize| {
+            let limit = &tier.token_limits[l];
+            let log = state.token_logs.get(l);
+            let used = log.map_or(0, |g| g.used(limit, now, wall));
+            let full = log.map_or(now, |g| g.replenished(limit, now, wall));
+            (limit.tokens, limit.tokens.saturating_sub(used), full - now)
+        };
+        match tier.style {
+            Style::OpenRouter => {}
+            Style::OpenAi => {
+                if let Some((n, left, reset)) = request_state {
+                    headers.push(("x-ratelimit-limit-requests", n.to_string()));
+                    headers.push(("x-ratelimit-remaining-requests", left.to_string()));
+                    headers.push(("x-ratelimit-reset-requests", go_duration(reset)));
+                }
+                let total = tier
+                    .token_limits
+                    .iter()
+                    .position(|l| l.kind == TokenKind::Total);
+                if let Some((n, left, reset)) = total.map(token_state) {
+                    headers.push(("x-ratelimit-limit-tokens", n.to_string()));
+                    headers.push(("x-ratelimit-remaining-tokens", left.to_string()));
+                    headers.push(("x-ratelimit-reset-tokens", go_duration(reset)));
+                }
+            }
+            Style::Anthropic => {
+                if let Some((n, left, reset)) = request_state {
+                    headers.push(("anthropic-ratelimit-requests-limit", n.to_string()));
+                    headers.push(("anthropic-ratelimit-requests-remaining", left.to_string()));
+                    headers.push((
+                        "anthropic-ratelimit-requests-reset",
+                        rfc3339_ceil(wall + reset),
+                    ));
+                }
+                for (l, limit) in tier.token_limits.iter().enumerate() {
+                    let names = match limit.kind {
+                        TokenKind::Input => [
+                            "anthropic-ratelimit-input-tokens-limit",
+                            "anthropic-ratelimit-input-tokens-remaining",
+                            "anthropic-ratelimit-input-tokens-reset",
+                        ],
+                        TokenKind::Output => [
+                            "anthropic-ratelimit-output-tokens-limit",
+                            "anthropic-ratelimit-output-tokens-remaining",
+                            "anthropic-ratelimit-output-tokens-reset",
+                        ],
+                        TokenKind::Total => [
+                            "anthropic-ratelimit-tokens-limit",
+                            "anthropic-ratelimit-tokens-remaining",
+                            "anthropic-ratelimit-tokens-reset",
+                        ],
+                    };
+                    if headers.iter().any(|(h, _)| *h == names[0]) {
+                        continue;
+                    }
+                    let (n, left, reset) = token_state(l);
+                    headers.push((names[0], n.to_string()));
+                    headers.push((names[1], left.to_string()));
+                    headers.push((names[2], rfc3339_ceil(wall + reset)));
+                }
+            }
+        }
+        headers
+    }
+
+    /// OpenAI's or Anthropic's 429 for a full request or token window: its error body and
+    /// `retry-after` (whole seconds, rounded up; OpenAI adds `retry-after-ms`). `wait` is
+    /// `None` for a request larger than the limit itself.
+    #[allow(clippy::too_many_arguments)]
+    fn styled_429(
+        &self,
+        style: Style,
+        model: &str,
+        what: &str,
+        limit: u64,
+        used: u64,
+        requested: u64,
+        wait: Option<Duration>,
+    ) -> Answer {
+        let again = wait.map_or(String::new(), |w| {
+            format!(" Please try again in {}.", go_duration(w))
+        });
+        let (short, unit) = match what {
+            "requests" => ("RPM", "requests"),
+            "input tokens" => ("ITPM", "input tokens"),
+            "output tokens" => ("OTPM", "output tokens"),
+            _ => ("TPM", "tokens"),
+        };
+        let body = match style {
+            Style::Anthropic => json!({
+                "type": "error",
+                "error": {
+                    "type": "rate_limit_error",
+                    "message": format!(
+                        "This request would exceed the rate limit for your organization (org-sim) of {limit} {unit} per minute. \
+                         For details, refer to: https://docs.claude.com/en/api/rate-limits."
+                    ),
+                },
+                "request_id": format!("req_sim{:016x}", fnv1a(format!("{model}{used}{requested}").as_bytes())),
+            }),
+            _ => {
+                let (kind, message) = if wait.is_none() {
+                    (
+                        "tokens",
+                        format!(
+                            "Request too large for {model} in organization org-sim on {unit} per min ({short}): \
+                             Limit {limit}, Requested {requested}. The input or output tokens must be reduced in order to run successfully."
+                        ),
+                    )
+                } else {
+                    (
+                        if what == "requests" { "requests" } else { "tokens" },
+                        format!(
+                            "Rate limit reached for {model} in organization org-sim on {unit} per min ({short}): \
+                             Limit {limit}, Used {used}, Requested {requested}.{again} \
+                             Visit https://platform.openai.com/account/rate-limits to learn more."
+                        ),
+                    )
+                };
+                json!({"error": {
+                    "message": message,
+                    "type": kind,
+                    "param": null,
+                    "code": "rate_limit_exceeded",
+                }})
+            }
+        };
+        let mut answer = Answer::new(StatusCode::TOO_MANY_REQUESTS, body);
+        if let Some(w) = wait {
+            let secs = w.as_secs() + u64::from(w.subsec_nanos() > 0);
+            answer.headers.push(("retry-after", secs.to_string()));
+            if style == Style::OpenAi {
+                let ms = w.as_nanos().div_ceil(1_000_000);
+                answer.headers.push(("retry-after-ms", ms.to_string()));
+            }
+        }
+        answer
+    }
+
+    /// A token window full on an OpenRouter-styled tier: OpenRouter's own 429 shape, named
+    /// after the limit, `X-RateLimit-*` counting tokens and `Retry-After`.
+    fn platform_token_429(
+        &self,
+        account: &Account,
+        limit: &TokenLimit,
+        refused: &super::tokens::TokenRefusal,
+        wall: SystemTime,
+        now: Instant,
+    ) -> Answer {
+        let n = limit.tokens.to_string();
+        let left = limit.tokens.saturating_sub(refused.used).to_string();
+        let reset = refused
+            .reset
+            .map(|r| epoch_ms_ceil(wall + (r - now)).to_string());
+        let body = json!({
+            "error": {
+                "message": format!("Rate limit exceeded: {}. ", limit.name),
+                "code": 429,
+                "metadata": {
+                    "headers": {
+                        "X-RateLimit-Limit": n,
+                        "X-RateLimit-Remaining": left,
+                        "X-RateLimit-Reset": reset,
+                    },
+                    "provider_name": null,
+                },
+            },
+            "user_id": user_id(account),
+        });
+        let mut answer = Answer::new(StatusCode::TOO_MANY_REQUESTS, body);
+        answer.headers = vec![("X-RateLimit-Limit", n), ("X-RateLimit-Remaining", left)];
+        if let (Some(reset), Some(r)) = (reset, refused.reset) {
+            let wait = r - now;
+            answer.headers.push(("X-RateLimit-Reset", reset));
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            answer.headers.push(("Retry-After", secs.to_string()));
+        }
+        answer
+    }
+
+    /// LiteLLM's key limiter refusing a request on its clock-minute `tpm`: the proxy's error,
+    /// `retry-after` = the seconds to the next window.
+    fn litellm_tokens_429(&self, limit: &TokenLimit, used: u64, wait: Option<Duration>) -> Answer {
+        let message = format!(
+            "LiteLLM Rate Limit Handler for rate limit type = key. Crossed TPM, RPM Limit. \
+             current rpm: None, rpm limit: None, current tpm: {used}, tpm limit: {}",
+            limit.tokens
+        );
+        let mut answer = Answer::new(StatusCode::TOO_MANY_REQUESTS, litellm_error(&message));
+        if let Some(wait) = wait {
+            let micros = wait.as_nanos().div_ceil(1_000);
+            let retry_after = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+            answer.headers = vec![("retry-after", retry_after)];
+        }
+        answer
     }
 
     /// What LiteLLM adds to a 200 for each fixed-window limit that counts the model: the
@@ -813,6 +1253,7 @@ fn bearer(headers: &http::HeaderMap) -> Option<String> {
 }
 
 /// The `model` of a completion request's JSON body.
+#[cfg(test)]
 fn parse_model(body: &[u8]) -> Result<String, String> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("Invalid JSON body: {e}"))?;
@@ -820,6 +1261,148 @@ fn parse_model(body: &[u8]) -> Result<String, String> {
         Some(m) if !m.is_empty() => Ok(m.to_string()),
         _ => Err("Missing required field: model".to_string()),
     }
+}
+
+/// The prompt's text — every message's `content` (a string, or the `text` of each part),
+/// a top-level `system` (Anthropic) or `prompt` (legacy completions) — and the number of
+/// messages.
+fn prompt_text(value: &Value) -> (Vec<u8>, u64) {
+    fn push(text: &mut Vec<u8>, v: &Value) {
+        match v {
+            Value::String(s) => text.extend_from_slice(s.as_bytes()),
+            Value::Array(parts) => {
+                for p in parts {
+                    match p {
+                        Value::String(s) => text.extend_from_slice(s.as_bytes()),
+                        _ => {
+                            if let Some(t) = p.get("text").and_then(Value::as_str) {
+                                text.extend_from_slice(t.as_bytes());
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut text = Vec::new();
+    let mut messages = 0;
+    for field in ["system", "prompt"] {
+        if let Some(v) = value.get(field) {
+            push(&mut text, v);
+        }
+    }
+    if let Some(list) = value.get("messages").and_then(Value::as_array) {
+        for m in list {
+            messages += 1;
+            if let Some(c) = m.get("content") {
+                push(&mut text, c);
+            }
+        }
+    }
+    (text, messages)
+}
+
+/// How a 429 names a token kind.
+fn kind_words(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Input => "input tokens",
+        TokenKind::Output => "output tokens",
+        TokenKind::Total => "tokens",
+    }
+}
+
+/// A duration as Go's `time.Duration.String()` prints it, to the millisecond (rounded up):
+/// `12ms`, `1s`, `1.5s`, `6m0s`, `1h2m3.5s`; `0s` for zero. OpenAI's reset format.
+fn go_duration(d: Duration) -> String {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    if ms == 0 {
+        return "0s".to_string();
+    }
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    let secs = if rest % 1_000 == 0 {
+        format!("{}s", rest / 1_000)
+    } else {
+        let frac = format!("{:03}", rest % 1_000);
+        format!("{}.{}s", rest / 1_000, frac.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
+/// A wall time as RFC 3339 in UTC, rounded up to the second: `2026-11-22T10:00:01Z`.
+/// Anthropic's reset format.
+fn rfc3339_ceil(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let up = UNIX_EPOCH + Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    utc_datetime(up).replacen(' ', "T", 1) + "Z"
+}
+
+/// An OpenAI `chat.completion.chunk` stream: a first chunk with the role, the content in up
+/// to eight deltas, a chunk with the finish reason, then — when the request set
+/// `stream_options.include_usage` — a chunk with empty `choices` and the `usage` (every
+/// earlier chunk then carries `"usage": null`), then `data: [DONE]`.
+fn sse_events(
+    id: &str,
+    provider: &str,
+    model: &str,
+    created: u64,
+    content: &str,
+    finish: &str,
+    usage: Option<&Value>,
+) -> String {
+    let chunk = |choices: Value| {
+        let mut c = json!({
+            "id": id,
+            "provider": provider,
+            "model": model,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "choices": choices,
+        });
+        if usage.is_some() {
+            c["usage"] = Value::Null;
+        }
+        c
+    };
+    let mut events = vec![chunk(json!([{
+        "index": 0,
+        "delta": {"role": "assistant", "content": ""},
+        "finish_reason": null,
+    }]))];
+    // Deltas cut at whitespace: "tok tok " … in up to eight pieces.
+    let words: Vec<&str> = content.split_inclusive(' ').collect();
+    let per = words.len().div_ceil(8).max(1);
+    for piece in words.chunks(per) {
+        events.push(chunk(json!([{
+            "index": 0,
+            "delta": {"content": piece.concat()},
+            "finish_reason": null,
+        }])));
+    }
+    events.push(chunk(
+        json!([{"index": 0, "delta": {}, "finish_reason": finish}]),
+    ));
+    if let Some(usage) = usage {
+        let mut last = chunk(json!([]));
+        last["usage"] = usage.clone();
+        events.push(last);
+    }
+    let mut out = String::new();
+    for e in events {
+        out.push_str("data: ");
+        out.push_str(&e.to_string());
+        out.push_str("\n\n");
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
 }
 
 // === impl Service ===
@@ -897,5 +1480,32 @@ mod tests {
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400 + 86_399); // 2000-02-29
         assert_eq!(utc_datetime(leap), "2000-02-29 23:59:59");
         assert_eq!(epoch_ms_ceil(UNIX_EPOCH + Duration::from_millis(7)), 7);
+        assert_eq!(rfc3339_ceil(ten_am), "2026-11-22T10:00:00Z");
+        assert_eq!(
+            rfc3339_ceil(ten_am + Duration::from_millis(1)),
+            "2026-11-22T10:00:01Z"
+        );
+    }
+
+    #[test]
+    fn go_durations_as_openai_prints_them() {
+        let ms = Duration::from_millis;
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_micros(1)), "1ms");
+        assert_eq!(go_duration(ms(12)), "12ms");
+        assert_eq!(go_duration(ms(1_000)), "1s");
+        assert_eq!(go_duration(ms(1_500)), "1.5s");
+        assert_eq!(go_duration(ms(360_000)), "6m0s");
+        assert_eq!(go_duration(ms(3_723_500)), "1h2m3.5s");
+        assert_eq!(go_duration(ms(59_999)), "59.999s");
+    }
+
+    #[test]
+    fn prompt_text_reads_strings_and_parts() {
+        let v: Value = serde_json::from_str(
+            r#"{"system":"ab","messages":[{"role":"user","content":"cd"},{"role":"user","content":[{"type":"text","text":"ef"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(prompt_text(&v), (b"abcdef".to_vec(), 2));
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 use super::config::{Limit, Period};
+use super::tokens::TokenLog;
 
 const DAY_SECS: u64 = 86_400;
 
@@ -85,6 +86,8 @@ pub(crate) struct AccountState {
     pub(crate) cooldowns: HashMap<String, (Instant, Instant)>,
     /// Per anchored limit (by index): its current window.
     pub(crate) anchors: HashMap<usize, Anchor>,
+    /// Per token limit (by index): its charges.
+    pub(crate) token_logs: Vec<TokenLog>,
 }
 
 impl AccountState {
@@ -243,6 +246,19 @@ impl AccountState {
                 break;
             }
         }
+    }
+
+    /// Admissions of a rolling limit in the window ending at `now`, and when the newest of
+    /// them leaves it (`now` if none).
+    pub(crate) fn rolling_use(&self, limit: &Limit, now: Instant) -> (u64, Instant) {
+        let Period::Rolling(w) = limit.period else {
+            return (0, now);
+        };
+        let inside = self
+            .log
+            .iter()
+            .filter(|e| limit.models.matches(e.free) && now - e.at < w);
+        inside.fold((0, now), |(n, last), e| (n + 1, last.max(e.at + w)))
     }
 
     /// Admissions counted today by a daily limit.

@@ -8,6 +8,7 @@ use http::StatusCode;
 use tokio::time::Instant;
 
 use super::config::{Limit, Models, Period};
+use super::tokens::{Counting, TokenLimit, Tokens};
 
 /// What the simulator answered to one request, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +129,24 @@ pub struct Admission {
     pub model: String,
     /// Whether it was a `:free` model.
     pub free: bool,
+    /// Its tokens as the server counted them: the prompt, the completion generated, and the
+    /// `max_tokens` reserved for it.
+    pub tokens: Tokens,
+    /// When its answer was done and left the server (after the upstream latency, before the
+    /// network's outbound delay): reservations settle and LiteLLM counts usage then.
+    pub done: Instant,
+}
+
+/// Tokens the server counted, summed over admissions (the real usage it reported).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct TokenCount {
+    /// Prompt tokens.
+    pub input: u64,
+    /// Completion tokens.
+    pub output: u64,
+    /// Both.
+    pub total: u64,
 }
 
 /// A snapshot of what the simulator saw, from [`Simulator::stats`](super::Simulator::stats).
@@ -144,6 +163,8 @@ pub struct Stats {
     pub wasted: u64,
     /// Requests per status code.
     pub by_status: BTreeMap<u16, u64>,
+    /// The tokens of every admission, as reported in `usage`.
+    pub tokens: TokenCount,
     /// Every admission, in order.
     pub admissions: Vec<Admission>,
     /// Every request, in order.
@@ -166,6 +187,11 @@ impl Stats {
             if r.status == StatusCode::TOO_MANY_REQUESTS {
                 stats.rate_limited += 1;
             }
+        }
+        for a in &admissions {
+            stats.tokens.input += a.tokens.input;
+            stats.tokens.output += a.tokens.output;
+            stats.tokens.total += a.tokens.total();
         }
         stats.records = records;
         stats.admissions = admissions;
@@ -196,6 +222,34 @@ impl Stats {
         per_account
             .values()
             .map(|times| max_in_window(times, window))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// What a token limit finally counted for the admissions from `first_seq` on (all with
+    /// 0): the settled charges — the prompt and `max_tokens` for
+    /// [`Counting::Reserve`], the real usage for the others. The numerator of a token
+    /// utilisation; divide by [`TokenLimit::allowed_over`] the run's span.
+    pub fn tokens_counted(&self, limit: &TokenLimit, first_seq: u64) -> u64 {
+        self.admissions
+            .iter()
+            .filter(|a| a.seq >= first_seq)
+            .map(|a| limit.charge(&a.tokens).1)
+            .sum()
+    }
+
+    /// The most tokens a limit's windows held, as it counts, over the admissions: for
+    /// [`Counting::Reserve`] and `ReserveThenAdjust`, at each admission the window's charges
+    /// as they stood then, this one's included; for `AfterResponse`, the count each
+    /// admission found before it (which must stay below the limit). Per account, the largest.
+    pub fn max_tokens_in(&self, limit: &TokenLimit) -> u64 {
+        let mut per_account: BTreeMap<&str, Vec<&Admission>> = BTreeMap::new();
+        for a in &self.admissions {
+            per_account.entry(&a.account).or_default().push(a);
+        }
+        per_account
+            .values()
+            .map(|adm| token_peak(limit, adm))
             .max()
             .unwrap_or(0)
     }
@@ -323,6 +377,78 @@ pub(crate) fn check_limit(
     }
 }
 
+/// The peak of a token limit's window over one account's admissions (see
+/// [`Stats::max_tokens_in`]); rebuilt from the admissions alone.
+fn token_peak(limit: &TokenLimit, admissions: &[&Admission]) -> u64 {
+    // Each admission's charge: from when it counts, in which window, and its amount at `t`.
+    let after = limit.counting == Counting::AfterResponse;
+    let charges: Vec<(u64, Instant, SystemTime, Instant, u64, u64)> = admissions
+        .iter()
+        .map(|a| {
+            let (reserved, settled) = limit.charge(&a.tokens);
+            if after {
+                (
+                    a.seq,
+                    a.done,
+                    a.wall + (a.done - a.at),
+                    a.done,
+                    settled,
+                    settled,
+                )
+            } else {
+                (a.seq, a.at, a.wall, a.done, reserved, settled)
+            }
+        })
+        .collect();
+    let mut peak = 0;
+    for a in admissions {
+        let (t, wall) = (a.at, a.wall);
+        // What the server's log held when it checked this admission: the earlier ones'
+        // charges (and, when it reserves, this one's).
+        let used: u64 = charges
+            .iter()
+            .filter(|(seq, at, cwall, ..)| {
+                (*seq < a.seq || (!after && *seq == a.seq))
+                    && *at <= t
+                    && match limit.period {
+                        Period::Clock(w) => {
+                            super::state::clock_window(*cwall, w)
+                                == super::state::clock_window(wall, w)
+                        }
+                        _ => t - *at < limit.window(),
+                    }
+            })
+            .map(|(_, _, _, done, reserved, settled)| if t >= *done { *settled } else { *reserved })
+            .sum();
+        peak = peak.max(used);
+    }
+    peak
+}
+
+/// Checks one account's admissions against one token limit (see [`Stats::max_tokens_in`]).
+pub(crate) fn check_token_limit(
+    account: &str,
+    limit: &TokenLimit,
+    admissions: &[Admission],
+) -> Result<(), InvariantViolation> {
+    let mine: Vec<&Admission> = admissions.iter().filter(|a| a.account == account).collect();
+    let peak = token_peak(limit, &mine);
+    let broken = match limit.counting {
+        Counting::AfterResponse => peak >= limit.tokens && !mine.is_empty(),
+        _ => peak > limit.tokens,
+    };
+    if broken {
+        Err(InvariantViolation {
+            account: account.to_string(),
+            limit: limit.name.clone(),
+            allowed: u32::try_from(limit.tokens).unwrap_or(u32::MAX),
+            admitted: usize::try_from(peak).unwrap_or(usize::MAX),
+        })
+    } else {
+        Ok(())
+    }
+}
+
 /// Stands in for a key in `Debug` output.
 pub(crate) struct Redacted;
 
@@ -361,6 +487,8 @@ impl fmt::Debug for Admission {
             .field("key", &Redacted)
             .field("model", &self.model)
             .field("free", &self.free)
+            .field("tokens", &self.tokens)
+            .field("done", &self.done)
             .finish()
     }
 }
