@@ -142,6 +142,7 @@ pub mod retry;
 pub mod sim;
 mod stack;
 pub mod tiers;
+pub mod tokens;
 
 pub use classify::QuotaClassifyLayer;
 pub use limit::{KeyBy, Quota, RateLimitLayer, Tier};
