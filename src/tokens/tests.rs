@@ -471,3 +471,23 @@ fn request_unknown_fields_and_types_inside_content_are_tolerated() {
     assert_eq!(f.prompt_token_ids(), 1);
     assert_eq!(f.model(), Some("m"));
 }
+
+#[test]
+fn the_one_allocation_never_grows() {
+    let mut scanner = UsageScanner::new(Format::EventStream);
+    assert_eq!(scanner.capacity(), 0);
+    let big = format!(
+        "data: {{\"usage\":{{\"input_tokens\":1,\"pad\":\"{}\"}}}}\n\n",
+        "p".repeat(3 * MAX_USAGE_BYTES)
+    );
+    for _ in 0..3 {
+        for chunk in big.as_bytes().chunks(1000) {
+            scanner.feed(chunk);
+            assert!(scanner.capacity() <= MAX_USAGE_BYTES);
+        }
+        scanner.feed(OPENAI_STREAM.as_bytes());
+        assert!(scanner.capacity() <= MAX_USAGE_BYTES);
+    }
+    assert_eq!(scanner.buffered(), 0);
+    assert_eq!(scanner.finish(), Some(Usage::new(12, 9)));
+}

@@ -319,6 +319,12 @@ impl UsageScanner {
         self.finder.buf.len()
     }
 
+    /// The capacity of the one buffer (for tests).
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.finder.buf.capacity()
+    }
+
     /// The usage the body reported ([`usage`](UsageScanner::usage) at the end).
     pub fn finish(self) -> Option<Usage> {
         self.usage()
