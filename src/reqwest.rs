@@ -182,6 +182,15 @@ where
     ) -> reqwest_middleware::Result<Response> {
         // The crate's per-attempt core decides; this only translates reqwest's types.
         let mut run = Attempts::new(Arc::clone(&self.retry));
+        // A JSON body in memory is read for the limiter (its model and token costs), as the
+        // tower stack does.
+        if let Some(bytes) = req.body().and_then(::reqwest::Body::as_bytes) {
+            let hint = http_body::SizeHint::with_exact(bytes.len() as u64);
+            let cap = crate::tokens::extract::MAX_FACTS_BYTES;
+            if crate::tokens::extract::worth_reading(req.headers(), &hint, cap) {
+                crate::tokens::extract::note_facts(extensions, &[bytes]);
+            }
+        }
         // The URL as an `http::Uri`, for keys, tier selectors and cost functions.
         let uri: http::Uri = req.url().as_str().parse().unwrap_or_default();
         let mut template = if run.may_retry() {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use crate::classify::{Auto, QuotaClassify, QuotaClassifyLayer};
 use crate::clock::WallClock;
 use crate::limit::store::Store;
-use crate::limit::{KeyBy, KeySecret, Limiter, Mode, RateLimit, RateLimitLayer, RequestHead, Tier};
+use crate::limit::{
+    Cost, KeyBy, KeySecret, Limiter, Mode, RateLimit, RateLimitLayer, RequestHead, Tier,
+};
 use crate::retry::{Backoff, RetryAfter, RetryAfterLayer, Standard};
 
 /// The whole stack in one layer: [`RetryAfterLayer`] (outermost, so that every attempt goes
@@ -229,12 +231,18 @@ impl<C, D> QuotaLayer<C, D> {
         self.map_rate_limit(|r| r.with_tier_selector(select))
     }
 
-    /// Sets each request's weight (see [`RateLimitLayer::with_cost`]).
-    pub fn with_cost(
+    /// Sets what each request costs (see [`RateLimitLayer::with_cost`]).
+    pub fn with_cost<K: Into<Cost>>(
         self,
-        cost: impl Fn(&RequestHead<'_>) -> u64 + Send + Sync + 'static,
+        cost: impl Fn(&RequestHead<'_>) -> K + Send + Sync + 'static,
     ) -> QuotaLayer<C, D> {
         self.map_rate_limit(|r| r.with_cost(cost))
+    }
+
+    /// Sets the output tokens reserved for a request that names no maximum (see
+    /// [`RateLimitLayer::with_default_max_tokens`]).
+    pub fn with_default_max_tokens(self, tokens: u64) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.with_default_max_tokens(tokens))
     }
 
     /// Sets the mode: wait for admission, or reject at once (see [`Mode`]).

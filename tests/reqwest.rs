@@ -307,8 +307,16 @@ async fn keys_and_tiers_read_the_middleware_extensions() {
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    // Not paced: no model in the extensions.
+    // No extension, but the JSON body names the model: read from the body, paced the same.
     completion(&client, addr, "sk-a", PAID_MODEL)
+        .send()
+        .await
+        .unwrap();
+    // Not paced: no model anywhere.
+    client
+        .post(format!("http://{addr}/api/v1/chat/completions"))
+        .bearer_auth("sk-a")
+        .body("{}")
         .send()
         .await
         .unwrap();
@@ -317,12 +325,12 @@ async fn keys_and_tiers_read_the_middleware_extensions() {
     head.extensions_mut().insert(Model::new(PAID_MODEL));
     let key = KeyBy::Model.key(&RequestHead::of(&head));
     let snap = limiter.snapshot_with(key, &tier).await.unwrap();
-    assert_eq!(snap.windows[0].used, 3);
+    assert_eq!(snap.windows[0].used, 4);
     let snap = limiter
         .snapshot_with(tower_quota::limit::Key::GLOBAL, &tier)
         .await
         .unwrap();
     assert_eq!(snap.windows[0].used, 0);
-    assert_eq!(sim.stats().succeeded, 4);
+    assert_eq!(sim.stats().requests, 5);
     server.shutdown().await;
 }

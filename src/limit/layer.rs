@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::cost::{Cost, DEFAULT_MAX_TOKENS};
 use super::future::Learn;
 use super::key::{KeyBy, KeySecret, RequestHead};
 use super::limiter::{Acquire, LearnOptions, Limiter, Mode};
@@ -13,9 +14,10 @@ use super::quota::Tier;
 use super::service::RateLimit;
 use super::store::Store;
 use crate::clock::WallClock;
+use crate::tokens::RequestFacts;
 
 pub(crate) type TierFn = dyn Fn(&RequestHead<'_>) -> Option<Tier> + Send + Sync;
-pub(crate) type CostFn = dyn Fn(&RequestHead<'_>) -> u64 + Send + Sync;
+pub(crate) type CostFn = dyn Fn(&RequestHead<'_>) -> Cost + Send + Sync;
 
 /// Paces requests so that a tier's quotas are never exceeded, and learns from responses.
 ///
@@ -34,6 +36,7 @@ pub(crate) struct Policy {
     pub(crate) cost: Option<Arc<CostFn>>,
     pub(crate) learn: bool,
     pub(crate) learn_limits: bool,
+    pub(crate) default_max_tokens: u64,
 }
 
 impl Policy {
@@ -54,14 +57,26 @@ impl Policy {
             None => self.limiter.tier().clone(),
         };
         let key = self.key_by.key_with(head, self.limiter.key_secret());
-        let weight = self.cost.as_ref().map_or(1, |f| f(head));
+        let cost = self.cost_of(head, &tier);
         let learn = self.learn.then(|| Learn {
             limiter: self.limiter.clone(),
             key,
             tier: tier.clone(),
             options: self.learn_options(),
         });
-        Some((self.limiter.acquire_tier(key, tier, weight), learn))
+        Some((self.limiter.acquire_tier(key, tier, cost), learn))
+    }
+
+    /// What `head` costs under `tier`: the cost function's figure; else, for a tier that
+    /// counts tokens and a request whose body was read, the built-in estimate; else 1.
+    pub(crate) fn cost_of(&self, head: &RequestHead<'_>, tier: &Tier) -> Cost {
+        if let Some(f) = &self.cost {
+            return f(head);
+        }
+        match head.extensions.get::<RequestFacts>() {
+            Some(facts) if tier.counts_tokens() => Cost::estimate(facts, self.default_max_tokens),
+            _ => Cost::default(),
+        }
     }
 }
 
@@ -108,6 +123,7 @@ impl RateLimitLayer {
                 cost: None,
                 learn: true,
                 learn_limits: false,
+                default_max_tokens: DEFAULT_MAX_TOKENS,
             }),
         }
     }
@@ -138,13 +154,25 @@ impl RateLimitLayer {
         self.map(|p| p.tiers = Some(Arc::new(select)))
     }
 
-    /// Sets the weight of each request (e.g. estimated tokens), counted by weighted quotas;
-    /// request quotas count 1 regardless. Default: 1.
-    pub fn with_cost(
+    /// Sets what each request costs: a number (its weight, counted by every weighted quota)
+    /// or a [`Cost`] (tokens in and out, counted by the quotas of each dimension); request
+    /// quotas count 1 regardless.
+    ///
+    /// Default: for a tier with a token quota, the built-in estimate from the request's JSON
+    /// body ([`Cost::estimate`]: the prompt's estimated tokens in, `max_tokens` out), which
+    /// the [`RetryAfterLayer`](crate::RetryAfterLayer) (or the reqwest middleware) reads
+    /// once; else 1.
+    pub fn with_cost<C: Into<Cost>>(
         self,
-        cost: impl Fn(&RequestHead<'_>) -> u64 + Send + Sync + 'static,
+        cost: impl Fn(&RequestHead<'_>) -> C + Send + Sync + 'static,
     ) -> RateLimitLayer {
-        self.map(|p| p.cost = Some(Arc::new(cost)))
+        self.map(|p| p.cost = Some(Arc::new(move |head| cost(head).into())))
+    }
+
+    /// Sets the output tokens reserved for a request whose body names no maximum
+    /// (default [`DEFAULT_MAX_TOKENS`]).
+    pub fn with_default_max_tokens(self, tokens: u64) -> RateLimitLayer {
+        self.map(|p| p.default_max_tokens = tokens)
     }
 
     /// Sets the mode (default: [`Mode::Wait`]).
@@ -237,6 +265,7 @@ impl fmt::Debug for Policy {
             .field("cost", &self.cost.as_ref().map(|_| ".."))
             .field("learn", &self.learn)
             .field("learn_limits", &self.learn_limits)
+            .field("default_max_tokens", &self.default_max_tokens)
             .finish()
     }
 }

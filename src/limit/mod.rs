@@ -86,6 +86,7 @@
 //! # }
 //! ```
 
+mod cost;
 mod error;
 mod future;
 mod gate;
@@ -99,6 +100,7 @@ mod service;
 pub mod store;
 mod window;
 
+pub use cost::{Cost, DEFAULT_MAX_TOKENS};
 pub use error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 pub use future::ResponseFuture;
 pub use key::{Key, KeyBy, KeySecret, Model, RequestHead, ShortSecret};

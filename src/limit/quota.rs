@@ -375,15 +375,19 @@ impl Tier {
         self.inner.specs.iter().any(|s| s.calendar)
     }
 
-    /// The per-quota costs of a request of weight `weight`.
-    pub(crate) fn costs(&self, weight: u64) -> smallcosts::Costs {
-        smallcosts::Costs::new(self.inner.quotas.iter().map(|q| {
-            if q.is_weighted() {
-                weight
-            } else {
-                1
-            }
-        }))
+    /// The per-quota costs of a request that costs `cost`.
+    pub(crate) fn costs(&self, cost: &super::Cost) -> smallcosts::Costs {
+        smallcosts::Costs::new(self.inner.quotas.iter().map(|q| cost.count(q.dimension())))
+    }
+
+    /// Whether a quota of the tier counts tokens.
+    pub(crate) fn counts_tokens(&self) -> bool {
+        self.inner.quotas.iter().any(|q| {
+            matches!(
+                q.dimension(),
+                Dimension::Tokens | Dimension::InputTokens | Dimension::OutputTokens
+            )
+        })
     }
 }
 

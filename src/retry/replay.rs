@@ -171,6 +171,35 @@ impl<B> ReplayBody<B> {
     }
 }
 
+impl<B> ReplayBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Reads the caller's body to its end now, if it is ready now (an in-memory body is),
+    /// and returns a handle that sends it from its start, with the data read when the whole
+    /// body was. Nothing is lost: what was read is recorded, and the handle returned replays
+    /// it (a body that failed fails again, as it did). The caller must have checked that the
+    /// body fits the cap, or the handle cannot send it whole.
+    pub(crate) fn read_ready(mut self) -> (Self, Option<Vec<Bytes>>) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut chunks = Vec::new();
+        let complete = loop {
+            match Pin::new(&mut self).poll_frame(&mut cx) {
+                Poll::Ready(None) => break true,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        chunks.push(data);
+                    }
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Pending => break false,
+            }
+        };
+        let replay = self.replay();
+        (replay, complete.then_some(chunks))
+    }
+}
+
 impl<B> Body for ReplayBody<B>
 where
     B: Body + Unpin,

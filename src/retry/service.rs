@@ -170,7 +170,8 @@ impl<S, D, ReqB, ResB> Service<http::Request<ReqB>> for RetryAfter<S, D>
 where
     S: Service<http::Request<ReplayBody<ReqB>>, Response = http::Response<ResB>> + Clone,
     S::Error: 'static,
-    ReqB: Body,
+    ReqB: Body + Unpin,
+    ReqB::Error: Into<tower::BoxError>,
     D: Decide<S::Error>,
 {
     type Response = http::Response<ResB>;
@@ -187,8 +188,18 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let mut attempts = Attempts::new(Arc::clone(&self.shared));
-        let (parts, body) = req.into_parts();
-        let body = ReplayBody::new(body, attempts.shared().max_replay_bytes);
+        let (mut parts, body) = req.into_parts();
+        let cap = attempts.shared().max_replay_bytes;
+        let mut body = ReplayBody::new(body, cap);
+        // A JSON body in memory is read once, now, for the limiter: its model and token
+        // costs (`tokens::RequestFacts`). What is read is recorded; a replay sends it.
+        if crate::tokens::extract::worth_reading(&parts.headers, &body.size_hint(), cap as u64) {
+            let (replay, chunks) = body.read_ready();
+            body = replay;
+            if let Some(chunks) = chunks {
+                crate::tokens::extract::note_facts(&mut parts.extensions, &chunks);
+            }
+        }
         let template = attempts.may_retry().then(|| (parts.clone(), body.replay()));
         attempts.begin();
         let future = inner.call(http::Request::from_parts(parts, body));

@@ -90,6 +90,7 @@
 //! [`usage`] module where each provider puts its usage.
 
 mod body;
+pub(crate) mod extract;
 mod request;
 pub mod usage;
 

@@ -38,14 +38,14 @@ pub struct Acquire {
 
 impl Acquire {
     /// `key`'s admission under `tier` (or the tier learned for it), for `cost` units.
-    pub(super) fn new(limiter: &Limiter, key: Key, tier: Tier, cost: u64) -> Acquire {
+    pub(super) fn new(limiter: &Limiter, key: Key, tier: Tier, cost: Cost) -> Acquire {
         let store_key = key.with_tier(tier.id());
         let tier = limiter.shared.learned.in_force(store_key, tier);
         Acquire {
             limiter: limiter.clone(),
             store_key,
             key,
-            costs: tier.costs(cost),
+            costs: tier.costs(&cost),
             tier,
             id: 0,
             deadline: None,

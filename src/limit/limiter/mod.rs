@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::{Instant, Sleep};
 
+use super::cost::Cost;
 use super::error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 use super::gate::{Gates, Joined};
 use super::key::{Key, KeyHasher, KeySecret};
@@ -394,23 +395,24 @@ impl Limiter {
         })
     }
 
-    /// Waits until `key` may send a request of weight `cost` under the default tier, and
+    /// Waits until `key` may send a request that costs `cost` under the default tier, and
     /// records it. Quotas of [`Dimension::Requests`](crate::headers::Dimension::Requests)
-    /// count 1, weighted quotas count `cost`.
+    /// count 1; the others count what the [`Cost`] says for their dimension (a number is
+    /// [`Cost::weight`]: every weighted quota counts it).
     ///
     /// Dropping the future before it completes gives its place in the queue back and records
     /// nothing.
-    pub fn acquire(&self, key: Key, cost: u64) -> Acquire {
-        self.acquire_tier(key, self.shared.config.tier.clone(), cost)
+    pub fn acquire(&self, key: Key, cost: impl Into<Cost>) -> Acquire {
+        self.acquire_tier(key, self.shared.config.tier.clone(), cost.into())
     }
 
     /// Like [`acquire`](Self::acquire), under `tier`. Keys are scoped to the tier: the same
     /// key under two tiers has two sets of windows.
-    pub fn acquire_with(&self, key: Key, tier: &Tier, cost: u64) -> Acquire {
-        self.acquire_tier(key, tier.clone(), cost)
+    pub fn acquire_with(&self, key: Key, tier: &Tier, cost: impl Into<Cost>) -> Acquire {
+        self.acquire_tier(key, tier.clone(), cost.into())
     }
 
-    pub(crate) fn acquire_tier(&self, key: Key, tier: Tier, cost: u64) -> Acquire {
+    pub(crate) fn acquire_tier(&self, key: Key, tier: Tier, cost: Cost) -> Acquire {
         Acquire::new(self, key, tier, cost)
     }
 
@@ -419,7 +421,7 @@ impl Limiter {
     /// process wait on the key, it fails with [`RateLimited`] (reason
     /// [`Reason::Rejected`]) rather than pass them. Needs a store that answers at once (the
     /// in-memory store); other stores fail with [`AcquireError::Store`].
-    pub fn try_acquire(&self, key: Key, cost: u64) -> Result<(), AcquireError> {
+    pub fn try_acquire(&self, key: Key, cost: impl Into<Cost>) -> Result<(), AcquireError> {
         let s = &*self.shared;
         // A tier without quotas still goes to the store: what was learned from the server
         // (cooldowns, pauses until a reset, quotas) holds for it too.
@@ -428,7 +430,7 @@ impl Limiter {
         if s.gates.has_waiters(store_key) {
             return Err(limited(key, tier, Reason::Rejected, None));
         }
-        let costs = tier.costs(cost);
+        let costs = tier.costs(&cost.into());
         let t = self.times(tier, Instant::now());
         match self.ask_now(tier, store_key, costs.as_slice(), t) {
             Some(Ok(Decision::Admitted)) => Ok(()),
