@@ -65,9 +65,10 @@ async fn a_million_idle_keys_take_at_most_150_bytes_each() {
     assert_eq!(store.len(), KEYS as usize);
     let active_estimate = store.bytes() / KEYS as usize;
     let active_live = (live() - base) / i64::from(KEYS);
-    // A minute later every rolling log has expired; a sweep off the request path drops them
-    // (the hand does the same a few keys at a time on each operation).
-    tokio::time::sleep(Duration::from_secs(61)).await;
+    // Two minutes later every rolling log has expired (a sweep, which knows no quota, waits
+    // twice the window); a sweep off the request path drops them (the hand does the same a
+    // few keys at a time on each operation).
+    tokio::time::sleep(Duration::from_secs(121)).await;
     store.evict_idle(limiter.now_ns());
     assert_eq!(store.len(), KEYS as usize, "held for their daily count");
     let idle_estimate = store.bytes() / KEYS as usize;

@@ -491,13 +491,18 @@ impl KeyWindows {
         idle
     }
 
-    /// Drops the log entries that expired by `now` and the buffers left empty, with the
-    /// windows the logs were last used with: for a sweep that knows no quota.
+    /// Drops the log entries that expired by `now` and the buffers left empty, for a sweep
+    /// that knows no quota: with twice the window (and margin) each log was last used with,
+    /// since the margin may have grown since (a learned margin stays under a twentieth of
+    /// the window).
     pub(crate) fn compact(&mut self, now: u64) {
         for w in self.windows.as_mut_slice() {
             if let Some(window) = w.ext.as_ref().map(|e| e.window) {
                 if window > 0 {
-                    w.purge(now, window);
+                    w.purge(now, window.saturating_mul(2));
+                    if let Some(e) = w.ext.as_mut() {
+                        e.window = window;
+                    }
                 }
             }
         }
