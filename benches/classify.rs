@@ -15,7 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Request, Response};
 use http_body_util::Full;
 use tower::{service_fn, Layer, Service};
-use tower_quota::classify::{Auto, Classify, OpenRouter};
+use tower_quota::classify::{Auto, Classify, OpenRouter, Sparse};
 use tower_quota::headers::{retry_after, RateLimitInfo};
 use tower_quota::QuotaClassifyLayer;
 
@@ -137,12 +137,16 @@ fn bench_layer(c: &mut Criterion) {
         let mut bare =
             service_fn(move |_: Request<()>| std::future::ready(Ok::<_, Infallible>(make())));
         let mut layered = QuotaClassifyLayer::default().layer(bare);
+        let mut sparse = QuotaClassifyLayer::new(Sparse(Auto)).layer(bare);
         let mut g = c.benchmark_group(format!("success_path/{name}"));
         g.bench_function("bare", |b| {
             b.iter(|| ready_now(bare.call(Request::new(()))).unwrap())
         });
         g.bench_function("QuotaClassify", |b| {
             b.iter(|| ready_now(layered.call(Request::new(()))).unwrap())
+        });
+        g.bench_function("QuotaClassify_sparse", |b| {
+            b.iter(|| ready_now(sparse.call(Request::new(()))).unwrap())
         });
         g.finish();
     }

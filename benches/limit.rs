@@ -210,7 +210,8 @@ fn waiters(_c: &mut Criterion) {
         // 1000 per 100 ms: the 10 000 waiters are admitted over about one second.
         let limiter =
             Limiter::new(Tier::new("t").with_quota(Quota::new(1000, Duration::from_millis(100))))
-                .with_max_wait(None);
+                .with_max_wait(None)
+                .with_max_queue(N as usize);
         let polls = Arc::new(AtomicU64::new(0));
         let cpu0 = thread_cpu_ns();
         let t0 = std::time::Instant::now();

@@ -171,7 +171,10 @@ impl fmt::Display for Scope {
 /// reported.
 ///
 /// [`QuotaClassifyLayer`](crate::QuotaClassifyLayer) inserts one into every response's
-/// extensions; the retry and rate-limit layers read it from there.
+/// extensions (with a [`Sparse`](super::Sparse) classifier, every response but a plain
+/// 1xx–3xx success: see [`is_plain_success`](Self::is_plain_success)); the retry and
+/// rate-limit layers read it from there, and take a 1xx–3xx response without one for a plain
+/// success.
 ///
 /// ```
 /// use std::time::Duration;
@@ -308,6 +311,31 @@ impl Classification {
     /// A short human-readable message from the server (at most 256 bytes).
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
+    }
+
+    /// Whether this says nothing but "success": [`QuotaClass::Success`] with no delay, reset,
+    /// scope, verdict, rate-limit state, API, provider, code or message. A 1xx–3xx response
+    /// classified so is what every layer assumes of a response that carries no
+    /// classification, so a [`Sparse`](super::Sparse) classifier attaches none to it.
+    ///
+    /// ```
+    /// use tower_quota::classify::{Classification, QuotaClass, Scope};
+    ///
+    /// assert!(Classification::new(QuotaClass::Success).is_plain_success());
+    /// assert!(!Classification::new(QuotaClass::Success).with_scope(Scope::Account).is_plain_success());
+    /// assert!(!Classification::new(QuotaClass::ServerError).is_plain_success());
+    /// ```
+    pub fn is_plain_success(&self) -> bool {
+        self.class == QuotaClass::Success
+            && self.retry_after.is_none()
+            && self.reset_after.is_none()
+            && self.scope == Scope::Unknown
+            && self.retryable.is_none()
+            && self.rate_limit.is_empty()
+            && self.api.is_none()
+            && self.provider.is_none()
+            && self.code.is_none()
+            && self.message.is_none()
     }
 
     // === builders ===

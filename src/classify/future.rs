@@ -28,6 +28,8 @@ pin_project! {
         classifier: C,
         max_body: usize,
         clock: WallClock,
+        // Whether a plain 1xx–3xx success gets its classification too.
+        attach_plain: bool,
     }
 }
 
@@ -48,13 +50,23 @@ struct Peek<B: Body> {
 }
 
 impl<F, B: Body, C> ResponseFuture<F, B, C> {
+    /// A future that attaches a classification to every response, whatever the classifier's
+    /// [`attach_plain_success`](Classify::attach_plain_success) (the reqwest middleware
+    /// reads it back at once).
     pub(crate) fn new(future: F, classifier: C, max_body: usize, clock: WallClock) -> Self {
         ResponseFuture {
             state: State::Inner { future },
             classifier,
             max_body,
             clock,
+            attach_plain: true,
         }
+    }
+
+    /// Whether a plain 1xx–3xx success gets its classification attached.
+    pub(crate) fn attach_plain(mut self, attach: bool) -> Self {
+        self.attach_plain = attach;
+        self
     }
 }
 
@@ -77,7 +89,7 @@ where
                         || !this.classifier.wants_body(&parts)
                     {
                         let c = this.classifier.classify_at(&parts, &[], this.clock.now());
-                        attach(&mut parts, c);
+                        attach(&mut parts, c, *this.attach_plain);
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(Response::from_parts(parts, PeekBody::new(body))));
                     }
@@ -121,7 +133,7 @@ where
                     let c = this
                         .classifier
                         .classify_at(&parts, &prefix, this.clock.now());
-                    attach(&mut parts, c);
+                    attach(&mut parts, c, *this.attach_plain);
                     this.state.set(State::Done);
                     let body = PeekBody::peeked(frames, error, body, ended);
                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
@@ -153,7 +165,13 @@ fn copy_prefix(prefix: &mut Vec<u8>, data: &impl Buf, cap: usize) {
     }
 }
 
-fn attach(parts: &mut Parts, c: Classification) {
+/// Puts `c` in the extensions, unless it is a plain success of a 1xx–3xx response and
+/// `attach_plain` is off: every layer reads a missing classification on such a response as a
+/// plain success, and not inserting it spares the extensions map and the box.
+fn attach(parts: &mut Parts, c: Classification, attach_plain: bool) {
+    if !attach_plain && parts.status.as_u16() < 400 && c.is_plain_success() {
+        return;
+    }
     if !c.class().is_success() {
         tracing::debug!(
             status = parts.status.as_u16(),

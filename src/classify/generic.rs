@@ -55,6 +55,11 @@ pub(crate) fn base(parts: &Parts, now: SystemTime) -> Classification {
     // A success says nothing about retrying — unless it is gRPC, whose errors arrive as
     // HTTP 200. Only the rate-limit state is read (the limiter learns from successes).
     if c.class().is_success() && !h.contains_key("grpc-status") {
+        // Every rate-limit header has `ratelimit` in its name: a plain success (most of
+        // them) skips the parsers' passes over its headers.
+        if !h.keys().any(|name| name.as_str().contains("ratelimit")) {
+            return c;
+        }
         return c.with_rate_limit(RateLimitInfo::from_headers(h, now));
     }
     // The proxy's own delay, else the upstream's as the proxy relayed it.

@@ -9,7 +9,8 @@ use crate::clock::WallClock;
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 
 /// Classifies every response and attaches the [`Classification`](super::Classification) to
-/// its extensions.
+/// its extensions (with a [`Sparse`](super::Sparse) classifier, to every response but a plain
+/// 1xx–3xx success, which then passes without an allocation).
 ///
 /// For the responses the classifier asks to read (error statuses, by default), at most
 /// [`max_body`](Self::with_max_body) bytes of the body are read first; the body handed on

@@ -3,7 +3,10 @@
 //! A classifier ([`Classify`]) reads a response's status, headers and — for error statuses
 //! only — a bounded prefix of its body, and returns a [`Classification`].
 //! [`QuotaClassifyLayer`] runs one on every response and attaches
-//! the verdict to the response's extensions.
+//! the verdict to the response's extensions. Wrapped in [`Sparse`], a classifier leaves a
+//! plain success (a 1xx–3xx with nothing else to report) without one, and that response
+//! passes the layer without allocating: every layer of the crate reads a missing
+//! classification on a 1xx–3xx as a plain success.
 //!
 //! | classifier | reads |
 //! |---|---|
@@ -59,6 +62,7 @@ mod litellm;
 mod openai;
 mod openrouter;
 mod service;
+mod sparse;
 
 pub use anthropic::Anthropic;
 pub use auto::Auto;
@@ -73,6 +77,7 @@ pub use litellm::LiteLlm;
 pub use openai::OpenAi;
 pub use openrouter::OpenRouter;
 pub use service::QuotaClassify;
+pub use sparse::Sparse;
 
 pub(crate) use json::until_next_utc_midnight;
 
@@ -122,6 +127,15 @@ pub trait Classify {
     fn wants_body(&self, parts: &Parts) -> bool {
         parts.status.is_client_error() || parts.status.is_server_error()
     }
+
+    /// Whether [`QuotaClassifyLayer`] attaches a classification to a 1xx–3xx response that it
+    /// says nothing about but success ([`Classification::is_plain_success`]). By default
+    /// `true`: every response carries one. [`Sparse`] answers `false`, so that such a
+    /// response passes the layer without an allocation (an extensions map and a boxed
+    /// classification otherwise).
+    fn attach_plain_success(&self) -> bool {
+        true
+    }
 }
 
 impl<C: Classify + ?Sized> Classify for &C {
@@ -133,6 +147,9 @@ impl<C: Classify + ?Sized> Classify for &C {
     }
     fn wants_body(&self, parts: &Parts) -> bool {
         (**self).wants_body(parts)
+    }
+    fn attach_plain_success(&self) -> bool {
+        (**self).attach_plain_success()
     }
 }
 
@@ -146,6 +163,9 @@ impl<C: Classify + ?Sized> Classify for std::sync::Arc<C> {
     fn wants_body(&self, parts: &Parts) -> bool {
         (**self).wants_body(parts)
     }
+    fn attach_plain_success(&self) -> bool {
+        (**self).attach_plain_success()
+    }
 }
 
 impl<C: Classify + ?Sized> Classify for Box<C> {
@@ -157,5 +177,8 @@ impl<C: Classify + ?Sized> Classify for Box<C> {
     }
     fn wants_body(&self, parts: &Parts) -> bool {
         (**self).wants_body(parts)
+    }
+    fn attach_plain_success(&self) -> bool {
+        (**self).attach_plain_success()
     }
 }

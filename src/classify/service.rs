@@ -60,11 +60,13 @@ where
     }
 
     fn call(&mut self, request: R) -> Self::Future {
+        let attach_plain = self.classifier.attach_plain_success();
         ResponseFuture::new(
             self.inner.call(request),
             self.classifier.clone(),
             self.max_body,
             self.clock.clone(),
         )
+        .attach_plain(attach_plain)
     }
 }

@@ -52,28 +52,80 @@ struct Entry {
     cost: u64,
 }
 
-/// An admission log for one rolling window.
+/// What most keys never hold, boxed so that a key without it pays one pointer: a rolling
+/// window's admission log, and a learned limit.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RollingLog {
+struct Ext {
     entries: VecDeque<Entry>,
-    used: u64,
+    /// A limit the server announced, replacing the configured one.
+    learned_limit: Option<u64>,
+    /// The window (plus margin) the log was last purged with, so that a sweep that knows
+    /// no quota can still drop the entries that expired.
+    window: u64,
 }
 
-impl RollingLog {
-    /// Drops the entries that no longer count at `now` (`last + window <= now`).
+/// The state of one quota of a key: 32 bytes, and a box only while a rolling log holds
+/// entries or a limit was learned.
+#[derive(Debug, Clone, Default)]
+struct WindowState {
+    /// The [`QuotaSpec::id`] whose state this is.
+    id: u64,
+    /// The units counted: the rolling log's total, or the calendar period's count.
+    used: u64,
+    /// For a calendar window, the period counted, `floor((wall - margin) / period)`.
+    period: u64,
+    ext: Option<Box<Ext>>,
+}
+
+impl WindowState {
+    fn new(id: u64) -> WindowState {
+        WindowState {
+            id,
+            ..WindowState::default()
+        }
+    }
+
+    fn learned_limit(&self) -> Option<u64> {
+        self.ext.as_ref().and_then(|e| e.learned_limit)
+    }
+
+    fn limit(&self, spec: &QuotaSpec) -> u64 {
+        self.learned_limit().unwrap_or(spec.limit)
+    }
+
+    fn entries(&self) -> impl DoubleEndedIterator<Item = &Entry> {
+        self.ext.iter().flat_map(|e| e.entries.iter())
+    }
+
+    fn newest(&self) -> Option<u64> {
+        self.ext.as_ref()?.entries.back().map(|e| e.last)
+    }
+
+    // === rolling windows ===
+
+    /// Drops the entries that no longer count at `now` (`last + window <= now`), and the
+    /// box once it holds nothing.
     fn purge(&mut self, now: u64, window: u64) {
-        let before = self.entries.len();
-        while let Some(e) = self.entries.front() {
+        let Some(ext) = self.ext.as_mut() else {
+            return;
+        };
+        ext.window = window;
+        let before = ext.entries.len();
+        while let Some(e) = ext.entries.front() {
             if e.last.saturating_add(window) <= now {
                 self.used -= e.cost;
-                self.entries.pop_front();
+                ext.entries.pop_front();
             } else {
                 break;
             }
         }
-        if self.entries.is_empty() && before > 0 {
-            // An idle key (held for its calendar count, say) keeps no log buffer.
-            self.entries = VecDeque::new();
+        if ext.entries.is_empty() {
+            if ext.learned_limit.is_none() {
+                self.ext = None;
+            } else if before > 0 {
+                // A key held for its learned limit keeps no log buffer.
+                ext.entries = VecDeque::new();
+            }
         }
     }
 
@@ -85,7 +137,7 @@ impl RollingLog {
             return now;
         }
         let mut excess = total - limit;
-        for e in &self.entries {
+        for e in self.entries() {
             if e.cost >= excess {
                 return e.last.saturating_add(window).max(now);
             }
@@ -95,19 +147,26 @@ impl RollingLog {
         now
     }
 
-    fn record(&mut self, now: u64, cost: u64, granularity: u64) {
+    fn ext_mut(&mut self, window: u64) -> &mut Ext {
+        let ext = self.ext.get_or_insert_with(Box::default);
+        ext.window = window;
+        ext
+    }
+
+    fn record(&mut self, now: u64, cost: u64, granularity: u64, window: u64) {
         if cost == 0 {
             return;
         }
         self.used = self.used.saturating_add(cost);
-        if let Some(back) = self.entries.back_mut() {
+        let ext = self.ext_mut(window);
+        if let Some(back) = ext.entries.back_mut() {
             if now == back.last || (granularity > 0 && now - back.first < granularity) {
                 back.last = back.last.max(now);
                 back.cost = back.cost.saturating_add(cost);
                 return;
             }
         }
-        self.entries.push_back(Entry {
+        ext.entries.push_back(Entry {
             first: now,
             last: now,
             cost,
@@ -116,13 +175,14 @@ impl RollingLog {
 
     /// Records `cost` units counted as if admitted at `at <= now` (what a server reported
     /// as used, expiring when the server said it resets), keeping the log in time order.
-    fn record_before(&mut self, at: u64, cost: u64, granularity: u64) {
-        if self.entries.back().is_none_or(|b| b.last <= at) {
-            return self.record(at, cost, granularity);
+    fn record_before(&mut self, at: u64, cost: u64, granularity: u64, window: u64) {
+        if self.newest().is_none_or(|last| last <= at) {
+            return self.record(at, cost, granularity, window);
         }
         self.used = self.used.saturating_add(cost);
-        let i = self.entries.partition_point(|e| e.last <= at);
-        self.entries.insert(
+        let ext = self.ext_mut(window);
+        let i = ext.entries.partition_point(|e| e.last <= at);
+        ext.entries.insert(
             i,
             Entry {
                 first: at,
@@ -133,26 +193,11 @@ impl RollingLog {
     }
 
     fn expires_at(&self, window: u64) -> u64 {
-        self.entries
-            .back()
-            .map_or(0, |e| e.last.saturating_add(window))
+        self.newest().map_or(0, |last| last.saturating_add(window))
     }
 
-    /// Heap bytes held by the log.
-    fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>()
-    }
-}
+    // === calendar windows ===
 
-/// A counter for one calendar window: the period it counts (on the wall clock) and the
-/// units used in it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct CalendarCount {
-    period: u64,
-    used: u64,
-}
-
-impl CalendarCount {
     /// Moves to the period `wall - margin` falls in: a boundary counts only once the margin
     /// has passed it.
     fn roll(&mut self, wall: u64, margin: u64, period_ns: u64) {
@@ -172,33 +217,78 @@ impl CalendarCount {
             .saturating_add(margin);
         t.now.saturating_add(boundary.saturating_sub(t.wall))
     }
+
+    /// Heap bytes held.
+    fn heap_bytes(&self) -> usize {
+        self.ext.as_ref().map_or(0, |e| {
+            std::mem::size_of::<Ext>() + e.entries.capacity() * std::mem::size_of::<Entry>()
+        })
+    }
 }
 
+/// The windows of a key: the first two inline (most tiers have one or two quotas), more in a
+/// `Vec`.
 #[derive(Debug, Clone)]
-enum State {
-    Rolling(RollingLog),
-    Calendar(CalendarCount),
+enum Windows {
+    Inline(u8, [WindowState; 2]),
+    Heap(Vec<WindowState>),
 }
 
-#[derive(Debug, Clone)]
-struct WindowState {
-    /// The [`QuotaSpec::id`] whose state this is.
-    id: u64,
-    state: State,
-    /// A limit the server announced, replacing the configured one.
-    learned_limit: Option<u64>,
+impl Default for Windows {
+    fn default() -> Self {
+        Windows::Inline(0, Default::default())
+    }
+}
+
+impl Windows {
+    fn as_slice(&self) -> &[WindowState] {
+        match self {
+            Windows::Inline(n, w) => &w[..usize::from(*n)],
+            Windows::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [WindowState] {
+        match self {
+            Windows::Inline(n, w) => &mut w[..usize::from(*n)],
+            Windows::Heap(v) => v,
+        }
+    }
+
+    fn insert(&mut self, i: usize, w: WindowState) {
+        match self {
+            Windows::Inline(n, inline) if usize::from(*n) < inline.len() => {
+                let len = usize::from(*n);
+                inline[len] = w;
+                inline[i..=len].rotate_right(1);
+                *n += 1;
+            }
+            Windows::Inline(n, inline) => {
+                let mut v: Vec<WindowState> = inline[..usize::from(*n)]
+                    .iter_mut()
+                    .map(std::mem::take)
+                    .collect();
+                v.insert(i, w);
+                *self = Windows::Heap(v);
+            }
+            Windows::Heap(v) => v.insert(i, w),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Windows::Inline(..) => 0,
+            Windows::Heap(v) => v.capacity() * std::mem::size_of::<WindowState>(),
+        }
+    }
 }
 
 /// The state of every quota of one key.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KeyWindows {
-    windows: Vec<WindowState>,
+    windows: Windows,
     /// No admission before this time (a cooldown or a pause until a reset).
     blocked_until: u64,
-    /// The latest time seen: time never goes backwards inside one key.
-    last: u64,
-    /// The wall clock read with `last`.
-    last_wall: u64,
 }
 
 impl KeyWindows {
@@ -206,42 +296,35 @@ impl KeyWindows {
     /// is missing. State of other quotas is kept behind them, never wiped: the same key with
     /// its quotas in another order (or a deploy that added one) finds its own counts.
     fn conform(&mut self, specs: &[QuotaSpec]) {
-        let aligned = self.windows.len() >= specs.len()
-            && self.windows.iter().zip(specs).all(|(w, s)| w.id == s.id);
+        let windows = self.windows.as_slice();
+        let aligned =
+            windows.len() >= specs.len() && windows.iter().zip(specs).all(|(w, s)| w.id == s.id);
         if aligned {
             return;
         }
         for (i, s) in specs.iter().enumerate() {
-            match self.windows[i..].iter().position(|w| w.id == s.id) {
-                Some(j) => self.windows.swap(i, i + j),
-                None => {
-                    let state = if s.calendar {
-                        State::Calendar(CalendarCount::default())
-                    } else {
-                        State::Rolling(RollingLog::default())
-                    };
-                    self.windows.insert(
-                        i,
-                        WindowState {
-                            id: s.id,
-                            state,
-                            learned_limit: None,
-                        },
-                    );
-                }
+            let windows = self.windows.as_mut_slice();
+            match windows[i..].iter().position(|w| w.id == s.id) {
+                Some(j) => windows.swap(i, i + j),
+                None => self.windows.insert(i, WindowState::new(s.id)),
             }
         }
     }
 
     fn advance(&mut self, specs: &[QuotaSpec], t: Now, margin: u64) -> Now {
         self.conform(specs);
-        let now = t.now.max(self.last);
-        self.last = now;
-        self.last_wall = t.wall;
-        for (w, s) in self.windows.iter_mut().zip(specs) {
-            match &mut w.state {
-                State::Rolling(log) => log.purge(now, s.window_ns.saturating_add(margin)),
-                State::Calendar(c) => c.roll(t.wall, margin, s.window_ns),
+        // Time never goes backwards inside one key: a log stays in time order.
+        let now = self
+            .windows
+            .as_slice()
+            .iter()
+            .filter_map(WindowState::newest)
+            .fold(t.now, u64::max);
+        for (w, s) in self.windows.as_mut_slice().iter_mut().zip(specs) {
+            if s.calendar {
+                w.roll(t.wall, margin, s.window_ns);
+            } else {
+                w.purge(now, s.window_ns.saturating_add(margin));
             }
         }
         Now { now, wall: t.wall }
@@ -260,32 +343,32 @@ impl KeyWindows {
         let t = self.advance(specs, t.into(), margin);
         let now = t.now;
         let mut at = now.max(self.blocked_until);
-        for (i, ((w, s), &cost)) in self.windows.iter().zip(specs).zip(costs).enumerate() {
-            let limit = w.learned_limit.unwrap_or(s.limit);
+        let windows = self.windows.as_mut_slice();
+        for (i, ((w, s), &cost)) in windows.iter().zip(specs).zip(costs).enumerate() {
+            let limit = w.limit(s);
             if cost > limit {
                 return Decision::Exceeds { quota: i, limit };
             }
-            let t = match &w.state {
-                State::Rolling(log) => {
-                    log.earliest(now, s.window_ns.saturating_add(margin), limit, cost)
+            let t = if s.calendar {
+                if w.used.saturating_add(cost) <= limit {
+                    now
+                } else {
+                    w.next_boundary(t, margin, s.window_ns)
                 }
-                State::Calendar(c) => {
-                    if c.used.saturating_add(cost) <= limit {
-                        now
-                    } else {
-                        c.next_boundary(t, margin, s.window_ns)
-                    }
-                }
+            } else {
+                w.earliest(now, s.window_ns.saturating_add(margin), limit, cost)
             };
             at = at.max(t);
         }
         if at > now {
             return Decision::NotBefore(at);
         }
-        for ((w, s), &cost) in self.windows.iter_mut().zip(specs).zip(costs) {
-            match &mut w.state {
-                State::Rolling(log) => log.record(now, cost, s.granularity_ns),
-                State::Calendar(c) => c.used = c.used.saturating_add(cost),
+        for ((w, s), &cost) in windows.iter_mut().zip(specs).zip(costs) {
+            if s.calendar {
+                w.used = w.used.saturating_add(cost);
+            } else {
+                let window = s.window_ns.saturating_add(margin);
+                w.record(now, cost, s.granularity_ns, window);
             }
         }
         Decision::Admitted
@@ -307,39 +390,35 @@ impl KeyWindows {
                 remaining,
                 reset,
             } => {
-                let (Some(w), Some(s)) = (self.windows.get_mut(quota), specs.get(quota)) else {
+                let windows = self.windows.as_mut_slice();
+                let (Some(w), Some(s)) = (windows.get_mut(quota), specs.get(quota)) else {
                     return;
                 };
-                let limit = w.learned_limit.unwrap_or(s.limit);
-                match &mut w.state {
-                    State::Rolling(log) => {
-                        let local = limit.saturating_sub(log.used);
-                        if remaining < local {
-                            // Count the difference until the server's reset (if sooner than
-                            // a whole window from now).
-                            let window = s.window_ns.saturating_add(margin);
-                            let at = match reset {
-                                Some(r) => now
-                                    .saturating_add(r)
-                                    .saturating_add(margin)
-                                    .saturating_sub(window)
-                                    .min(now),
-                                None => now,
-                            };
-                            log.record_before(at, local - remaining, s.granularity_ns);
-                        }
-                    }
-                    State::Calendar(c) => {
-                        let local = limit.saturating_sub(c.used);
-                        if remaining < local {
-                            c.used += local - remaining;
-                        }
-                    }
+                let local = w.limit(s).saturating_sub(w.used);
+                if remaining >= local {
+                    return;
+                }
+                if s.calendar {
+                    w.used += local - remaining;
+                } else {
+                    // Count the difference until the server's reset (if sooner than a whole
+                    // window from now).
+                    let window = s.window_ns.saturating_add(margin);
+                    let at = match reset {
+                        Some(r) => now
+                            .saturating_add(r)
+                            .saturating_add(margin)
+                            .saturating_sub(window)
+                            .min(now),
+                        None => now,
+                    };
+                    w.record_before(at, local - remaining, s.granularity_ns, window);
                 }
             }
             Update::Limit { quota, limit } => {
-                if let Some(w) = self.windows.get_mut(quota) {
-                    w.learned_limit = Some(limit);
+                if let Some(w) = self.windows.as_mut_slice().get_mut(quota) {
+                    let window = w.ext.as_ref().map_or(0, |e| e.window);
+                    w.ext_mut(window).learned_limit = Some(limit);
                 }
             }
         }
@@ -356,31 +435,25 @@ impl KeyWindows {
         let now = t.now;
         let windows = self
             .windows
+            .as_slice()
             .iter()
             .zip(specs)
             .map(|(w, s)| {
-                let limit = w.learned_limit.unwrap_or(s.limit);
-                let (used, next_free) = match &w.state {
-                    State::Rolling(log) => (
-                        log.used,
-                        if limit == 0 {
-                            u64::MAX
-                        } else {
-                            log.earliest(now, s.window_ns.saturating_add(margin), limit, 1)
-                        },
-                    ),
-                    State::Calendar(c) => (
-                        c.used,
-                        if c.used < limit {
-                            now
-                        } else {
-                            c.next_boundary(t, margin, s.window_ns)
-                        },
-                    ),
+                let limit = w.limit(s);
+                let next_free = if s.calendar {
+                    if w.used < limit {
+                        now
+                    } else {
+                        w.next_boundary(t, margin, s.window_ns)
+                    }
+                } else if limit == 0 {
+                    u64::MAX
+                } else {
+                    w.earliest(now, s.window_ns.saturating_add(margin), limit, 1)
                 };
                 StoreWindow {
                     limit,
-                    used,
+                    used: w.used,
                     next_free: next_free.max(self.blocked_until),
                 }
             })
@@ -391,43 +464,58 @@ impl KeyWindows {
         }
     }
 
-    /// The time after which this state no longer matters (every window empty, no block; a
-    /// learned limit is kept a whole window past the last use of the key, so that a pause
-    /// until the server's reset, which empties the log, does not forget it).
-    pub(crate) fn idle_at(&self, specs: &[QuotaSpec], margin: u64) -> u64 {
-        let mut t = self.blocked_until;
-        for (w, s) in self.windows.iter().zip(specs) {
+    /// The time after which this state no longer matters, as of the operation at `t` that
+    /// just ran (every window empty, no block; a learned limit is kept a whole window past
+    /// the last use of the key, so that a pause until the server's reset, which empties the
+    /// log, does not forget it).
+    pub(crate) fn idle_at(&self, specs: &[QuotaSpec], t: impl Into<Now>, margin: u64) -> u64 {
+        let t = t.into();
+        let mut idle = self.blocked_until;
+        for (w, s) in self.windows.as_slice().iter().zip(specs) {
             let window = s.window_ns.saturating_add(margin);
-            let e = match &w.state {
-                State::Rolling(log) if w.learned_limit.is_some() => log
-                    .expires_at(window)
-                    .max(self.last.max(self.blocked_until).saturating_add(window)),
-                State::Rolling(log) => log.expires_at(window),
-                State::Calendar(c) if c.used > 0 || w.learned_limit.is_some() => {
-                    let at = Now {
-                        now: self.last,
-                        wall: self.last_wall,
-                    };
-                    c.next_boundary(at, margin, s.window_ns)
+            let learned = w.learned_limit().is_some();
+            let e = if !s.calendar {
+                let expires = w.expires_at(window);
+                if learned {
+                    expires.max(t.now.max(self.blocked_until).saturating_add(window))
+                } else {
+                    expires
                 }
-                State::Calendar(_) => 0,
+            } else if w.used > 0 || learned {
+                w.next_boundary(t, margin, s.window_ns)
+            } else {
+                0
             };
-            t = t.max(e);
+            idle = idle.max(e);
         }
-        t
+        idle
     }
 
-    /// Bytes held by this state (inline and heap).
-    pub(crate) fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.windows.capacity() * std::mem::size_of::<WindowState>()
+    /// Drops the log entries that expired by `now` and the buffers left empty, for a sweep
+    /// that knows no quota: with twice the window (and margin) each log was last used with,
+    /// since the margin may have grown since (a learned margin stays under a twentieth of
+    /// the window).
+    pub(crate) fn compact(&mut self, now: u64) {
+        for w in self.windows.as_mut_slice() {
+            if let Some(window) = w.ext.as_ref().map(|e| e.window) {
+                if window > 0 {
+                    w.purge(now, window.saturating_mul(2));
+                    if let Some(e) = w.ext.as_mut() {
+                        e.window = window;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Heap bytes held by this state (the inline part is the caller's).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.windows.heap_bytes()
             + self
                 .windows
+                .as_slice()
                 .iter()
-                .map(|w| match &w.state {
-                    State::Rolling(log) => log.heap_bytes(),
-                    State::Calendar(_) => 0,
-                })
+                .map(WindowState::heap_bytes)
                 .sum::<usize>()
     }
 }
