@@ -192,6 +192,25 @@ impl WindowState {
         );
     }
 
+    /// Gives back up to `units` of the admission made at `at`: taken from the newest entry
+    /// that began at or before it (the admission's own, or the bucket it merged into).
+    fn refund(&mut self, at: u64, units: u64) {
+        let Some(ext) = self.ext.as_mut() else {
+            return;
+        };
+        let i = ext.entries.partition_point(|e| e.first <= at);
+        let Some(i) = i.checked_sub(1) else {
+            return;
+        };
+        let e = &mut ext.entries[i];
+        let taken = e.cost.min(units);
+        e.cost -= taken;
+        self.used = self.used.saturating_sub(taken);
+        if e.cost == 0 {
+            ext.entries.remove(i);
+        }
+    }
+
     fn expires_at(&self, window: u64) -> u64 {
         self.newest().map_or(0, |last| last.saturating_add(window))
     }
@@ -382,8 +401,38 @@ impl KeyWindows {
         t: impl Into<Now>,
         margin: u64,
     ) {
-        let now = self.advance(specs, t.into(), margin).now;
+        let t = self.advance(specs, t.into(), margin);
+        let now = t.now;
         match update {
+            Update::Adjust { quota, at, delta } => {
+                let windows = self.windows.as_mut_slice();
+                let (Some(w), Some(s)) = (windows.get_mut(quota), specs.get(quota)) else {
+                    return;
+                };
+                let units = delta.unsigned_abs();
+                if s.calendar {
+                    // The admission's period, on the wall clock as it was then.
+                    let wall_at = t.wall.saturating_sub(now.saturating_sub(at));
+                    if wall_at.saturating_sub(margin) / s.window_ns.max(1) != w.period {
+                        return;
+                    }
+                    w.used = if delta >= 0 {
+                        w.used.saturating_add(units)
+                    } else {
+                        w.used.saturating_sub(units)
+                    };
+                    return;
+                }
+                let window = s.window_ns.saturating_add(margin);
+                if at.saturating_add(window) <= now {
+                    return; // that admission no longer counts
+                }
+                if delta >= 0 {
+                    w.record_before(at.min(now), units, s.granularity_ns, window);
+                } else {
+                    w.refund(at, units);
+                }
+            }
             Update::BlockUntil(t) => self.blocked_until = self.blocked_until.max(t),
             Update::Remaining {
                 quota,

@@ -63,6 +63,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("snapshot", |s| Box::pin(snapshot(s))),
     ("atomic_admissions", |s| Box::pin(atomic_admissions(s))),
     ("window_invariant", |s| Box::pin(window_invariant(s))),
+    ("adjust", |s| Box::pin(adjust(s))),
 ];
 
 /// Runs every check in [`CHECKS`], each on a store from `fresh`. Panics on the first failure.
@@ -328,6 +329,86 @@ pub async fn calendar(store: &dyn Store) {
         acquire_at(store, k, &q, &[1, 1], b - skew + m, b + m, m).await,
         Decision::Admitted
     );
+}
+
+/// A reservation corrected to what the request really cost: a refund frees its units at
+/// once (and only what that admission counted), a charge counts until that admission leaves
+/// the window; a calendar count is corrected in the admission's period only; a correction to
+/// an admission that no longer counts is dropped.
+pub async fn adjust(store: &dyn Store) {
+    let k = key("adjust");
+    let q = [rolling(1, 100, 60 * S), QuotaSpec::calendar(2, 1_000, DAY)];
+    let admitted = |t| acquire(store, k, &q, &[80, 80], t);
+    expect!("adjust", admitted(T0).await, Decision::Admitted);
+    expect!(
+        "adjust",
+        admitted(T0 + S).await,
+        Decision::NotBefore(T0 + 60 * S)
+    );
+    // It cost 30, not 80: 50 back in both windows.
+    let refund = |at| {
+        [
+            Update::Adjust {
+                quota: 0,
+                at,
+                delta: -50,
+            },
+            Update::Adjust {
+                quota: 1,
+                at,
+                delta: -50,
+            },
+        ]
+    };
+    update(store, k, &q, &refund(T0), T0 + 2 * S).await;
+    let s = snap(store, k, &q, T0 + 2 * S).await.expect("state");
+    expect!("adjust", (s.windows[0].used, s.windows[1].used), (30, 30));
+    expect!(
+        "adjust",
+        acquire(store, k, &q, &[70, 0], T0 + 3 * S).await,
+        Decision::Admitted
+    );
+    // A refund takes only what that admission counted: 30 of the first, nothing more.
+    update(store, k, &q, &refund(T0)[..1], T0 + 4 * S).await;
+    let s = snap(store, k, &q, T0 + 4 * S).await.expect("state");
+    expect!("adjust", s.windows[0].used, 70);
+    // A charge counts as of its admission: the second admission (at T0 + 3 s) cost 20 more,
+    // which leave the window with it, at T0 + 63 s.
+    let charge = [Update::Adjust {
+        quota: 0,
+        at: T0 + 3 * S,
+        delta: 20,
+    }];
+    update(store, k, &q, &charge, T0 + 5 * S).await;
+    expect!(
+        "adjust",
+        acquire(store, k, &q, &[11, 0], T0 + 6 * S).await,
+        Decision::NotBefore(T0 + 63 * S)
+    );
+    expect!(
+        "adjust",
+        acquire(store, k, &q, &[10, 0], T0 + 6 * S).await,
+        Decision::Admitted
+    );
+    // Once an admission has left the window, its correction is dropped.
+    update(store, k, &q, &refund(T0)[..1], T0 + 200 * S).await;
+    let s = snap(store, k, &q, T0 + 200 * S).await.expect("state");
+    expect!("adjust", s.windows[0].used, 0);
+    // The calendar count is corrected only in the admission's own period.
+    update(
+        store,
+        k,
+        &q,
+        &[Update::Adjust {
+            quota: 1,
+            at: T0 - DAY,
+            delta: 40,
+        }],
+        T0 + 201 * S,
+    )
+    .await;
+    let s = snap(store, k, &q, T0 + 201 * S).await.expect("state");
+    expect!("adjust", s.windows[1].used, 30);
 }
 
 /// A block holds every admission; a server's lower remaining count is counted as used; a

@@ -267,6 +267,22 @@ pub enum Update {
         /// The new limit.
         limit: u64,
     },
+    /// Corrects what the admission made at `at` counts in quota `quota` by `delta` units: a
+    /// refund (negative) when the request cost less than was reserved for it, a charge
+    /// (positive) when it cost more. In a rolling window the units leave when that admission
+    /// does (a refund takes them from the newest entry at or before `at`; a charge is
+    /// counted as if admitted at `at`); in a calendar window they count in the admission's
+    /// period, and only while it lasts. A correction to an admission no longer counted is
+    /// dropped, and no count goes below zero.
+    Adjust {
+        /// The index of the quota.
+        quota: usize,
+        /// When the admission was made (the limiter's clock, nanoseconds since the Unix
+        /// epoch).
+        at: u64,
+        /// The units to add (positive) or give back (negative).
+        delta: i64,
+    },
 }
 
 /// The state of one window, as a store reports it.

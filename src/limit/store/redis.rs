@@ -543,6 +543,16 @@ impl RedisStore {
                 Update::Limit { quota, limit } => {
                     inv.arg("l").arg(quota).arg(limit.min(MAX_EXACT)).arg(0);
                 }
+                Update::Adjust { quota, at, delta } => {
+                    // When, in microseconds from `now` (rounded down: the admission's own
+                    // entry, not a later one).
+                    let offset = (i128::from(at) - i128::from(req.now)).div_euclid(1000);
+                    let bound = MAX_EXACT as i64;
+                    inv.arg("a")
+                        .arg(quota)
+                        .arg(delta.clamp(-bound, bound))
+                        .arg(clamp_i64(offset));
+                }
             }
         }
         match self.run(&inv).await?.as_slice() {

@@ -179,6 +179,26 @@ local function record_before(x, at, cost)
   record(x, at, cost)
 end
 
+-- Gives back up to `units` of the admission made at `at`: from the newest entry that began at
+-- or before it.
+local function refund(x, at, units)
+  local entries = redis.call('LRANGE', x.log, 0, -1)
+  for i = #entries, 1, -1 do
+    local first, last, cost = parse(entries[i])
+    if first <= at then
+      local taken = math.min(cost, units)
+      x.used = math.max((x.used or 0) - taken, 0)
+      if cost == taken then
+        redis.call('LSET', x.log, i - 1, '-')
+        redis.call('LREM', x.log, 1, '-')
+      else
+        redis.call('LSET', x.log, i - 1, entry(first, last, cost - taken))
+      end
+      return
+    end
+  end
+end
+
 -- Moves a calendar count to the period `wall - margin` falls in.
 local function roll(x, wall, margin)
   local p = math.floor(math.max(wall - margin, 0) / math.max(x.window, 1))
