@@ -102,7 +102,7 @@ use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
 use crate::classify::{self, Auto, Classification, Classify, PeekBody, QuotaClassifyLayer};
-use crate::limit::{AcquireError, Limiter, RateLimitLayer, RequestHead, Tier};
+use crate::limit::{AcquireError, Limiter, RateLimitLayer, RequestHead, Tier, UsageHook};
 use crate::retry::attempts::{Attempts, Then};
 use crate::retry::{Decide, Shared, Standard};
 use crate::QuotaLayer;
@@ -229,11 +229,15 @@ where
                     None => None,
                 };
                 let admitted = Instant::now();
+                if let Some(learn) = &learn {
+                    learn.admitted(admitted);
+                }
                 let response = match next.clone().run(req, &mut *extensions).await {
                     Ok(response) => response,
                     Err(e) => break 'attempt run.error(e, replayable),
                 };
-                let (response, at) = self.classify(response).await;
+                let hook = learn.as_ref().and_then(|l| l.hook.clone());
+                let (response, at) = self.classify(response, hook).await;
                 url = Some(at);
                 if let Some(learn) = learn {
                     let classification = response
@@ -264,6 +268,7 @@ impl<C: Classify, D> QuotaMiddleware<C, D> {
     async fn classify(
         &self,
         response: Response,
+        usage: Option<UsageHook>,
     ) -> (http::Response<PeekBody<::reqwest::Body>>, ::reqwest::Url) {
         let url = response.url().clone();
         let response = http::Response::<::reqwest::Body>::from(response);
@@ -273,7 +278,8 @@ impl<C: Classify, D> QuotaMiddleware<C, D> {
             &layer.classifier,
             layer.max_body,
             layer.clock.clone(),
-        );
+        )
+        .with_usage(usage);
         match classified.await {
             Ok(response) => (response, url),
             Err(never) => match never {},

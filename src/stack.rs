@@ -10,7 +10,7 @@ use crate::classify::{Auto, QuotaClassify, QuotaClassifyLayer};
 use crate::clock::WallClock;
 use crate::limit::store::Store;
 use crate::limit::{
-    Cost, KeyBy, KeySecret, Limiter, Mode, RateLimit, RateLimitLayer, RequestHead, Tier,
+    Cost, KeyBy, KeySecret, Limiter, Mode, RateLimit, RateLimitLayer, Reconcile, RequestHead, Tier,
 };
 use crate::retry::{Backoff, RetryAfter, RetryAfterLayer, Standard};
 
@@ -237,6 +237,12 @@ impl<C, D> QuotaLayer<C, D> {
         cost: impl Fn(&RequestHead<'_>) -> K + Send + Sync + 'static,
     ) -> QuotaLayer<C, D> {
         self.map_rate_limit(|r| r.with_cost(cost))
+    }
+
+    /// Sets how a token reservation is corrected to the response's usage (see
+    /// [`RateLimitLayer::with_reconcile`]).
+    pub fn with_reconcile(self, reconcile: Reconcile) -> QuotaLayer<C, D> {
+        self.map_rate_limit(|r| r.with_reconcile(reconcile))
     }
 
     /// Sets the output tokens reserved for a request that names no maximum (see

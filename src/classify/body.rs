@@ -10,6 +10,8 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::tokens::{OnUsage, UsageBody, UsageScanner};
+
 pin_project! {
     /// The body of a response that passed through
     /// [`QuotaClassifyLayer`](crate::QuotaClassifyLayer).
@@ -28,8 +30,10 @@ pin_project! {
 
 pin_project! {
     #[project = InnerProj]
-    enum Inner<B> {
+    enum Inner<B: Body> {
         Direct { #[pin] body: B },
+        // A success whose usage corrects a token reservation: read as it streams through.
+        Tapped { #[pin] body: UsageBody<B, OnUsage> },
         // Read during the peek (polled in place, so it had to be pinned without `Unpin`).
         Boxed { body: Pin<Box<B>> },
         Done,
@@ -43,6 +47,18 @@ impl<B: Body> PeekBody<B> {
             buffered: VecDeque::new(),
             error: None,
             inner: Inner::Direct { body },
+        }
+    }
+
+    /// A body that yields `body` unchanged while `scanner` reads the usage it reports, which
+    /// `on_usage` gets at its end.
+    pub(crate) fn tapped(body: B, scanner: UsageScanner, on_usage: OnUsage) -> Self {
+        PeekBody {
+            buffered: VecDeque::new(),
+            error: None,
+            inner: Inner::Tapped {
+                body: UsageBody::new(body, scanner, on_usage),
+            },
         }
     }
 
@@ -84,6 +100,7 @@ impl<B: Body> Body for PeekBody<B> {
         }
         match this.inner.project() {
             InnerProj::Direct { body } => body.poll_frame(cx),
+            InnerProj::Tapped { body } => body.poll_frame(cx),
             InnerProj::Boxed { body } => body.as_mut().poll_frame(cx),
             InnerProj::Done => Poll::Ready(None),
         }
@@ -94,6 +111,7 @@ impl<B: Body> Body for PeekBody<B> {
             && self.error.is_none()
             && match &self.inner {
                 Inner::Direct { body } => body.is_end_stream(),
+                Inner::Tapped { body } => body.is_end_stream(),
                 Inner::Boxed { body } => body.is_end_stream(),
                 Inner::Done => true,
             }
@@ -108,6 +126,7 @@ impl<B: Body> Body for PeekBody<B> {
             .sum();
         let inner = match &self.inner {
             Inner::Direct { body } => body.size_hint(),
+            Inner::Tapped { body } => body.size_hint(),
             Inner::Boxed { body } => body.size_hint(),
             Inner::Done => SizeHint::with_exact(0),
         };

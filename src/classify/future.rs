@@ -14,6 +14,8 @@ use pin_project_lite::pin_project;
 
 use super::{body::PeekBody, Classification, Classify};
 use crate::clock::WallClock;
+use crate::limit::UsageHook;
+use crate::tokens::UsageScanner;
 
 /// At most this many frames are held while peeking, whatever their size: a body trickling in
 /// one byte per frame is classified on what arrived by then.
@@ -30,6 +32,8 @@ pin_project! {
         clock: WallClock,
         // Whether a plain 1xx–3xx success gets its classification too.
         attach_plain: bool,
+        // A token reservation to correct to the usage the response reports.
+        usage: Option<UsageHook>,
     }
 }
 
@@ -60,7 +64,16 @@ impl<F, B: Body, C> ResponseFuture<F, B, C> {
             max_body,
             clock,
             attach_plain: true,
+            usage: None,
         }
+    }
+
+    /// Corrects `hook`'s token reservation to the usage the response reports: a success's
+    /// body is read for it as it streams through; a 4xx (refused before any generation)
+    /// gives the whole reservation back; any other answer keeps it.
+    pub(crate) fn with_usage(mut self, hook: Option<UsageHook>) -> Self {
+        self.usage = hook;
+        self
     }
 
     /// Whether a plain 1xx–3xx success gets its classification attached.
@@ -84,6 +97,19 @@ where
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => {
                     let (mut parts, body) = ready!(future.poll(cx))?.into_parts();
+                    if let Some(hook) = this.usage.take() {
+                        if parts.status.is_success() {
+                            let c = this.classifier.classify_at(&parts, &[], this.clock.now());
+                            attach(&mut parts, c, *this.attach_plain);
+                            this.state.set(State::Done);
+                            let scanner = UsageScanner::for_headers(&parts.headers);
+                            let body = PeekBody::tapped(body, scanner, hook.on_usage());
+                            return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                        }
+                        if parts.status.is_client_error() {
+                            hook.refused();
+                        }
+                    }
                     if *this.max_body == 0
                         || body.is_end_stream()
                         || !this.classifier.wants_body(&parts)

@@ -8,6 +8,7 @@ use tower_service::Service;
 
 use super::{future::ResponseFuture, Classify, PeekBody};
 use crate::clock::WallClock;
+use crate::limit::UsageHook;
 
 /// Classifies every response of the inner service; made by
 /// [`QuotaClassifyLayer`](crate::QuotaClassifyLayer).
@@ -45,9 +46,9 @@ impl<S, C> QuotaClassify<S, C> {
     }
 }
 
-impl<S, R, B, C> Service<R> for QuotaClassify<S, C>
+impl<S, ReqB, B, C> Service<http::Request<ReqB>> for QuotaClassify<S, C>
 where
-    S: Service<R, Response = Response<B>>,
+    S: Service<http::Request<ReqB>, Response = Response<B>>,
     B: Body,
     C: Classify + Clone,
 {
@@ -59,8 +60,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: R) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<ReqB>) -> Self::Future {
         let attach_plain = self.classifier.attach_plain_success();
+        // A token reservation the rate limiter above left for this layer (not for the client).
+        let usage = request.extensions_mut().remove::<UsageHook>();
         ResponseFuture::new(
             self.inner.call(request),
             self.classifier.clone(),
@@ -68,5 +71,6 @@ where
             self.clock.clone(),
         )
         .attach_plain(attach_plain)
+        .with_usage(usage)
     }
 }

@@ -15,6 +15,7 @@ use tower::util::Oneshot;
 use super::key::Key;
 use super::limiter::{Acquire, LearnOptions, Learning, Limiter};
 use super::quota::Tier;
+use super::reconcile::UsageHook;
 use super::BoxError;
 use crate::classify::{Classification, Classify, Generic};
 
@@ -25,6 +26,17 @@ pub(crate) struct Learn {
     pub(crate) key: Key,
     pub(crate) tier: Tier,
     pub(crate) options: LearnOptions,
+    /// For a token cost: the reservation to correct to the response's usage.
+    pub(crate) hook: Option<UsageHook>,
+}
+
+impl Learn {
+    /// The request was admitted at `at`.
+    pub(crate) fn admitted(&self, at: Instant) {
+        if let Some(hook) = &self.hook {
+            hook.admitted(at);
+        }
+    }
 }
 
 impl Learn {
@@ -90,12 +102,16 @@ where
 {
     /// Admitted: drives a clone of the inner service ready, then calls it.
     pub(crate) fn calling(inner: S, req: Request<B>, learn: Option<Learn>) -> Self {
+        let now = Instant::now();
+        if let Some(l) = &learn {
+            l.admitted(now);
+        }
         ResponseFuture {
             state: State::Calling {
                 fut: Oneshot::new(inner, req),
             },
             learn,
-            admitted: Some(Instant::now()),
+            admitted: Some(now),
         }
     }
 
@@ -146,7 +162,11 @@ where
                     }
                     let inner = inner.take().expect("polled after completion");
                     let req = req.take().expect("polled after completion");
-                    *this.admitted = Some(Instant::now());
+                    let now = Instant::now();
+                    *this.admitted = Some(now);
+                    if let Some(l) = this.learn.as_ref() {
+                        l.admitted(now);
+                    }
                     // Only now, admitted, does the request reserve the inner service's
                     // readiness: a wait never holds a slot of a `Buffer` or a pool.
                     this.state.set(State::Calling {

@@ -11,6 +11,7 @@ use super::future::Learn;
 use super::key::{KeyBy, KeySecret, RequestHead};
 use super::limiter::{Acquire, LearnOptions, Limiter, Mode};
 use super::quota::Tier;
+use super::reconcile::{Reconcile, UsageHook};
 use super::service::RateLimit;
 use super::store::Store;
 use crate::clock::WallClock;
@@ -37,6 +38,7 @@ pub(crate) struct Policy {
     pub(crate) learn: bool,
     pub(crate) learn_limits: bool,
     pub(crate) default_max_tokens: u64,
+    pub(crate) reconcile: Reconcile,
 }
 
 impl Policy {
@@ -58,11 +60,25 @@ impl Policy {
         };
         let key = self.key_by.key_with(head, self.limiter.key_secret());
         let cost = self.cost_of(head, &tier);
+        // A token cost is corrected to the usage the response reports.
+        let hook = (self.learn
+            && self.reconcile != Reconcile::Off
+            && cost.token_counts().is_some())
+        .then(|| {
+            UsageHook::new(
+                self.limiter.clone(),
+                key,
+                tier.clone(),
+                cost,
+                self.reconcile,
+            )
+        });
         let learn = self.learn.then(|| Learn {
             limiter: self.limiter.clone(),
             key,
             tier: tier.clone(),
             options: self.learn_options(),
+            hook,
         });
         Some((self.limiter.acquire_tier(key, tier, cost), learn))
     }
@@ -124,6 +140,7 @@ impl RateLimitLayer {
                 learn: true,
                 learn_limits: false,
                 default_max_tokens: DEFAULT_MAX_TOKENS,
+                reconcile: Reconcile::default(),
             }),
         }
     }
@@ -167,6 +184,15 @@ impl RateLimitLayer {
         cost: impl Fn(&RequestHead<'_>) -> C + Send + Sync + 'static,
     ) -> RateLimitLayer {
         self.map(|p| p.cost = Some(Arc::new(move |head| cost(head).into())))
+    }
+
+    /// Sets how a token reservation is corrected once the response reports its usage
+    /// (default [`Reconcile::Usage`]: refund what was not used, charge what the estimate
+    /// missed). Needs the [`QuotaClassifyLayer`](crate::QuotaClassifyLayer) below this layer
+    /// (the [`QuotaLayer`](crate::QuotaLayer) stack has it): it reads the usage as the
+    /// response body streams through, never buffering it.
+    pub fn with_reconcile(self, reconcile: Reconcile) -> RateLimitLayer {
+        self.map(|p| p.reconcile = reconcile)
     }
 
     /// Sets the output tokens reserved for a request whose body names no maximum
@@ -266,6 +292,7 @@ impl fmt::Debug for Policy {
             .field("learn", &self.learn)
             .field("learn_limits", &self.learn_limits)
             .field("default_max_tokens", &self.default_max_tokens)
+            .field("reconcile", &self.reconcile)
             .finish()
     }
 }

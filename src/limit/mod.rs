@@ -95,6 +95,7 @@ mod layer;
 mod limiter;
 mod margin;
 mod quota;
+mod reconcile;
 mod response;
 mod service;
 pub mod store;
@@ -110,6 +111,8 @@ pub use limiter::{
     DEFAULT_LEARN_TIMEOUT, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT,
 };
 pub use quota::{Quota, Tier, Window};
+pub use reconcile::Reconcile;
+pub(crate) use reconcile::UsageHook;
 pub use service::RateLimit;
 
 /// The error type of the service: the inner service's error, or one of this module's.

@@ -72,11 +72,16 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         let Some((mut acquire, learn)) = self.policy.admission(&RequestHead::of(&req)) else {
             return ResponseFuture::calling(inner, req, None);
         };
+        // The classification layer below takes it, to correct a token reservation to the
+        // usage the response reports.
+        if let Some(hook) = learn.as_ref().and_then(|l| l.hook.clone()) {
+            req.extensions_mut().insert(hook);
+        }
         // Most requests are admissible at once: decide now, with a no-op waker (a pending
         // `Acquire` re-registers the real waker when the response future polls it).
         let mut cx = Context::from_waker(Waker::noop());

@@ -25,7 +25,7 @@ pub enum BodyEnd {
 }
 
 /// A boxed usage callback, for a [`UsageBody`] whose type must be named.
-pub type OnUsage = Box<dyn FnOnce(Option<Usage>, BodyEnd) + Send + 'static>;
+pub type OnUsage = Box<dyn FnOnce(Option<Usage>, BodyEnd) + Send + Sync + 'static>;
 
 pin_project! {
     /// A response body that yields every frame of the inner body unchanged and unbuffered —

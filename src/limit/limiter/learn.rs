@@ -79,12 +79,75 @@ impl Limiter {
             return None;
         }
         let fut = self.apply(store_key, &in_force, updates)?;
+        Some(self.learning(fut))
+    }
+
+    /// Corrects what the admission of `key` under `tier` made at `admitted` counts: it
+    /// reserved `reserved` and really cost `actual` (what the response's usage reported). Each
+    /// quota gives back or counts the difference for its dimension, as of the admission
+    /// ([`Update::Adjust`]): a refund frees room at once, a charge leaves the window with
+    /// the admission. Returns `None` when there was nothing to correct or the store applied
+    /// it at once, else a [`Learning`] to drive.
+    ///
+    /// ```
+    /// use tower_quota::headers::Dimension;
+    /// use tower_quota::limit::{Cost, Key, Limiter};
+    /// use tower_quota::{Quota, Tier};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let tpm = Tier::new("tpm").with_quota(Quota::per_minute(10_000).with_dimension(Dimension::Tokens));
+    /// let limiter = Limiter::new(tpm.clone());
+    /// let key = Key::of("team");
+    /// let reserved = Cost::tokens(1_000, 4_000); // the prompt's estimate, and max_tokens
+    /// limiter.acquire(key, reserved).await.unwrap();
+    /// let admitted = tokio::time::Instant::now();
+    /// // The response's usage: 1 200 in, 300 out.
+    /// assert!(limiter.reconcile(key, &tpm, admitted, reserved, Cost::tokens(1_200, 300)).is_none());
+    /// let snap = limiter.snapshot(key).await.unwrap();
+    /// assert_eq!(snap.windows[0].used, 1_500);
+    /// # }
+    /// ```
+    pub fn reconcile(
+        &self,
+        key: Key,
+        tier: &Tier,
+        admitted: Instant,
+        reserved: Cost,
+        actual: Cost,
+    ) -> Option<Learning> {
+        let store_key = key.with_tier(tier.id());
+        let in_force = self.shared.learned.in_force(store_key, tier.clone());
+        let at = self.to_ns(admitted);
+        let (r, a) = (in_force.costs(&reserved), in_force.costs(&actual));
+        let updates: Vec<Update> = r
+            .as_slice()
+            .iter()
+            .zip(a.as_slice())
+            .enumerate()
+            .filter(|(_, (r, a))| r != a)
+            .map(|(quota, (&r, &a))| Update::Adjust {
+                quota,
+                at,
+                delta: i64::try_from(i128::from(a) - i128::from(r)).unwrap_or(i64::MAX),
+            })
+            .collect();
+        if updates.is_empty() {
+            return None;
+        }
+        tracing::debug!(key = %key, tier = in_force.name(), reserved = reserved.count(&crate::headers::Dimension::Tokens), used = actual.count(&crate::headers::Dimension::Tokens), "rate limit: reservation corrected to the usage");
+        let fut = self.apply(store_key, &in_force, updates)?;
+        Some(self.learning(fut))
+    }
+
+    /// A store round trip as a [`Learning`]: bounded by the learn timeout, never failing.
+    fn learning(&self, fut: StoreFuture<'static, ()>) -> Learning {
         let timeout = self.shared.config.learn_timeout;
-        Some(Learning {
+        Learning {
             fut,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             timeout,
-        })
+        }
     }
 
     /// The tier in force grown by the windows the server announced that it has no quota for
