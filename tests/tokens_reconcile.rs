@@ -1,0 +1,225 @@
+//! Token reservations corrected to the usage the server reports, through the whole stack:
+//! the request body is read once for its estimate, the response body is read for its usage as
+//! it streams to the caller, and the limiter's window ends up counting what the server said.
+#![cfg(feature = "reqwest-middleware")]
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Extensions;
+use http_body_util::{BodyExt, Full};
+use reqwest_middleware::{ClientBuilder, Middleware, Next};
+use tower::{Layer, ServiceExt};
+use tower_quota::headers::Dimension;
+use tower_quota::limit::{Key, Limiter, Reconcile};
+use tower_quota::reqwest::QuotaMiddleware;
+use tower_quota::retry::ReplayBody;
+use tower_quota::{Quota, QuotaLayer, Tier};
+
+/// 700 bytes of prompt: ⌈700 / 3.5⌉ + 3 for the message + 3 to prime the reply = 206 tokens.
+fn request_body() -> String {
+    let prompt = "x".repeat(700);
+    format!(
+        r#"{{"model":"m","max_tokens":4000,"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+    )
+}
+const RESERVED: u64 = 206 + 4000;
+
+const JSON_OK: &str = r#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":300,"total_tokens":550}}"#;
+
+const SSE_OK: &str = "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
+data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":250,\"completion_tokens\":120,\"total_tokens\":370}}\n\n\
+data: [DONE]\n\n";
+
+const BAD_REQUEST: &str =
+    r#"{"error":{"message":"Invalid model","type":"invalid_request_error","code":400}}"#;
+
+fn tpm() -> Tier {
+    Tier::new("tpm").with_quota(Quota::per_minute(100_000).with_dimension(Dimension::Tokens))
+}
+
+fn answer(status: u16, content_type: &str, body: &'static str) -> http::Response<Bytes> {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Bytes::from_static(body.as_bytes()))
+        .unwrap()
+}
+
+async fn used(limiter: &Limiter) -> u64 {
+    limiter.snapshot(Key::GLOBAL).await.unwrap().windows[0].used
+}
+
+/// Sends one request through the tower stack answering `response`; returns the response's
+/// body collected (or not) and the limiter.
+async fn through_tower(
+    layer: QuotaLayer,
+    response: http::Response<Bytes>,
+    read_body: bool,
+) -> (Limiter, Option<Bytes>, u64) {
+    let limiter = layer.limiter().clone();
+    let server = tower::service_fn(move |_req: http::Request<ReplayBody<Full<Bytes>>>| {
+        let response = response.clone().map(Full::new);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let client = layer.layer(server);
+    let request = http::Request::post("http://router.test/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(request_body())))
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    let before = used(&limiter).await;
+    let body = if read_body {
+        Some(response.into_body().collect().await.unwrap().to_bytes())
+    } else {
+        drop(response);
+        None
+    };
+    (limiter, body, before)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_json_answer_corrects_the_reservation_to_its_usage() {
+    let (limiter, body, before) = through_tower(
+        QuotaLayer::new(tpm()),
+        answer(200, "application/json", JSON_OK),
+        true,
+    )
+    .await;
+    assert_eq!(
+        before, RESERVED,
+        "reserved on admission: the prompt's estimate and max_tokens"
+    );
+    assert_eq!(
+        body.unwrap(),
+        JSON_OK.as_bytes(),
+        "the caller's body, unchanged"
+    );
+    assert_eq!(
+        used(&limiter).await,
+        550,
+        "corrected to the usage once the body was read"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_corrects_the_reservation_at_its_end() {
+    let (limiter, body, before) = through_tower(
+        QuotaLayer::new(tpm()),
+        answer(200, "text/event-stream", SSE_OK),
+        true,
+    )
+    .await;
+    assert_eq!(before, RESERVED);
+    assert_eq!(body.unwrap(), SSE_OK.as_bytes());
+    assert_eq!(used(&limiter).await, 370);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_request_gives_its_reservation_back() {
+    let (limiter, _, before) = through_tower(
+        QuotaLayer::new(tpm()),
+        answer(400, "application/json", BAD_REQUEST),
+        true,
+    )
+    .await;
+    assert_eq!(
+        before, 0,
+        "a 400 counted nothing on the server: nothing is held"
+    );
+    assert_eq!(used(&limiter).await, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_dropped_unread_keeps_the_reservation() {
+    let (limiter, _, before) = through_tower(
+        QuotaLayer::new(tpm()),
+        answer(200, "application/json", JSON_OK),
+        false,
+    )
+    .await;
+    assert_eq!(before, RESERVED);
+    assert_eq!(
+        used(&limiter).await,
+        RESERVED,
+        "no usage seen: the reservation stands"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn charge_only_never_refunds_and_off_keeps_the_reservation() {
+    let layer = QuotaLayer::new(tpm()).with_reconcile(Reconcile::ChargeOnly);
+    let (limiter, _, _) =
+        through_tower(layer, answer(200, "application/json", JSON_OK), true).await;
+    // The input was underestimated (250 > 206): charged; the output (300 < 4000) is not
+    // given back, as OpenAI counts max_tokens.
+    assert_eq!(used(&limiter).await, 250 + 4000);
+
+    let layer = QuotaLayer::new(tpm()).with_reconcile(Reconcile::Off);
+    let (limiter, _, _) =
+        through_tower(layer, answer(200, "application/json", JSON_OK), true).await;
+    assert_eq!(used(&limiter).await, RESERVED);
+}
+
+/// Input and output quotas apart (Anthropic): each counts its own side, and each is corrected.
+#[tokio::test(start_paused = true)]
+async fn input_and_output_quotas_are_corrected_apart() {
+    let tier = Tier::new("anthropic")
+        .with_quota(Quota::per_minute(50))
+        .with_quota(Quota::per_minute(40_000).with_dimension(Dimension::InputTokens))
+        .with_quota(Quota::per_minute(8_000).with_dimension(Dimension::OutputTokens));
+    let (limiter, _, _) = through_tower(
+        QuotaLayer::new(tier),
+        answer(200, "application/json", JSON_OK),
+        true,
+    )
+    .await;
+    let snap = limiter.snapshot(Key::GLOBAL).await.unwrap();
+    let used: Vec<u64> = snap.windows.iter().map(|w| w.used).collect();
+    assert_eq!(used, [1, 250, 300]);
+}
+
+// === the reqwest middleware does the same ===
+
+struct Server(Arc<AtomicUsize>);
+
+#[async_trait::async_trait]
+impl Middleware for Server {
+    async fn handle(
+        &self,
+        _req: reqwest::Request,
+        _extensions: &mut Extensions,
+        _next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(reqwest::Response::from(answer(
+            200,
+            "text/event-stream",
+            SSE_OK,
+        )))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reqwest_middleware_corrects_the_same_way() {
+    let layer = QuotaLayer::new(tpm());
+    let limiter = layer.limiter().clone();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(QuotaMiddleware::from(layer))
+        .with(Server(calls.clone()))
+        .build();
+    let response = client
+        .post("http://router.test/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(request_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(used(&limiter).await, RESERVED);
+    assert_eq!(response.bytes().await.unwrap(), SSE_OK.as_bytes());
+    assert_eq!(used(&limiter).await, 370);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
