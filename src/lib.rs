@@ -135,6 +135,8 @@ pub mod classify;
 pub mod clock;
 pub mod headers;
 pub mod limit;
+#[cfg(feature = "async-openai")]
+pub mod openai;
 #[cfg(feature = "reqwest-middleware")]
 pub mod reqwest;
 pub mod retry;
