@@ -223,3 +223,43 @@ async fn the_reqwest_middleware_corrects_the_same_way() {
     assert_eq!(used(&limiter).await, 370);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A refund makes room at once: the request waiting at the head of the key's queue, asleep
+/// until a time named while the window was full of reservations, is admitted when the room
+/// is given back, not when the reservations would have left the window.
+#[tokio::test(start_paused = true)]
+async fn a_refund_wakes_the_waiting_request() {
+    use std::time::Duration;
+    use tower_quota::limit::Cost;
+
+    let tier = Tier::new("tpm")
+        .with_quota(Quota::per_minute(500))
+        .with_quota(Quota::per_minute(30_000).with_dimension(Dimension::Tokens));
+    let limiter = Limiter::new(tier.clone());
+    let start = tokio::time::Instant::now();
+    let reserved = Cost::tokens(2_000, 800);
+    let mut admitted = Vec::new();
+    for _ in 0..10 {
+        limiter.acquire(Key::GLOBAL, reserved).await.unwrap();
+        admitted.push(tokio::time::Instant::now());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // 28 000 reserved: one more of 2 800 must wait.
+    let waiter = tokio::spawn({
+        let limiter = limiter.clone();
+        async move {
+            limiter.acquire(Key::GLOBAL, reserved).await.unwrap();
+            tokio::time::Instant::now()
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(limiter.waiting(), 1);
+    // The answers come in: 100 tokens out each, not 800.
+    for at in admitted {
+        assert!(limiter
+            .reconcile(Key::GLOBAL, &tier, at, reserved, Cost::tokens(2_000, 100))
+            .is_none());
+    }
+    let at = waiter.await.unwrap();
+    assert_eq!(at.duration_since(start), Duration::from_secs(11));
+}

@@ -30,6 +30,8 @@ struct Queue {
     slots: VecDeque<Slot>,
     /// When the head expects to be admitted (nanoseconds since the Unix epoch), 0 if unknown.
     head_until: u64,
+    /// Room was given back since the head last asked: it asks again.
+    nudged: bool,
 }
 
 type Shard = HashMap<u64, Queue, BuildHasherDefault<KeyHasher>>;
@@ -151,6 +153,34 @@ impl Gates {
             }
         }
         false
+    }
+
+    /// The head, sleeping until the time the store named: keeps its waker for a
+    /// [`nudge`](Self::nudge), and says whether one came since it last asked (clearing it).
+    pub(crate) fn head_nudged(&self, key: Key, id: u64, waker: &Waker) -> bool {
+        let mut shard = self.shard(key);
+        let Some(q) = shard.get_mut(&key.0) else {
+            return false;
+        };
+        let Some(head) = q.slots.front_mut().filter(|s| s.id == id) else {
+            return false;
+        };
+        match &head.waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => head.waker = Some(waker.clone()),
+        }
+        std::mem::take(&mut q.nudged)
+    }
+
+    /// Room was given back on `key` (a refund): its head asks the store again now rather
+    /// than sleep until the time it was named when the window was fuller.
+    pub(crate) fn nudge(&self, key: Key) {
+        if let Some(q) = self.shard(key).get_mut(&key.0) {
+            q.nudged = true;
+            if let Some(w) = q.slots.front_mut().and_then(|s| s.waker.take()) {
+                w.wake();
+            }
+        }
     }
 
     /// Records when the head expects to be admitted.

@@ -316,7 +316,10 @@ impl Future for Acquire {
                 },
                 State::Sleeping => {
                     let s = this.sleep.as_mut().expect("sleeping has a timer");
-                    if s.as_mut().poll(cx).is_ready() {
+                    let gates = &this.limiter.shared.gates;
+                    if s.as_mut().poll(cx).is_ready()
+                        || gates.head_nudged(this.store_key, this.id, cx.waker())
+                    {
                         this.state = State::Check;
                     } else {
                         this.state = State::Sleeping;

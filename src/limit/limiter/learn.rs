@@ -136,8 +136,26 @@ impl Limiter {
             return None;
         }
         tracing::debug!(key = %key, tier = in_force.name(), reserved = reserved.count(&crate::headers::Dimension::Tokens), used = actual.count(&crate::headers::Dimension::Tokens), "rate limit: reservation corrected to the usage");
-        let fut = self.apply(store_key, &in_force, updates)?;
-        Some(self.learning(fut))
+        // A refund makes room: the key's head, asleep until a time named when the window
+        // was fuller, asks again once the store has it.
+        let refund = updates
+            .iter()
+            .any(|u| matches!(u, Update::Adjust { delta, .. } if *delta < 0));
+        let Some(fut) = self.apply(store_key, &in_force, updates) else {
+            if refund {
+                self.shared.gates.nudge(store_key);
+            }
+            return None;
+        };
+        if !refund {
+            return Some(self.learning(fut));
+        }
+        let limiter = self.clone();
+        Some(self.learning(Box::pin(async move {
+            let applied = fut.await;
+            limiter.shared.gates.nudge(store_key);
+            applied
+        })))
     }
 
     /// A store round trip as a [`Learning`]: bounded by the learn timeout, never failing.
