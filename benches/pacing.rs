@@ -96,7 +96,9 @@ fn main() {
          every later request fails in under a millisecond with the reset time; (c) at most two \
          429s, ≤ 1.10 ×; (d) every request succeeds, none sent early; (e) every request \
          succeeds within the retry bounds; (f) at most two 429s, ≤ 1.05 ×; (g) at most twenty \
-         429s, ≤ 1.10 ×; (h) and (i) at most two 429s, ≤ 1.10 ×.\n\n\
+         429s, ≤ 1.10 ×; (h) and (i) at most two 429s, ≤ 1.10 ×; (j) and (k), with the \
+         built-in token cost, zero 429s (and in (k) ≥ 90 % of the token quota: not met, \
+         below).\n\n\
          {legend}\n\
          **The network.** The simulator decides each request when it *arrives*, after an \
          inbound one-way delay, and its answer reaches the client after an outbound one; each \
@@ -151,15 +153,35 @@ fn main() {
          windows, the last admission opening the last one (a lower bound: it leaves no room \
          unused at a window's end). Token utilisation is the tokens the server counted (its \
          charges) ÷ 30 000 × ⌈makespan / 1 min⌉, the most the window allowed over the makespan.\n\n\
+         Scenario (k) runs the same workload on a server that counts the **real usage**: \
+         30 000 tokens and 500 requests per rolling minute, `usage.total_tokens` counted when \
+         each answer is done and a request refused once the window's count has reached the \
+         limit — as LiteLLM counts a key's `tpm` (`sim::Counting::AfterResponse`), but on a \
+         rolling minute rather than LiteLLM's clock minute — with OpenAI's headers. Such a \
+         server may let the count pass the limit (the requests in flight are not counted \
+         yet), so utilisation can exceed 100 % and makespan ÷ optimum fall below 1; its \
+         optimum is taken from the tokens the run's server counted (the completions' lengths \
+         are drawn per admission).\n\n\
          The peers pace **requests** at the rate the token budget allows on average — \
-         30 000 / (1 600 + 800) ≈ 12 per minute, what a user who knows the mean request would \
-         type (at 500/min they would only add 429s). tower-quota runs twice: its request quota \
-         only (`Quota::per_minute(500)`), and with a token quota beside it \
-         (`Quota::per_minute(30_000).with_dimension(Dimension::Tokens)`) each request weighted \
-         by the harness's estimate — the prompt's bytes / 4 plus `max_tokens` — carried in an \
-         `x-token-estimate` header and read by `RateLimitLayer::with_cost` (the cost function \
-         sees only the request's head today). No reconciliation: the built-in body-based cost \
-         with reconciliation (issue 15) will replace that arm.\n\n\
+         30 000 / (1 600 + 800) ≈ 12 per minute in (j), 30 000 / (1 600 + 425) ≈ 14 in (k), \
+         what a user who knows the mean request would type (at 500/min they would only add \
+         429s). tower-quota runs four times: its request quota only (`Quota::per_minute(500)`), \
+         then with a token quota beside it \
+         (`Quota::per_minute(30_000).with_dimension(Dimension::Tokens)`) and **no cost \
+         function**: the built-in cost, read from each request's JSON body by the \
+         `RetryAfterLayer` — the prompt's bytes / 3.5 plus 3 per message and 3 for the reply, \
+         and `max_tokens` for the answer — with `Reconcile::Off` (the reservation stays), \
+         `Reconcile::ChargeOnly` (what fits a server that counts `max_tokens`: (j)) and \
+         `Reconcile::Usage` (what fits a server that counts the real usage: (k)); the harness \
+         reads every response body to its end, when the classification layer hands the \
+         usage to the limiter.\n\n\
+         Issue 15's target, tower-quota with the built-in cost on (k): zero 429s and ≥ 90 % \
+         of the token quota used. **Not met**: a refund lands in the limiter's window but does \
+         not wake the waiter at the head of the key's queue, which sleeps until the time \
+         computed when the window was full of reservations (a minute after the burst that \
+         filled it); by then the refunded admissions have left the window, so `Usage` runs \
+         exactly as `Off` (`tests/pacing.rs`, `k_tokens_real_usage_target`, ignored with \
+         the figures).\n\n\
          {tokens}",
         started.elapsed().as_secs_f64()
     );

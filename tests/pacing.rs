@@ -275,3 +275,110 @@ async fn c_without_any_quota_one_429_per_window() {
     assert!(f.rate_limited <= windows as u64, "{} 429s", f.rate_limited);
     assert!(f.ratio() <= 1.05, "makespan ÷ optimum = {:.4}", f.ratio());
 }
+
+/// tower-quota's run of a token scenario with the built-in token cost and the reconciliation
+/// that fits its server, after checking that the simulator's limits held.
+async fn built_in_cost(sc: Scenario) -> harness::Figures {
+    let strategy = Strategy::TowerQuotaTokens(sc.fitting_reconcile());
+    let run = run(&sc, strategy).await;
+    run.sim.check_invariants().unwrap();
+    eprintln!("{}", harness::markdown_tokens(std::slice::from_ref(&run)));
+    run.figures()
+}
+
+/// (j) An OpenAI-style server that charges the prompt and `max_tokens` on arrival: the
+/// built-in cost (no cost function, no header) reconciled `ChargeOnly` gets no 429 and every
+/// request through.
+#[tokio::test(start_paused = true)]
+async fn j_tokens_reserved_built_in_cost_no_429() {
+    let f = built_in_cost(Scenario::j()).await;
+    assert_eq!(f.succeeded, f.requests);
+    assert_eq!(f.rate_limited, 0);
+}
+
+/// (k) A server that counts the real usage when each answer is done (rolling minute): the
+/// built-in cost reconciled to the `Usage` gets no 429 and every request through.
+#[tokio::test(start_paused = true)]
+async fn k_tokens_real_usage_built_in_cost_no_429() {
+    let f = built_in_cost(Scenario::k()).await;
+    assert_eq!(f.succeeded, f.requests);
+    assert_eq!(f.rate_limited, 0);
+}
+
+/// (k) Issue 15's target: zero 429s and at least 90 % of the token quota used (tokens the
+/// server counted ÷ 30 000 × ⌈makespan / 1 min⌉).
+///
+/// Measured on the branch `tokensbench` (main at f8eb6d0): 300/300, 0 429s, **71.9 %**
+/// (604 121 tokens over 1 638 s), exactly what the same arm gets without reconciliation
+/// (`Reconcile::Off`, 1 638 s, 71.9 %). The refunds land in the limiter's window (its
+/// snapshot shows them) but do not wake the waiter at the head of the key's queue, which
+/// sleeps until the time the store named when the window was full of reservations — the
+/// first of them leaving, a minute after the burst that filled it — by when the refunded
+/// admissions have left the window anyway: admissions come in bursts at each minute
+/// (10, 13, 10, 12, 10 … a window) and the room the refunds make is never used.
+#[tokio::test(start_paused = true)]
+#[ignore = "measured 0 429s, 71.9 % of the token quota (target ≥ 90 %): a refund does not wake the limiter's sleeping head waiter"]
+async fn k_tokens_real_usage_target() {
+    let f = built_in_cost(Scenario::k()).await;
+    let used = f.token_use.unwrap();
+    eprintln!(
+        "k_tokens_real_usage_target: {} 429s, {:.1} % of the token quota",
+        f.rate_limited,
+        used * 100.0
+    );
+    assert_eq!(f.rate_limited, 0);
+    assert!(used >= 0.90, "token utilisation {:.1} %", used * 100.0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// With random prompts, `max_tokens` and real usage (the completions' share of
+    /// `max_tokens`), tower-quota's built-in token cost and the reconciliation that fits the
+    /// server — `ChargeOnly` where it charges the reservation (OpenAI), `Usage` where it
+    /// adjusts it to the real count at the end (Anthropic) or counts the real usage once the
+    /// answer is done (LiteLLM) — never lets the server's token window pass its limit: the server
+    /// never refuses a request, and its window, rebuilt from its admissions, holds at most
+    /// the limit. No network (the server counts each request the instant it is sent, the
+    /// limiter's admission), so this is the accounting alone: reserved − refunded.
+    #[test]
+    fn built_in_cost_and_reconciliation_never_overfill_the_server(
+        seed in 0u64..1_000_000,
+        lo in 50u64..2_000,
+        span in 0u64..3_000,
+        max_tokens in 1u64..2_000,
+        usage_lo in 0.0f64..1.0,
+        counting in 0usize..3,
+    ) {
+        use tower_quota::sim::{Completions, Counting, Limit, Models, Style, Tier, TokenKind, TokenLimit};
+        let counting = [Counting::Reserve, Counting::ReserveThenAdjust, Counting::AfterResponse][counting];
+        let mut sc = Scenario::j();
+        sc.requests = 40;
+        sc.seed = seed;
+        sc.network = Network::none();
+        sc.sim_tier = Tier::new("random-tpm")
+            .with_limit(Limit::rolling(Models::All, 500, Duration::from_secs(60)))
+            .with_token_limit(TokenLimit::per_minute(TokenKind::Total, 30_000).counting_as(counting))
+            .with_style(Style::OpenAi);
+        sc.workload = Some(harness::TokenWorkload { prompt_tokens: (lo, lo + span), max_tokens });
+        sc.completions = Completions::fraction(usage_lo, 1.0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let run = rt.block_on(run(&sc, Strategy::TowerQuotaTokens(sc.fitting_reconcile())));
+        let limit = &run.sim.accounts()[0].tier().token_limits()[0];
+        let peak = run.sim.stats().max_tokens_in(limit);
+        proptest::prop_assert!(run.sim.check_invariants().is_ok());
+        proptest::prop_assert_eq!(run.sim.stats().count(429), 0, "429s; window peak {} of {}", peak, limit.tokens());
+        proptest::prop_assert!(peak <= limit.tokens(), "window peak {} of {}", peak, limit.tokens());
+        // A request may still be refused by the limiter itself (its `max_wait`), never by
+        // the server.
+        proptest::prop_assert!(run.done.iter().all(|d| d.reply.ok() || d.reply.status.is_none()));
+    }
+}

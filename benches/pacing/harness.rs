@@ -26,9 +26,10 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 use tower_quota::classify::{Classification, QuotaClass};
 use tower_quota::clock::WallClock;
 use tower_quota::headers::Dimension;
-use tower_quota::limit::{KeyBy, Model, RateLimited};
+use tower_quota::limit::{KeyBy, Model, RateLimited, Reconcile};
 use tower_quota::sim::{
-    Delay, Faults, Limit, Models, Network, Outcome, Period, Record, Simulator, Tier as SimTier,
+    Completions, Counting, Delay, Faults, Limit, Models, Network, Outcome, Period, Record,
+    Simulator, Style, Tier as SimTier, TokenKind, TokenLimit,
 };
 use tower_quota::{tiers, Quota, QuotaClassifyLayer, RateLimitLayer, RetryAfterLayer, Tier};
 
@@ -68,6 +69,8 @@ pub enum Id {
     I,
     /// Tokens per minute: OpenAI's 30 000 TPM and 500 RPM, prompts of 200–3 000 tokens.
     J,
+    /// The same workload on a server that counts the real usage when each answer is done.
+    K,
 }
 
 /// The requests of a token scenario: prompts of a seeded size, `max_tokens`, half streamed.
@@ -79,11 +82,6 @@ pub struct TokenWorkload {
     /// Every request's `max_tokens`.
     pub max_tokens: u64,
 }
-
-/// The header in which the harness puts its own estimate of a request's tokens — the
-/// prompt's bytes / 4 plus `max_tokens` — for the weighted tower-quota strategy. A stand-in
-/// until the built-in body-based cost (issue 15) replaces it.
-pub const ESTIMATE_HEADER: &str = "x-token-estimate";
 
 /// The default network of every scenario: 300 ms round trip, split in half, plus 0–200 ms of
 /// uniform jitter on each leg (a client far from the provider).
@@ -162,6 +160,8 @@ pub struct Scenario {
     pub possible: usize,
     /// For a token scenario: what the requests ask for (the others send one short prompt).
     pub workload: Option<TokenWorkload>,
+    /// How long the simulator's completions are (default uniform in 50..=`max_tokens`).
+    pub completions: Completions,
 }
 
 impl Scenario {
@@ -178,6 +178,7 @@ impl Scenario {
             Scenario::h(),
             Scenario::i(),
             Scenario::j(),
+            Scenario::k(),
         ]
     }
 
@@ -212,6 +213,49 @@ impl Scenario {
                 Id::J,
                 "tokens: 30 000 TPM + 500 RPM (OpenAI, reserved on arrival), 300 requests, prompts 200–3 000 tokens, `max_tokens` 800, completions 50–800, half streamed",
             )
+        }
+    }
+
+    /// (k) The workload of (j) on a server that counts the **real usage**: 30 000 tokens and
+    /// 500 requests per rolling minute, the tokens counted as LiteLLM counts a key's `tpm`
+    /// (`usage.total_tokens` added when the answer is done, a request refused once the
+    /// window's count has reached the limit: [`Counting::AfterResponse`]) — but on a rolling
+    /// minute rather than LiteLLM's clock minute — answered with OpenAI's headers. What a
+    /// reservation holds beyond the usage is room the server would give: reconciliation
+    /// gives it back. The peers pace at the rate the mean request's real usage allows:
+    /// 30 000 / (1 600 + 425) ≈ 14 per minute.
+    pub fn k() -> Scenario {
+        Scenario {
+            id: Id::K,
+            title: "tokens, real usage: 30 000 TPM + 500 RPM counted when each answer is done (LiteLLM-style `tpm`, rolling minute), the workload of (j)",
+            sim_tier: SimTier::new("usage-tpm")
+                .with_limit(Limit::rolling(Models::All, 500, Duration::from_secs(60)))
+                .with_token_limit(
+                    TokenLimit::per_minute(TokenKind::Total, 30_000)
+                        .counting_as(Counting::AfterResponse),
+                )
+                .with_style(Style::OpenAi),
+            peer_limit: (14, Duration::from_secs(60)),
+            ..Scenario::j()
+        }
+    }
+
+    /// Whether the server counts the reservation (prompt + `max_tokens`, never adjusted), as
+    /// OpenAI does; else it counts the real usage.
+    pub fn counts_reservation(&self) -> bool {
+        self.sim_tier
+            .token_limits()
+            .first()
+            .is_some_and(|l| l.counting() == Counting::Reserve)
+    }
+
+    /// The reconciliation that fits the server: [`Reconcile::ChargeOnly`] for one that counts
+    /// the reservation, [`Reconcile::Usage`] for one that counts the real usage.
+    pub fn fitting_reconcile(&self) -> Reconcile {
+        if self.counts_reservation() {
+            Reconcile::ChargeOnly
+        } else {
+            Reconcile::Usage
         }
     }
 
@@ -253,33 +297,53 @@ impl Scenario {
         4 * (lo + x % (hi - lo + 1))
     }
 
-    /// Request `index` of the run, with [`KEY`], the model in the extensions and, for a token
-    /// scenario, the harness's estimate in [`ESTIMATE_HEADER`].
+    /// Request `index` of the run, with [`KEY`] and the model in the extensions. Nothing else:
+    /// tower-quota's token arms read the prompt and `max_tokens` from the body.
     pub fn request(&self, index: usize) -> Request<Full<Bytes>> {
         let body = self.body(index);
-        let mut builder = Request::post("/api/v1/chat/completions")
+        let mut req = Request::post("/api/v1/chat/completions")
             .header("authorization", format!("Bearer {KEY}"))
-            .header("content-type", "application/json");
-        if let Some(w) = self.workload {
-            // The prompt's bytes / 4 plus max_tokens: what a client can know before sending.
-            let estimate = self.prompt_bytes(index) / 4 + w.max_tokens;
-            builder = builder.header(ESTIMATE_HEADER, estimate.to_string());
-        }
-        let mut req = builder.body(Full::new(Bytes::from(body))).unwrap();
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
         req.extensions_mut().insert(Model::new(MODEL));
         req
     }
 
     /// For a token scenario, the tokens the server will charge for the whole run on its
-    /// (first) token limit: the prompts as its tokenizer counts them plus `max_tokens` each
-    /// (OpenAI reserves them, whatever the completion).
+    /// (first) token limit: the prompts as its tokenizer counts them plus, on a server that
+    /// counts the reservation, `max_tokens` each (OpenAI reserves them, whatever the
+    /// completion); on one that counts the real usage, the completions' expected length (the
+    /// simulator draws them uniform in 50..=`max_tokens`, per admission: a run's own total is
+    /// [`Figures::tokens_counted`], from which [`Run::figures`] takes its optimum).
     pub fn token_charge(&self) -> Option<u64> {
         let w = self.workload?;
         let sim = self.simulator();
+        let output = if self.counts_reservation() {
+            w.max_tokens
+        } else {
+            (50 + w.max_tokens) / 2
+        };
         Some(
             (0..self.requests)
-                .map(|i| sim.prompt_tokens(self.body(i).as_bytes()).unwrap() + w.max_tokens)
+                .map(|i| sim.prompt_tokens(self.body(i).as_bytes()).unwrap() + output)
                 .sum(),
+        )
+    }
+
+    /// The least time a server's token limit allows for `charge` tokens: ⌈charge / L⌉
+    /// windows, the last admission opening the last one (a lower bound: it ignores what whole
+    /// requests leave unused in each), after the first arrival; then the shortest latency and
+    /// the outbound base.
+    pub fn token_optimum(&self, charge: u64) -> Option<Duration> {
+        let limit = self.sim_tier.token_limits().first()?;
+        let windows = charge.div_ceil(limit.tokens()).max(1) - 1;
+        let w = scale(limit.window(), self.minute);
+        Some(
+            self.network.inbound().base()
+                + w * windows as u32
+                + self.latency.0
+                + self.network.outbound().base(),
         )
     }
 
@@ -302,6 +366,7 @@ impl Scenario {
             loopback_factor: 30,
             possible: 200,
             workload: None,
+            completions: Completions::default(),
         }
     }
 
@@ -501,14 +566,8 @@ impl Scenario {
     pub fn optimum_at(&self, wall0: SystemTime) -> Duration {
         let first = self.network.inbound().base();
         let back = self.network.outbound().base();
-        if let (Some(charge), Some(limit)) =
-            (self.token_charge(), self.sim_tier.token_limits().first())
-        {
-            // Tokens: the server's charges need ⌈C / L⌉ windows; the last admission opens the
-            // last one (a lower bound: it ignores what whole requests leave unused in each).
-            let windows = charge.div_ceil(limit.tokens()).max(1) - 1;
-            let w = scale(limit.window(), self.minute);
-            return first + w * windows as u32 + self.latency.0 + back;
+        if let Some(optimum) = self.token_charge().and_then(|c| self.token_optimum(c)) {
+            return optimum;
         }
         let (period, n) = self.binding();
         let since_epoch = (wall0 + first).duration_since(UNIX_EPOCH).unwrap();
@@ -541,6 +600,7 @@ impl Scenario {
             .latency(self.latency.0, self.latency.1)
             .network(self.network)
             .faults(self.faults.clone())
+            .completions(self.completions)
             .seed(self.seed)
             .start_wall_time(start_wall())
             .build()
@@ -590,11 +650,10 @@ pub enum Strategy {
     ReqwestRetry,
     /// tower-quota's three layers.
     TowerQuota,
-    /// tower-quota's three layers, a token quota beside the request quota, each request
-    /// weighted by the harness's estimate in [`ESTIMATE_HEADER`] (no reconciliation: the
-    /// estimate stays charged). The place of the built-in body-based cost with
-    /// reconciliation, when it lands: replace this arm's `with_cost`.
-    TowerQuotaEstimate,
+    /// tower-quota's three layers, a token quota beside the request quota, no cost function:
+    /// the built-in cost from the body (the prompt's estimated tokens and `max_tokens`), the
+    /// reservation corrected to the response's usage as this [`Reconcile`] says.
+    TowerQuotaTokens(Reconcile),
 }
 
 impl Strategy {
@@ -606,13 +665,16 @@ impl Strategy {
         Strategy::TowerQuota,
     ];
 
-    /// The strategies of a token scenario.
-    pub const TOKENS: [Strategy; 5] = [
+    /// The strategies of a token scenario: the peers, tower-quota's request quota only, then
+    /// the built-in token cost without reconciliation, and with each reconciliation.
+    pub const TOKENS: [Strategy; 7] = [
         Strategy::Plain,
         Strategy::TowerRetry,
         Strategy::Governor,
         Strategy::TowerQuota,
-        Strategy::TowerQuotaEstimate,
+        Strategy::TowerQuotaTokens(Reconcile::Off),
+        Strategy::TowerQuotaTokens(Reconcile::ChargeOnly),
+        Strategy::TowerQuotaTokens(Reconcile::Usage),
     ];
 
     /// Its name in the report.
@@ -623,7 +685,15 @@ impl Strategy {
             Strategy::Governor => "governor until_ready + tower Retry",
             Strategy::ReqwestRetry => "reqwest-retry defaults (loopback)",
             Strategy::TowerQuota => "tower-quota (3 layers)",
-            Strategy::TowerQuotaEstimate => "tower-quota + token quota, estimate in a header",
+            Strategy::TowerQuotaTokens(Reconcile::Off) => {
+                "tower-quota + token quota, built-in cost, no reconciliation"
+            }
+            Strategy::TowerQuotaTokens(Reconcile::ChargeOnly) => {
+                "tower-quota + token quota, built-in cost, reconciled `ChargeOnly`"
+            }
+            Strategy::TowerQuotaTokens(_) => {
+                "tower-quota + token quota, built-in cost, reconciled `Usage`"
+            }
         }
     }
 
@@ -635,7 +705,9 @@ impl Strategy {
             Strategy::Governor => "#fb8c00",
             Strategy::ReqwestRetry => "#8e24aa",
             Strategy::TowerQuota => "#1e88e5",
-            Strategy::TowerQuotaEstimate => "#00897b",
+            Strategy::TowerQuotaTokens(Reconcile::Off) => "#00897b",
+            Strategy::TowerQuotaTokens(Reconcile::ChargeOnly) => "#43a047",
+            Strategy::TowerQuotaTokens(_) => "#3949ab",
         }
     }
 }
@@ -655,6 +727,11 @@ pub struct Reply {
 impl Reply {
     /// From a tower service's result.
     pub fn from_result<B>(result: Result<Response<B>, BoxError>) -> Reply {
+        Reply::from_ref(&result)
+    }
+
+    /// From a tower service's result, by reference (its body is read afterwards).
+    pub fn from_ref<B>(result: &Result<Response<B>, BoxError>) -> Reply {
         match result {
             Ok(resp) => {
                 let reset_after = resp
@@ -735,17 +812,31 @@ where
     all
 }
 
-/// Drives a tower service.
+/// Drives a tower service. Every response body is read to its end, as a caller does: that
+/// is when tower-quota's classification layer sees a response's usage and corrects the
+/// token reservation.
 async fn drive_service<S, B>(sc: &Scenario, t0: Instant, svc: S) -> Vec<Done>
 where
     S: Service<Request<Full<Bytes>>, Response = Response<B>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
 {
+    use http_body_util::BodyExt;
     let sc = Arc::new(sc.clone());
     drive(sc.requests, sc.concurrency, t0, move |index| {
         let (svc, sc) = (svc.clone(), sc.clone());
-        async move { Reply::from_result(svc.oneshot(sc.request(index)).await.map_err(Into::into)) }
+        async move {
+            let result = svc.oneshot(sc.request(index)).await.map_err(Into::into);
+            let reply = Reply::from_ref(&result);
+            if let Ok(resp) = result {
+                // What the body says is not the harness's business; that it is read is.
+                let _ = resp.into_body().collect().await;
+            }
+            reply
+        }
     })
     .await
 }
@@ -811,10 +902,12 @@ pub async fn run(sc: &Scenario, strategy: Strategy) -> Run {
                 .service(sim.clone());
             drive_service(sc, t0, svc).await
         }
-        Strategy::TowerQuotaEstimate => {
-            // The client's token quota mirrors the server's (30 000 per minute); the cost of a
-            // request is the harness's estimate, read from its header. Replace this
-            // `with_cost` by the built-in body-based cost with reconciliation when it lands.
+        Strategy::TowerQuotaTokens(reconcile) => {
+            // The client's token quota mirrors the server's (30 000 per minute). No cost
+            // function: the RetryAfterLayer reads each JSON body once, the limiter reserves
+            // the built-in estimate (prompt bytes / 3.5 + per-message overhead, and
+            // `max_tokens`), and the classification layer reads the usage as the body streams
+            // through to the harness, which reads every body to its end.
             let tpm = sc.sim_tier.token_limits().first().map_or(0, |l| l.tokens());
             let tier = sc.client_tier.clone().with_quota(
                 Quota::new(tpm, scale(Duration::from_secs(60), sc.minute))
@@ -830,13 +923,7 @@ pub async fn run(sc: &Scenario, strategy: Strategy) -> Run {
                     RateLimitLayer::new(tier)
                         .key_by(KeyBy::Model)
                         .with_wall_clock(wall.clone())
-                        .with_cost(|head| {
-                            head.headers
-                                .get(ESTIMATE_HEADER)
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| v.parse().ok())
-                                .unwrap_or(1)
-                        }),
+                        .with_reconcile(reconcile),
                 )
                 .layer(QuotaClassifyLayer::default().with_clock(wall))
                 .service(sim.clone());
@@ -1116,6 +1203,7 @@ impl Run {
                 );
             }
         }
+        let mut optimum = self.scenario.optimum_at(self.sim.wall_time_at(self.t0));
         let (mut token_use, mut tokens_counted) = (None, None);
         if self.scenario.workload.is_some() {
             if let Some(limit) = self.sim.accounts()[0].tier().token_limits().first() {
@@ -1123,6 +1211,11 @@ impl Run {
                 let span = self.done.iter().map(|d| d.end).max().unwrap_or_default();
                 tokens_counted = Some(counted);
                 token_use = Some(counted as f64 / limit.allowed_over(span) as f64);
+                // A server that counts the real usage: the least time for what it counted in
+                // this run (the completions' lengths are drawn per admission).
+                if !self.scenario.counts_reservation() && counted > 0 {
+                    optimum = self.scenario.token_optimum(counted).unwrap_or(optimum);
+                }
             }
         }
         Figures {
@@ -1132,7 +1225,7 @@ impl Run {
             wasted,
             early,
             makespan,
-            optimum: self.scenario.optimum_at(self.sim.wall_time_at(self.t0)) * f,
+            optimum: optimum * f,
             p50: pct(0.50),
             p99: pct(0.99),
             after_cap,
