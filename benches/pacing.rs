@@ -171,7 +171,7 @@ fn main() {
          function**: the built-in cost, read from each request's JSON body by the \
          `RetryAfterLayer` — the prompt's bytes / 3.5 plus 3 per message and 3 for the reply, \
          and `max_tokens` for the answer — with `Reconcile::Off` (the reservation stays), \
-         `Reconcile::ChargeOnly` (what fits a server that counts `max_tokens`: (j)) and \
+         `Reconcile::KeepMaxTokens` (what fits a server that counts `max_tokens`: (j)) and \
          `Reconcile::Usage` (what fits a server that counts the real usage: (k)); the harness \
          reads every response body to its end, when the classification layer hands the \
          usage to the limiter.\n\n\

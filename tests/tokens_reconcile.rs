@@ -29,6 +29,8 @@ const RESERVED: u64 = 206 + 4000;
 
 const JSON_OK: &str = r#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":300,"total_tokens":550}}"#;
 
+const JSON_SMALL_PROMPT: &str = r#"{"id":"c2","object":"chat.completion","choices":[],"usage":{"prompt_tokens":150,"completion_tokens":30,"total_tokens":180}}"#;
+
 const SSE_OK: &str = "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
 data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":250,\"completion_tokens\":120,\"total_tokens\":370}}\n\n\
 data: [DONE]\n\n";
@@ -149,13 +151,22 @@ async fn a_body_dropped_unread_keeps_the_reservation() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn charge_only_never_refunds_and_off_keeps_the_reservation() {
-    let layer = QuotaLayer::new(tpm()).with_reconcile(Reconcile::ChargeOnly);
+async fn keep_max_tokens_corrects_the_input_only_and_off_keeps_the_reservation() {
+    let layer = QuotaLayer::new(tpm()).with_reconcile(Reconcile::KeepMaxTokens);
     let (limiter, _, _) =
         through_tower(layer, answer(200, "application/json", JSON_OK), true).await;
     // The input was underestimated (250 > 206): charged; the output (300 < 4000) is not
     // given back, as OpenAI counts max_tokens.
     assert_eq!(used(&limiter).await, 250 + 4000);
+    // An overestimated input (150 < 206) is given back; the output still is not.
+    let layer = QuotaLayer::new(tpm()).with_reconcile(Reconcile::KeepMaxTokens);
+    let (limiter, _, _) = through_tower(
+        layer,
+        answer(200, "application/json", JSON_SMALL_PROMPT),
+        true,
+    )
+    .await;
+    assert_eq!(used(&limiter).await, 150 + 4000);
 
     let layer = QuotaLayer::new(tpm()).with_reconcile(Reconcile::Off);
     let (limiter, _, _) =

@@ -249,11 +249,11 @@ impl Scenario {
             .is_some_and(|l| l.counting() == Counting::Reserve)
     }
 
-    /// The reconciliation that fits the server: [`Reconcile::ChargeOnly`] for one that counts
+    /// The reconciliation that fits the server: [`Reconcile::KeepMaxTokens`] for one that counts
     /// the reservation, [`Reconcile::Usage`] for one that counts the real usage.
     pub fn fitting_reconcile(&self) -> Reconcile {
         if self.counts_reservation() {
-            Reconcile::ChargeOnly
+            Reconcile::KeepMaxTokens
         } else {
             Reconcile::Usage
         }
@@ -673,7 +673,7 @@ impl Strategy {
         Strategy::Governor,
         Strategy::TowerQuota,
         Strategy::TowerQuotaTokens(Reconcile::Off),
-        Strategy::TowerQuotaTokens(Reconcile::ChargeOnly),
+        Strategy::TowerQuotaTokens(Reconcile::KeepMaxTokens),
         Strategy::TowerQuotaTokens(Reconcile::Usage),
     ];
 
@@ -688,8 +688,8 @@ impl Strategy {
             Strategy::TowerQuotaTokens(Reconcile::Off) => {
                 "tower-quota + token quota, built-in cost, no reconciliation"
             }
-            Strategy::TowerQuotaTokens(Reconcile::ChargeOnly) => {
-                "tower-quota + token quota, built-in cost, reconciled `ChargeOnly`"
+            Strategy::TowerQuotaTokens(Reconcile::KeepMaxTokens) => {
+                "tower-quota + token quota, built-in cost, reconciled `KeepMaxTokens`"
             }
             Strategy::TowerQuotaTokens(_) => {
                 "tower-quota + token quota, built-in cost, reconciled `Usage`"
@@ -706,7 +706,7 @@ impl Strategy {
             Strategy::ReqwestRetry => "#8e24aa",
             Strategy::TowerQuota => "#1e88e5",
             Strategy::TowerQuotaTokens(Reconcile::Off) => "#00897b",
-            Strategy::TowerQuotaTokens(Reconcile::ChargeOnly) => "#43a047",
+            Strategy::TowerQuotaTokens(Reconcile::KeepMaxTokens) => "#43a047",
             Strategy::TowerQuotaTokens(_) => "#3949ab",
         }
     }

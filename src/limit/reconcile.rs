@@ -26,9 +26,10 @@ pub enum Reconcile {
     /// the estimate missed (the default).
     #[default]
     Usage,
-    /// Only charge what the estimate missed, never refund: for servers that count the
-    /// reservation itself (OpenAI counts `max_tokens`).
-    ChargeOnly,
+    /// Correct the input to the usage both ways, keep the output reserved (charging only
+    /// what passed it): for servers that count the prompt as their tokenizer does plus the
+    /// request's `max_tokens` whatever the completion — OpenAI.
+    KeepMaxTokens,
     /// Keep the reservation as it was.
     Off,
 }
@@ -101,10 +102,11 @@ impl UsageHook {
             return;
         };
         let (u_in, u_out) = (usage.counted_input(), usage.output);
-        let refund = p.mode == Reconcile::Usage && end == BodyEnd::Complete;
-        let actual = match p.mode {
-            Reconcile::Off => return,
-            _ if refund => Cost::tokens(u_in, u_out),
+        let actual = match (p.mode, end) {
+            (Reconcile::Off, _) => return,
+            (Reconcile::Usage, BodyEnd::Complete) => Cost::tokens(u_in, u_out),
+            (Reconcile::KeepMaxTokens, BodyEnd::Complete) => Cost::tokens(u_in, u_out.max(r_out)),
+            // A body cut short reported a lower bound: charge, never refund.
             _ => Cost::tokens(u_in.max(r_in), u_out.max(r_out)),
         };
         if let Some(learning) = p
