@@ -35,6 +35,24 @@ use std::sync::Arc;
 
 use super::key::{Key, KeySecret};
 
+/// The setters every store request has beside its constructor: the wall clock's reading and
+/// the margin (both default to the constructor's `now` and zero).
+macro_rules! clock_setters {
+    () => {
+        /// Sets the wall clock's reading.
+        pub fn with_wall(mut self, wall: u64) -> Self {
+            self.wall = wall;
+            self
+        }
+
+        /// Sets the margin.
+        pub fn with_margin(mut self, margin: u64) -> Self {
+            self.margin = margin;
+            self
+        }
+    };
+}
+
 /// The future a [`Store`] returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -128,17 +146,7 @@ impl<'a> AcquireRequest<'a> {
         }
     }
 
-    /// Sets the wall clock's reading.
-    pub fn with_wall(mut self, wall: u64) -> Self {
-        self.wall = wall;
-        self
-    }
-
-    /// Sets the margin.
-    pub fn with_margin(mut self, margin: u64) -> Self {
-        self.margin = margin;
-        self
-    }
+    clock_setters!();
 }
 
 /// What a response taught about a key: every [`Update`] of one response, applied together
@@ -173,17 +181,7 @@ impl<'a> UpdateRequest<'a> {
         }
     }
 
-    /// Sets the wall clock's reading.
-    pub fn with_wall(mut self, wall: u64) -> Self {
-        self.wall = wall;
-        self
-    }
-
-    /// Sets the margin.
-    pub fn with_margin(mut self, margin: u64) -> Self {
-        self.margin = margin;
-        self
-    }
+    clock_setters!();
 }
 
 /// A look at a key's state (nothing recorded).
@@ -214,17 +212,7 @@ impl<'a> SnapshotRequest<'a> {
         }
     }
 
-    /// Sets the wall clock's reading.
-    pub fn with_wall(mut self, wall: u64) -> Self {
-        self.wall = wall;
-        self
-    }
-
-    /// Sets the margin.
-    pub fn with_margin(mut self, margin: u64) -> Self {
-        self.margin = margin;
-        self
-    }
+    clock_setters!();
 }
 
 /// What [`Store::acquire`] decided.
