@@ -473,6 +473,12 @@ fn config_b(up: &str) -> String {
         &format!("{up}/ok"),
         ", rpm: 6",
     );
+    c += &deployment(
+        "tpm-cap",
+        "anthropic/claude-x",
+        &format!("{up}/ok"),
+        ", tpm: 10",
+    );
     c += "litellm_settings:\n  num_retries: 0\n  telemetry: false\n";
     c += "router_settings:\n  num_retries: 0\n  routing_strategy: usage-based-routing-v2\n  enable_pre_call_checks: true\n";
     c += &general("");
@@ -922,6 +928,16 @@ async fn capture_b(raw: &RawClient, b: &Proxy) -> Vec<Capture> {
     // Until refused: a new clock minute may have begun since.
     let (_, refused) = until_refused(raw, v2.on(MESSAGES), 6, none).await;
     out.push(named(refused, "router_v2_rpm_messages"));
+
+    // usage-based-routing-v2: a deployment's tpm, counted from the usage of the answers (6
+    // tokens each) in the clock minute.
+    let v2_tpm = Ask::new(
+        b,
+        "router usage-based-routing-v2, enable_pre_call_checks, deployment tpm: 10",
+    )
+    .model("tpm-cap");
+    let (_, refused) = until_refused(raw, v2_tpm, 8, Duration::from_millis(300)).await;
+    out.push(named(refused, "router_v2_tpm_chat"));
 
     // The legacy key limiter: per clock minute.
     let rpm = Ask::new(b, "legacy key limiter (LEGACY_MULTI_INSTANCE_RATE_LIMITING=true), custom-auth key with rpm_limit: 2");
