@@ -153,6 +153,31 @@ impl Quota {
         Quota::calendar(limit, Duration::from_secs(86_400))
     }
 
+    /// At most `limit` tokens, input and output together, per rolling minute (OpenAI's TPM,
+    /// LiteLLM's `tpm`): `Quota::per_minute(limit).with_dimension(Dimension::Tokens)`.
+    ///
+    /// ```
+    /// use tower_quota::headers::Dimension;
+    /// use tower_quota::Quota;
+    ///
+    /// assert_eq!(Quota::tokens_per_minute(30_000).dimension(), &Dimension::Tokens);
+    /// assert_eq!(Quota::input_tokens_per_minute(450_000).dimension(), &Dimension::InputTokens);
+    /// assert_eq!(Quota::output_tokens_per_minute(90_000).dimension(), &Dimension::OutputTokens);
+    /// ```
+    pub fn tokens_per_minute(limit: u64) -> Quota {
+        Quota::per_minute(limit).with_dimension(Dimension::Tokens)
+    }
+
+    /// At most `limit` input tokens per rolling minute (Anthropic's ITPM, LiteLLM's `itpm`).
+    pub fn input_tokens_per_minute(limit: u64) -> Quota {
+        Quota::per_minute(limit).with_dimension(Dimension::InputTokens)
+    }
+
+    /// At most `limit` output tokens per rolling minute (Anthropic's OTPM, LiteLLM's `otpm`).
+    pub fn output_tokens_per_minute(limit: u64) -> Quota {
+        Quota::per_minute(limit).with_dimension(Dimension::OutputTokens)
+    }
+
     /// Sets what the quota counts. [`Dimension::Requests`] (the default) costs 1 per
     /// admission; any other dimension counts the request's weight.
     pub fn with_dimension(mut self, dimension: Dimension) -> Quota {
