@@ -222,7 +222,7 @@ where
             };
             let then = 'attempt: {
                 let learn = match self.rate_limit.policy.admission(&head) {
-                    Some((acquire, learn)) => match acquire.await {
+                    Some((admit, learn)) => match admit.decide().await {
                         Ok(()) => learn,
                         Err(e) => break 'attempt run.error(acquire_error(e), replayable),
                     },

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
@@ -13,7 +14,8 @@ use tokio::time::Instant;
 use tower::util::Oneshot;
 
 use super::key::Key;
-use super::limiter::{Acquire, LearnOptions, Learning, Limiter};
+use super::layer::Policy;
+use super::limiter::{Acquire, Learning, Limiter};
 use super::quota::Tier;
 use super::reconcile::UsageHook;
 use super::BoxError;
@@ -21,16 +23,36 @@ use crate::classify::{Classification, Classify, Generic};
 
 /// What a front end needs to learn from an admitted attempt's response: made with the
 /// admission (`Policy::admission`), used once by [`observe`](Learn::observe).
+///
+/// It holds one reference count (the layer's policy, which holds the limiter and its tier):
+/// a tier is held only when a selector picked one.
 pub(crate) struct Learn {
-    pub(crate) limiter: Limiter,
+    pub(crate) policy: Arc<Policy>,
     pub(crate) key: Key,
-    pub(crate) tier: Tier,
-    pub(crate) options: LearnOptions,
+    /// The tier a selector picked; `None`: the limiter's own.
+    pub(crate) tier: Option<Tier>,
     /// For a token cost: the reservation to correct to the response's usage.
     pub(crate) hook: Option<UsageHook>,
 }
 
 impl Learn {
+    /// The limiter.
+    pub(crate) fn limiter(&self) -> &Limiter {
+        &self.policy.limiter
+    }
+
+    /// Whether the time of admission matters: for the learned margin (round trips), or to
+    /// correct a token reservation as of its admission.
+    pub(crate) fn wants_time(&self) -> bool {
+        self.hook.is_some() || self.policy.limiter.learns_margin()
+    }
+
+    fn tier(&self) -> &Tier {
+        self.tier
+            .as_ref()
+            .unwrap_or_else(|| self.policy.limiter.tier())
+    }
+
     /// The request was admitted at `at`.
     pub(crate) fn admitted(&self, at: Instant) {
         if let Some(hook) = &self.hook {
@@ -50,9 +72,18 @@ impl Learn {
         admitted: Instant,
         classification: &Classification,
     ) -> Option<Learning> {
-        self.limiter.observe_round_trip(admitted);
-        self.limiter
-            .learn(self.key, &self.tier, classification, self.options)
+        self.limiter().observe_round_trip(admitted);
+        self.teach(classification)
+    }
+
+    /// What the classification teaches the limiter (the round trip apart).
+    fn teach(self, classification: &Classification) -> Option<Learning> {
+        self.limiter().learn(
+            self.key,
+            self.tier(),
+            classification,
+            self.policy.learn_options(),
+        )
     }
 }
 
@@ -102,8 +133,12 @@ where
 {
     /// Admitted: drives a clone of the inner service ready, then calls it.
     pub(crate) fn calling(inner: S, req: Request<B>, learn: Option<Learn>) -> Self {
-        let now = Instant::now();
-        if let Some(l) = &learn {
+        // The clock is read only for what needs the time of admission.
+        let now = learn
+            .as_ref()
+            .filter(|l| l.wants_time())
+            .map(|_| Instant::now());
+        if let (Some(l), Some(now)) = (&learn, now) {
             l.admitted(now);
         }
         ResponseFuture {
@@ -111,7 +146,7 @@ where
                 fut: Oneshot::new(inner, req),
             },
             learn,
-            admitted: Some(now),
+            admitted: now,
         }
     }
 
@@ -178,8 +213,7 @@ where
                     let Some(learn) = this.learn.take() else {
                         return Poll::Ready(Ok(resp));
                     };
-                    let admitted = this.admitted.take().unwrap_or_else(Instant::now);
-                    let (resp, pending) = learn_from(learn, admitted, resp);
+                    let (resp, pending) = learn_from(learn, *this.admitted, resp);
                     match pending {
                         None => return Poll::Ready(Ok(resp)),
                         Some(fut) => this.state.set(State::Learning {
@@ -204,27 +238,29 @@ where
 /// is attached) and hands it to the limiter.
 fn learn_from<RB>(
     learn: Learn,
-    admitted: Instant,
+    admitted: Option<Instant>,
     resp: Response<RB>,
 ) -> (Response<RB>, Option<Learning>) {
+    if let Some(at) = admitted {
+        learn.limiter().observe_round_trip(at);
+    }
     if let Some(c) = resp.extensions().get::<Classification>() {
-        let pending = learn.observe(admitted, c);
+        let pending = learn.teach(c);
         return (resp, pending);
     }
-    // Nothing to learn from a success that carries no rate-limit header (the common case)
-    // but its round trip: skip classifying it.
+    // Nothing to learn from a success that carries no rate-limit header (the common case):
+    // skip classifying it.
     if resp.status().is_success()
         && !resp
             .headers()
             .keys()
             .any(|name| name.as_str().contains("ratelimit"))
     {
-        learn.limiter.observe_round_trip(admitted);
         return (resp, None);
     }
     let (parts, body) = resp.into_parts();
-    let c = Generic.classify_at(&parts, &[], learn.limiter.now_wall());
-    let pending = learn.observe(admitted, &c);
+    let c = Generic.classify_at(&parts, &[], learn.limiter().now_wall());
+    let pending = learn.teach(&c);
     (Response::from_parts(parts, body), pending)
 }
 

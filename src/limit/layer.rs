@@ -7,6 +7,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 use super::cost::{Cost, DEFAULT_MAX_TOKENS};
+use super::error::AcquireError;
 use super::future::Learn;
 use super::key::{KeyBy, KeySecret, RequestHead};
 use super::limiter::{Acquire, LearnOptions, Limiter, Mode};
@@ -53,13 +54,18 @@ impl Policy {
     /// [`Acquire`] to await and what to learn from its response — or `None` when its tier
     /// selector lets it through unlimited. Shared by the tower service and the reqwest
     /// middleware.
-    pub(crate) fn admission(&self, head: &RequestHead<'_>) -> Option<(Acquire, Option<Learn>)> {
-        let tier = match &self.tiers {
-            Some(select) => select(head)?,
-            None => self.limiter.tier().clone(),
+    pub(crate) fn admission(
+        self: &Arc<Self>,
+        head: &RequestHead<'_>,
+    ) -> Option<(Admit, Option<Learn>)> {
+        // The limiter's own tier is borrowed: no reference count touched on the way.
+        let selected = match &self.tiers {
+            Some(select) => Some(select(head)?),
+            None => None,
         };
+        let tier = selected.as_ref().unwrap_or_else(|| self.limiter.tier());
         let key = self.key_by.key_with(head, self.limiter.key_secret());
-        let cost = self.cost_of(head, &tier);
+        let cost = self.cost_of(head, tier);
         // A token cost is corrected to the usage the response reports.
         let hook = (self.learn
             && self.reconcile != Reconcile::Off
@@ -73,14 +79,20 @@ impl Policy {
                 self.reconcile,
             )
         });
-        let learn = self.learn.then(|| Learn {
-            limiter: self.limiter.clone(),
+        // Most requests are decided at once, without a future.
+        let admit = match self.limiter.admit_now(key, tier, &cost) {
+            Some(decided) => Admit::Now(decided),
+            None => Admit::Wait(self.limiter.acquire_tier(key, tier.clone(), cost)),
+        };
+        // Nothing to learn from a request that is not sent.
+        let sent = !matches!(admit, Admit::Now(Err(_)));
+        let learn = (self.learn && sent).then(|| Learn {
+            policy: Arc::clone(self),
             key,
-            tier: tier.clone(),
-            options: self.learn_options(),
+            tier: selected,
             hook,
         });
-        Some((self.limiter.acquire_tier(key, tier, cost), learn))
+        Some((admit, learn))
     }
 
     /// What `head` costs under `tier`: the cost function's figure; else, for a tier that
@@ -92,6 +104,24 @@ impl Policy {
         match head.extensions.get::<RequestFacts>() {
             Some(facts) if tier.counts_tokens() => Cost::estimate(facts, self.default_max_tokens),
             _ => Cost::default(),
+        }
+    }
+}
+
+/// A request's admission: decided at once, or a future to await.
+pub(crate) enum Admit {
+    /// Decided without waiting.
+    Now(Result<(), AcquireError>),
+    /// To wait for.
+    Wait(Acquire),
+}
+
+impl Admit {
+    /// The decision, waited for if it must be.
+    pub(crate) async fn decide(self) -> Result<(), AcquireError> {
+        match self {
+            Admit::Now(decided) => decided,
+            Admit::Wait(acquire) => acquire.await,
         }
     }
 }

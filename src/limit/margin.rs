@@ -117,7 +117,9 @@ impl Margin {
         s.rtts[i] = rtt_ns;
         s.next = (i + 1) % SAMPLES;
         s.len = (s.len + 1).min(SAMPLES);
-        if s.len >= 2 {
+        // The percentiles move slowly once the samples are many: recomputed every eighth
+        // round trip then (a sort of 64 under the lock is the cost of every response).
+        if s.len >= 2 && (s.len < SAMPLES || s.next.is_multiple_of(8)) {
             let mut sorted = s.rtts;
             let sorted = &mut sorted[..s.len];
             sorted.sort_unstable();
@@ -126,6 +128,11 @@ impl Margin {
             s.spread = hi - lo;
         }
         self.publish(&mut s, now);
+    }
+
+    /// Whether the margin is learned at all (not in reject mode, nor when turned off).
+    pub(crate) fn learns(&self) -> bool {
+        self.learn
     }
 
     /// A rate-limited answer the windows did not predict, at `now`.

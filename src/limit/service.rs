@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::key::RequestHead;
-use super::layer::Policy;
+use super::layer::{Admit, Policy};
 use super::limiter::Limiter;
 use super::BoxError;
 
@@ -74,7 +74,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
-        let Some((mut acquire, learn)) = self.policy.admission(&RequestHead::of(&req)) else {
+        let Some((admit, learn)) = self.policy.admission(&RequestHead::of(&req)) else {
             return ResponseFuture::calling(inner, req, None);
         };
         // The classification layer below takes it, to correct a token reservation to the
@@ -82,13 +82,19 @@ where
         if let Some(hook) = learn.as_ref().and_then(|l| l.hook.clone()) {
             req.extensions_mut().insert(hook);
         }
-        // Most requests are admissible at once: decide now, with a no-op waker (a pending
-        // `Acquire` re-registers the real waker when the response future polls it).
-        let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut acquire).poll(&mut cx) {
-            Poll::Ready(Ok(())) => ResponseFuture::calling(inner, req, learn),
-            Poll::Ready(Err(e)) => ResponseFuture::failed(e.into_box()),
-            Poll::Pending => ResponseFuture::waiting(acquire, inner, req, learn),
+        match admit {
+            Admit::Now(Ok(())) => ResponseFuture::calling(inner, req, learn),
+            Admit::Now(Err(e)) => ResponseFuture::failed(e.into_box()),
+            Admit::Wait(mut acquire) => {
+                // Decide now if the store can, with a no-op waker (a pending `Acquire`
+                // re-registers the real waker when the response future polls it).
+                let mut cx = Context::from_waker(Waker::noop());
+                match Pin::new(&mut acquire).poll(&mut cx) {
+                    Poll::Ready(Ok(())) => ResponseFuture::calling(inner, req, learn),
+                    Poll::Ready(Err(e)) => ResponseFuture::failed(e.into_box()),
+                    Poll::Pending => ResponseFuture::waiting(acquire, inner, req, learn),
+                }
+            }
         }
     }
 }

@@ -540,6 +540,22 @@ impl KeyWindows {
         idle
     }
 
+    /// When [`compact`](Self::compact) would empty every log (each log's newest entry plus
+    /// twice its window), 0 when no log holds entries: a sweep compacts only then, and passes
+    /// a key whose logs still count without touching them.
+    pub(crate) fn logs_expire_at(&self) -> u64 {
+        self.windows
+            .as_slice()
+            .iter()
+            .filter_map(|w| {
+                let e = w.ext.as_ref()?;
+                let last = e.entries.back()?.last;
+                Some(last.saturating_add(e.window.saturating_mul(2)))
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Drops the log entries that expired by `now` and the buffers left empty, for a sweep
     /// that knows no quota: with twice the window (and margin) each log was last used with,
     /// since the margin may have grown since (a learned margin stays under a twentieth of

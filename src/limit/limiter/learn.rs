@@ -382,6 +382,11 @@ const MAX_LEARNED_KEYS: usize = 100_000;
 
 impl Learned {
     /// The tier in force for `store_key`: the learned one, else `configured`.
+    /// Whether no tier was learned for any key (the common case: one atomic read).
+    pub(super) fn none(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
+    }
+
     pub(super) fn in_force(&self, store_key: Key, configured: Tier) -> Tier {
         if !self.any.load(Ordering::Acquire) {
             return configured;

@@ -299,7 +299,15 @@ impl Limiter {
     }
 
     /// A round trip from admission to response, for the learned margin.
+    /// Whether the margin is learned (from round trips and surprises).
+    pub(crate) fn learns_margin(&self) -> bool {
+        self.shared.margin.learns()
+    }
+
     pub(crate) fn observe_round_trip(&self, admitted: Instant) {
+        if !self.shared.margin.learns() {
+            return;
+        }
         let now = Instant::now();
         self.shared.margin.observe_rtt(
             dur_ns(now.saturating_duration_since(admitted)),
@@ -416,6 +424,52 @@ impl Limiter {
         Acquire::new(self, key, tier, cost)
     }
 
+    /// The decision on `key` under `tier` when it can be made now without a future — the
+    /// store answers at once, nobody waits on the key, and the answer is final (admitted, a
+    /// refusal in reject mode, a cost that never fits, a store error) — else `None`, and the
+    /// caller awaits an [`Acquire`], which decides the same way. The common case of a front
+    /// end: no future, no reference count touched.
+    pub(crate) fn admit_now(
+        &self,
+        key: Key,
+        tier: &Tier,
+        cost: &Cost,
+    ) -> Option<Result<(), AcquireError>> {
+        let s = &*self.shared;
+        let store_key = key.with_tier(tier.id());
+        if s.gates.has_waiters(store_key) {
+            return None;
+        }
+        let learned;
+        let tier = if s.learned.none() {
+            tier
+        } else {
+            learned = s.learned.in_force(store_key, tier.clone());
+            &learned
+        };
+        let costs = tier.costs(cost);
+        let t = self.times(tier, Instant::now());
+        match self.ask_now(tier, store_key, costs.as_slice(), t)? {
+            Ok(Decision::Admitted) => Some(Ok(())),
+            Ok(Decision::NotBefore(t)) if s.config.mode == Mode::Reject => Some(Err(limited(
+                key,
+                tier,
+                Reason::Rejected,
+                Some(self.to_instant(t)),
+            ))),
+            Ok(Decision::NotBefore(_)) => None,
+            Ok(Decision::Exceeds { quota, limit }) => {
+                Some(Err(AcquireError::CostExceedsLimit(CostExceedsLimit {
+                    tier: tier.clone(),
+                    quota,
+                    cost: costs.as_slice().get(quota).copied().unwrap_or(0),
+                    limit,
+                })))
+            }
+            Err(e) => Some(Err(AcquireError::Store(e))),
+        }
+    }
+
     /// Admits `key` under the default tier *now* or fails at once, without a future — the
     /// counterpart of governor's `check`. It respects the queue: if requests of this
     /// process wait on the key, it fails with [`RateLimited`] (reason
@@ -426,7 +480,14 @@ impl Limiter {
         // A tier without quotas still goes to the store: what was learned from the server
         // (cooldowns, pauses until a reset, quotas) holds for it too.
         let store_key = key.with_tier(s.config.tier.id());
-        let tier = &s.learned.in_force(store_key, s.config.tier.clone());
+        // The configured tier, borrowed (no reference count touched) unless one was learned.
+        let learned;
+        let tier = if s.learned.none() {
+            &s.config.tier
+        } else {
+            learned = s.learned.in_force(store_key, s.config.tier.clone());
+            &learned
+        };
         if s.gates.has_waiters(store_key) {
             return Err(limited(key, tier, Reason::Rejected, None));
         }

@@ -68,6 +68,10 @@ struct Slot {
     key: u64,
     /// When the windows stop mattering (see [`KeyWindows::idle_at`]).
     idle_at: u64,
+    /// When the sweep may empty the key's logs (see [`KeyWindows::logs_expire_at`]); 0: no
+    /// log holds entries. Kept here so that the sweep passes live keys without reaching
+    /// into their windows.
+    compact_at: u64,
     windows: KeyWindows,
 }
 
@@ -112,7 +116,9 @@ impl MemoryStore {
                 if shard.slots[i].idle_at <= now {
                     shard.remove(i);
                 } else {
-                    shard.slots[i].windows.compact(now);
+                    let slot = &mut shard.slots[i];
+                    slot.windows.compact(now);
+                    slot.compact_at = slot.windows.logs_expire_at();
                     i += 1;
                 }
             }
@@ -169,6 +175,7 @@ impl MemoryStore {
         let slot = &mut shard.slots[i];
         let out = f(&mut slot.windows);
         slot.idle_at = slot.windows.idle_at(quotas, t, margin);
+        slot.compact_at = slot.windows.logs_expire_at();
         shard.marks[i / 64] |= 1 << (i % 64);
         out
     }
@@ -181,6 +188,7 @@ impl Shard {
         self.slots.push(Slot {
             key,
             idle_at: 0,
+            compact_at: 0,
             windows: KeyWindows::default(),
         });
         if i / 64 >= self.marks.len() {
@@ -231,7 +239,11 @@ impl Shard {
                 self.remove(i);
                 dropped += 1;
             } else {
-                self.slots[i].windows.compact(now);
+                let slot = &mut self.slots[i];
+                if slot.compact_at != 0 && slot.compact_at <= now {
+                    slot.windows.compact(now);
+                    slot.compact_at = slot.windows.logs_expire_at();
+                }
                 self.hand = (i + 1) % self.slots.len();
                 passed += 1;
             }
