@@ -60,7 +60,7 @@ fn run(status: u16, headers: HeaderMap, stream: Stream, max_body: usize) {
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     let mut resp = Some(resp);
-    let inner = tower::service_fn(move |_: ()| {
+    let inner = tower::service_fn(move |_: http::Request<()>| {
         let resp = resp.take().expect("one call");
         std::future::ready(Ok::<_, std::convert::Infallible>(resp))
     });
@@ -69,7 +69,7 @@ fn run(status: u16, headers: HeaderMap, stream: Stream, max_body: usize) {
         .layer(inner);
 
     let polls = 64 + 8 * stream.pieces.len();
-    let resp = block_on(svc.call(()), polls).expect("infallible");
+    let resp = block_on(svc.call(http::Request::new(())), polls).expect("infallible");
     assert!(resp.extensions().get::<Classification>().is_some());
     assert_eq!(resp.status(), status);
 
