@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::json::{self, contains_ci, str_at};
 use super::{auto, Classification, Classify, QuotaClass, Scope};
+use crate::headers::{Dimension, RateLimitInfo, RateLimitWindow};
 
 /// Classifies LiteLLM proxy responses: `{"error": {"message", "type", "param", "code": "429"}}`
 /// (`code` is a string) on `/v1/chat/completions`, and Anthropic's shape
@@ -178,7 +179,67 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         let now = c.classified_at();
         c.set_retry_after(json::delay_in_message(message).or_else(|| resets_at(message, now)));
     }
+    // The proxy's request count when it refused, below its configured `rpm`: what it really
+    // admits per window (its router admits N − 1 for `rpm: N`). The limiter adopts it.
+    if c.class() == QuotaClass::RateLimited {
+        if let Some(admits) = admitted_rpm(message) {
+            let mut w = RateLimitWindow::new(Dimension::Requests);
+            w.limit = Some(admits);
+            w.remaining = Some(0);
+            w.reset = c.retry_after();
+            c.rate_limit_mut()
+                .merge(RateLimitInfo::from_windows(vec![w]));
+        }
+    }
     true
+}
+
+/// The requests per window the proxy really admits, from a refusal on `rpm` that names its
+/// count: the legacy key limiter's "current rpm: X, rpm limit: Y, current tpm: …, tpm limit:
+/// None…", the router's "Deployments={'…': {'current_tpm': …, 'tpm_limit': inf,
+/// 'current_rpm': X, 'rpm_limit': Y}}". `Some(X)` when X < Y and nothing else refused it: no
+/// token limit (`None`, `inf`, or the limiter's "no limit" `i64::MAX`), no parallel request
+/// at its limit, one deployment.
+fn admitted_rpm(message: &str) -> Option<u64> {
+    /// The number (or "no limit") after `marker`.
+    fn after(message: &str, marker: &str) -> Option<Option<u64>> {
+        let at = message.find(marker)? + marker.len();
+        let rest = &message[at..];
+        let end = rest
+            .find(|ch: char| !ch.is_ascii_alphanumeric())
+            .unwrap_or(rest.len());
+        Some(match &rest[..end] {
+            "None" | "inf" => None,
+            n => n.parse::<u64>().ok().filter(|&n| n < 1 << 53),
+        })
+    }
+    let (current, limit, tpm_limit) = if message.contains("'current_rpm': ") {
+        if message.matches("'current_rpm': ").count() != 1 {
+            return None;
+        }
+        (
+            after(message, "'current_rpm': ")?,
+            after(message, "'rpm_limit': ")?,
+            after(message, "'tpm_limit': ")?,
+        )
+    } else {
+        let parallel = after(message, "current max_parallel_requests: ")
+            .zip(after(message, ", max_parallel_requests: "));
+        if let Some((Some(now), Some(max))) = parallel {
+            if now >= max {
+                return None;
+            }
+        }
+        (
+            after(message, "current rpm: ")?,
+            after(message, "rpm limit: ")?,
+            after(message, "tpm limit: ").unwrap_or(None),
+        )
+    };
+    match (current, limit, tpm_limit) {
+        (Some(current), Some(limit), None) if current >= 1 && current < limit => Some(current),
+        _ => None,
+    }
 }
 
 /// The key limiter's "Limit resets at: 2026-11-28 19:05:29 UTC", as a delay from `now`: on
@@ -315,6 +376,30 @@ mod tests {
         ];
         for (message, want) in table {
             assert_eq!(upstream_provider(message), want, "{message}");
+        }
+    }
+
+    #[test]
+    fn what_the_proxy_really_admits() {
+        let table = [
+            // The router under usage-based-routing-v2, `rpm: 3` (LiteLLM 1.108.7).
+            ("litellm.RateLimitError: No deployments available for selected model. Passed model=rpm-cap. Deployments={'c7ba': {'current_tpm': 12, 'tpm_limit': inf, 'current_rpm': 2, 'rpm_limit': 3}}", Some(2)),
+            // Refused on its tpm: says nothing of the requests.
+            ("No deployments available for selected model. Passed model=tpm-cap. Deployments={'35': {'current_tpm': 6, 'tpm_limit': 10, 'current_rpm': 1, 'rpm_limit': inf}}", None),
+            // Two deployments: whose count?
+            ("Deployments={'a': {'current_tpm': 0, 'tpm_limit': inf, 'current_rpm': 1, 'rpm_limit': 3}, 'b': {'current_tpm': 0, 'tpm_limit': inf, 'current_rpm': 2, 'rpm_limit': 3}}", None),
+            // The legacy key limiter at its limit: nothing new.
+            ("LiteLLM Rate Limit Handler for rate limit type = key. Crossed TPM / RPM / Max Parallel Request Limit. current rpm: 2, rpm limit: 2, current tpm: 12, tpm limit: 9223372036854775807, current max_parallel_requests: 0, max_parallel_requests: 9223372036854775807", None),
+            // Refused on parallel requests, or on tokens.
+            ("Crossed TPM / RPM / Max Parallel Request Limit. current rpm: 1, rpm limit: 5, current tpm: 0, tpm limit: 9223372036854775807, current max_parallel_requests: 1, max_parallel_requests: 1", None),
+            ("Crossed TPM / RPM / Max Parallel Request Limit. current rpm: 2, rpm limit: 5, current tpm: 12, tpm limit: 10, current max_parallel_requests: 0, max_parallel_requests: 9223372036854775807", None),
+            // Below its limit, nothing else in the way: the proxy admits 19.
+            ("LiteLLM Rate Limit Handler for rate limit type = key. Crossed TPM, RPM Limit. current rpm: 19, rpm limit: 20, current tpm: 0, tpm limit: None", Some(19)),
+            ("current rpm: 0, rpm limit: 20, current tpm: 0, tpm limit: None", None),
+            ("Rate limit exceeded for api_key: ab. Limit type: requests. Current limit: 2, Remaining: 0.", None),
+        ];
+        for (message, want) in table {
+            assert_eq!(admitted_rpm(message), want, "{message}");
         }
     }
 
