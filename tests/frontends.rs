@@ -9,6 +9,9 @@
 //! virtual time.
 #![cfg(feature = "reqwest-middleware")]
 
+#[path = "support/answering.rs"]
+mod answering;
+
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use tower_quota::limit::Mode;
 use bytes::Bytes;
 use http::Extensions;
 use http_body_util::Full;
-use reqwest_middleware::{ClientBuilder, Middleware, Next};
+use reqwest_middleware::ClientBuilder;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 use tower_quota::classify::{Classification, QuotaClass};
@@ -30,6 +33,8 @@ use tower_quota::limit::{Key, RateLimited};
 use tower_quota::reqwest::QuotaMiddleware;
 use tower_quota::retry::{ReplayBody, RetryInfo, StopReason};
 use tower_quota::{Quota, QuotaLayer, RateLimitLayer, RetryAfterLayer, Tier};
+
+use answering::Answering;
 
 // === The scripted server ===
 
@@ -70,24 +75,6 @@ impl Script {
 
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
-    }
-}
-
-/// The scripted server as the last reqwest middleware.
-struct Server(Arc<Script>);
-
-#[async_trait::async_trait]
-impl Middleware for Server {
-    async fn handle(
-        &self,
-        _req: reqwest::Request,
-        _extensions: &mut Extensions,
-        _next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        match self.0.next() {
-            Ok(response) => Ok(reqwest::Response::from(response)),
-            Err(e) => Err(reqwest_middleware::Error::middleware(e)),
-        }
     }
 }
 
@@ -363,7 +350,10 @@ async fn through_reqwest(case: &Case) -> Outcome {
     (case.before)(layer.limiter());
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(QuotaMiddleware::from(layer))
-        .with(Server(script.clone()))
+        .with(Answering::new({
+            let script = script.clone();
+            move |_| script.next()
+        }))
         .build();
     let start = Instant::now();
     let result = client

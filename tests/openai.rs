@@ -6,8 +6,9 @@
 //! everything runs in paused tokio time.
 #![cfg(feature = "async-openai")]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+#[path = "support/answering.rs"]
+mod answering;
+
 use std::time::Duration;
 
 use async_openai::config::OpenAIConfig;
@@ -17,15 +18,15 @@ use async_openai::types::chat::{
     CreateChatCompletionRequestArgs,
 };
 use async_openai::Client;
-use bytes::Bytes;
-use http::Extensions;
-use reqwest_middleware::{ClientBuilder, Middleware, Next};
+use reqwest_middleware::ClientBuilder;
 use tokio::time::Instant;
 use tower_quota::headers::Dimension;
 use tower_quota::limit::{Key, Limiter, RateLimited};
 use tower_quota::openai::QuotaHttpService;
 use tower_quota::reqwest::QuotaMiddleware;
 use tower_quota::{Quota, QuotaLayer, Tier};
+
+use answering::{response, Answering};
 
 const COMPLETION: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1764300000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hi."},"finish_reason":"stop"}],"usage":{"prompt_tokens":40,"completion_tokens":12,"total_tokens":52}}"#;
 const LIMITED: &str = r#"{"error":{"message":"Rate limit reached for requests","type":"requests","code":"rate_limit_exceeded"}}"#;
@@ -34,53 +35,25 @@ const NO_QUOTA: &str = r#"{"error":{"message":"You exceeded your current quota, 
 /// A status, headers and a body.
 type Answer = (u16, &'static [(&'static str, &'static str)], &'static str);
 
-/// Answers in order (the last repeats), counting calls.
-struct Server {
-    answers: Vec<Answer>,
-    calls: Arc<AtomicUsize>,
-}
-
-#[async_trait::async_trait]
-impl Middleware for Server {
-    async fn handle(
-        &self,
-        _req: reqwest::Request,
-        _extensions: &mut Extensions,
-        _next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let (status, headers, body) = self.answers[n.min(self.answers.len() - 1)];
-        let mut b = http::Response::builder()
-            .status(status)
-            .header("content-type", "application/json");
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        Ok(reqwest::Response::from(
-            b.body(Bytes::from_static(body.as_bytes())).unwrap(),
-        ))
-    }
-}
-
-fn openai(
-    layer: QuotaLayer,
-    answers: Vec<Answer>,
-) -> (Client<OpenAIConfig>, Limiter, Arc<AtomicUsize>) {
+fn openai(layer: QuotaLayer, answers: Vec<Answer>) -> (Client<OpenAIConfig>, Limiter, Answering) {
     let limiter = layer.limiter().clone();
-    let calls = Arc::new(AtomicUsize::new(0));
+    let server = Answering::new(move |n| {
+        let (status, headers, body) = answers[n.min(answers.len() - 1)];
+        let mut r = response(status, headers, body);
+        r.headers_mut()
+            .insert("content-type", "application/json".parse().unwrap());
+        Ok(r)
+    });
     let http = ClientBuilder::new(reqwest::Client::new())
         .with(QuotaMiddleware::from(layer))
-        .with(Server {
-            answers,
-            calls: calls.clone(),
-        })
+        .with(server.clone())
         .build();
     let config = OpenAIConfig::new()
         .with_api_base("http://router.test/v1")
         .with_api_key("sk-test");
     let client = Client::with_config(config)
         .with_http_service(QuotaHttpService::from_client(http, limiter.clone()));
-    (client, limiter, calls)
+    (client, limiter, server)
 }
 
 fn request() -> CreateChatCompletionRequest {
@@ -105,7 +78,7 @@ async fn requests_are_paced_to_the_tier() {
         let answer = client.chat().create(request()).await.unwrap();
         assert_eq!(answer.choices[0].message.content.as_deref(), Some("Hi."));
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.calls(), 3);
     assert!(
         start.elapsed() >= Duration::from_secs(60),
         "{:?}",
@@ -125,7 +98,7 @@ async fn a_429_is_retried_after_the_servers_delay() {
     );
     let start = Instant::now();
     client.chat().create(request()).await.unwrap();
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(calls.calls(), 2);
     let elapsed = start.elapsed();
     assert!(elapsed >= Duration::from_secs(3) && elapsed <= Duration::from_millis(3_300));
 }
@@ -136,11 +109,7 @@ async fn insufficient_quota_is_not_retried() {
     let (client, _, calls) = openai(QuotaLayer::new(tier), vec![(429, &[], NO_QUOTA)]);
     let err = client.chat().create(request()).await.unwrap_err();
     assert!(matches!(err, OpenAIError::ApiError(_)), "{err:?}");
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "a quota error never succeeds on a retry"
-    );
+    assert_eq!(calls.calls(), 1, "a quota error never succeeds on a retry");
 }
 
 #[tokio::test(start_paused = true)]
@@ -157,7 +126,7 @@ async fn the_limiters_refusal_is_an_openai_error() {
         .downcast_ref::<RateLimited>()
         .expect("the limiter's error");
     assert_eq!(limited.retry_after(), Some(Duration::from_secs(60)));
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -3,20 +3,22 @@
 //! it streams to the caller, and the limiter's window ends up counting what the server said.
 #![cfg(feature = "reqwest-middleware")]
 
+#[path = "support/answering.rs"]
+mod answering;
+
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
-use http::Extensions;
 use http_body_util::{BodyExt, Full};
-use reqwest_middleware::{ClientBuilder, Middleware, Next};
+use reqwest_middleware::ClientBuilder;
 use tower::{Layer, ServiceExt};
 use tower_quota::headers::Dimension;
 use tower_quota::limit::{Key, Limiter, Reconcile};
 use tower_quota::reqwest::QuotaMiddleware;
 use tower_quota::retry::ReplayBody;
 use tower_quota::{Quota, QuotaLayer, Tier};
+
+use answering::Answering;
 
 /// 700 bytes of prompt: ⌈700 / 3.5⌉ + 3 for the message + 3 to prime the reply = 206 tokens.
 fn request_body() -> String {
@@ -194,33 +196,14 @@ async fn input_and_output_quotas_are_corrected_apart() {
 
 // === the reqwest middleware does the same ===
 
-struct Server(Arc<AtomicUsize>);
-
-#[async_trait::async_trait]
-impl Middleware for Server {
-    async fn handle(
-        &self,
-        _req: reqwest::Request,
-        _extensions: &mut Extensions,
-        _next: Next<'_>,
-    ) -> reqwest_middleware::Result<reqwest::Response> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(reqwest::Response::from(answer(
-            200,
-            "text/event-stream",
-            SSE_OK,
-        )))
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_reqwest_middleware_corrects_the_same_way() {
     let layer = QuotaLayer::new(tpm());
     let limiter = layer.limiter().clone();
-    let calls = Arc::new(AtomicUsize::new(0));
+    let server = Answering::new(|_| Ok(answer(200, "text/event-stream", SSE_OK)));
     let client = ClientBuilder::new(reqwest::Client::new())
         .with(QuotaMiddleware::from(layer))
-        .with(Server(calls.clone()))
+        .with(server.clone())
         .build();
     let response = client
         .post("http://router.test/v1/chat/completions")
@@ -232,7 +215,7 @@ async fn the_reqwest_middleware_corrects_the_same_way() {
     assert_eq!(used(&limiter).await, RESERVED);
     assert_eq!(response.bytes().await.unwrap(), SSE_OK.as_bytes());
     assert_eq!(used(&limiter).await, 370);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(server.calls(), 1);
 }
 
 /// A refund makes room at once: the request waiting at the head of the key's queue, asleep
