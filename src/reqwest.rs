@@ -184,7 +184,12 @@ where
         let mut run = Attempts::new(Arc::clone(&self.retry));
         // A JSON body in memory is read for the limiter (its model and token costs), as the
         // tower stack does.
-        if let Some(bytes) = req.body().and_then(::reqwest::Body::as_bytes) {
+        let read_facts = run.shared().read_facts;
+        if let Some(bytes) = req
+            .body()
+            .and_then(::reqwest::Body::as_bytes)
+            .filter(|_| read_facts)
+        {
             let hint = http_body::SizeHint::with_exact(bytes.len() as u64);
             let cap = crate::tokens::extract::MAX_FACTS_BYTES;
             if crate::tokens::extract::worth_reading(req.headers(), &hint, cap) {

@@ -378,8 +378,11 @@ impl<C, D> QuotaLayer<C, D> {
         D: Clone,
     {
         let clock = self.rate_limit.limiter().wall_clock();
+        let mut retry = self.retry.clone().with_clock(clock.clone());
+        // The body is read for the limiter only when its settings can use what it says.
+        retry.read_facts = self.rate_limit.policy.wants_facts();
         (
-            self.retry.clone().with_clock(clock.clone()),
+            retry,
             self.rate_limit.clone(),
             self.classify.clone().with_clock(clock),
         )

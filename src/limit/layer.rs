@@ -95,15 +95,26 @@ impl Policy {
         Some((admit, learn))
     }
 
+    /// Whether the request body's facts can matter: a tier selector or a key that may read
+    /// the model, or token quotas costed by the built-in estimate.
+    pub(crate) fn wants_facts(&self) -> bool {
+        self.tiers.is_some()
+            || self.key_by.keys_model()
+            || (self.cost.is_none() && self.limiter.tier().counts_tokens())
+    }
+
     /// What `head` costs under `tier`: the cost function's figure; else, for a tier that
     /// counts tokens and a request whose body was read, the built-in estimate; else 1.
     pub(crate) fn cost_of(&self, head: &RequestHead<'_>, tier: &Tier) -> Cost {
         if let Some(f) = &self.cost {
             return f(head);
         }
+        if !tier.counts_tokens() {
+            return Cost::default();
+        }
         match head.extensions.get::<RequestFacts>() {
-            Some(facts) if tier.counts_tokens() => Cost::estimate(facts, self.default_max_tokens),
-            _ => Cost::default(),
+            Some(facts) => Cost::estimate(facts, self.default_max_tokens),
+            None => Cost::default(),
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct RetryAfterLayer<D = Standard> {
     pub(crate) decide: D,
     pub(crate) seed: Option<u64>,
     pub(crate) clock: WallClock,
+    /// Whether a JSON body in memory is read for the limiter below (`tokens::RequestFacts`).
+    /// A `QuotaLayer` turns it off when its rate limit has no use for it.
+    pub(crate) read_facts: bool,
 }
 
 impl RetryAfterLayer {
@@ -49,6 +52,7 @@ impl RetryAfterLayer {
             decide: Standard,
             seed: None,
             clock: WallClock::system(),
+            read_facts: true,
         }
     }
 }
@@ -138,6 +142,7 @@ impl<D> RetryAfterLayer<D> {
             decide,
             seed: self.seed,
             clock: self.clock,
+            read_facts: self.read_facts,
         }
     }
 
@@ -177,6 +182,7 @@ impl<D: Clone> RetryAfterLayer<D> {
         Arc::new(Shared {
             limits: self.limits,
             max_replay_bytes: self.max_replay_bytes,
+            read_facts: self.read_facts,
             budget: Arc::clone(&self.budget),
             decide: self.decide.clone(),
             rng: AtomicU64::new(self.seed.unwrap_or_else(backoff::random_seed)),

@@ -35,6 +35,8 @@ pub struct RetryAfter<S, D = Standard> {
 pub(crate) struct Shared<D> {
     pub(crate) limits: Limits,
     pub(crate) max_replay_bytes: usize,
+    /// Whether a JSON body in memory is read for the limiter (see `RetryAfterLayer`).
+    pub(crate) read_facts: bool,
     pub(crate) budget: Arc<dyn Budget + Send + Sync>,
     pub(crate) decide: D,
     pub(crate) rng: AtomicU64,
@@ -193,7 +195,9 @@ where
         let mut body = ReplayBody::new(body, cap);
         // A JSON body in memory is read once, now, for the limiter: its model and token
         // costs (`tokens::RequestFacts`). What is read is recorded; a replay sends it.
-        if crate::tokens::extract::worth_reading(&parts.headers, &body.size_hint(), cap as u64) {
+        if attempts.shared().read_facts
+            && crate::tokens::extract::worth_reading(&parts.headers, &body.size_hint(), cap as u64)
+        {
             let (replay, chunks) = body.read_ready();
             body = replay;
             if let Some(chunks) = chunks {
