@@ -24,6 +24,13 @@
 //!   exponential backoff; bounded by attempts, deadline and a retry budget; never retries
 //!   what cannot succeed ([`retry`]).
 //!
+//! Token quotas (OpenAI's TPM, Anthropic's input and output tokens, LiteLLM's `tpm`) cost
+//! each request from its JSON body, read once, and are corrected to the `usage` the answer
+//! reports as its body streams through ([`tokens`], [`limit::Cost`], [`limit::Reconcile`]).
+//! The same stack drives reqwest (`tower_quota::reqwest`, feature `reqwest-middleware`) and async-openai
+//! (`tower_quota::openai`, feature `async-openai`), through one per-attempt core. All of it
+//! is set through one builder, [`QuotaLayer`].
+//!
 //! The simulated OpenRouter-compatible provider that the examples and tests run against is
 //! `tower_quota::sim` (feature `sim`).
 //!
