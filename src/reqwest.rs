@@ -249,7 +249,7 @@ where
                         .extensions()
                         .get::<Classification>()
                         .expect("the classifier attached one");
-                    if let Some(pending) = learn.observe(admitted, classification) {
+                    if let Some(pending) = learn.observe(Some(admitted), classification) {
                         pending.await;
                     }
                 }

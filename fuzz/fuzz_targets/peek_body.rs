@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use tower::{Layer, Service};
 use tower_quota::classify::{Auto, Classification, DEFAULT_MAX_BODY};
 use tower_quota::QuotaClassifyLayer;
-use tower_quota_fuzz::{block_on, drain, parse_text, Headers, Now, Piece, Stream};
+use tower_quota_fuzz::{block_on, drain, parse_text, Headers, Now, Stream};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -25,21 +25,7 @@ fuzz_target!(|data: &[u8]| {
     // A response written as text (the seeds; its body in 7-byte chunks with a `Pending`
     // before each), or a structured input.
     if let Some(text) = parse_text(data) {
-        let pieces = text
-            .body
-            .chunks(7)
-            .map(|c| Piece {
-                data: c.to_vec(),
-                split: 3,
-                pending: 1,
-            })
-            .collect();
-        let body = Stream {
-            pieces,
-            trailers: None,
-            fails: false,
-            exact_hint: false,
-        };
+        let body = Stream::seeded(&text.body);
         run(text.status, text.headers, body, DEFAULT_MAX_BODY);
     } else if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) {
         let headers = input.headers.map(input.now.time());

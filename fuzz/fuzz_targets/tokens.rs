@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use tower_quota::tokens::{
     BodyEnd, Format, RequestFacts, Usage, UsageBody, UsageScanner, MAX_USAGE_BYTES,
 };
-use tower_quota_fuzz::{drain, parse_text, Piece, Stream};
+use tower_quota_fuzz::{drain, parse_text, Stream};
 
 #[derive(Arbitrary, Debug)]
 enum Input {
@@ -34,21 +34,7 @@ fuzz_target!(|data: &[u8]| {
     if data.starts_with(b"POST ") {
         request(after_head(data));
     } else if let Some(text) = parse_text(data) {
-        let pieces = text
-            .body
-            .chunks(7)
-            .map(|c| Piece {
-                data: c.to_vec(),
-                split: 3,
-                pending: 1,
-            })
-            .collect();
-        let body = Stream {
-            pieces,
-            trailers: None,
-            fails: false,
-            exact_hint: false,
-        };
+        let body = Stream::seeded(&text.body);
         response(Format::from_headers(&text.headers), body, &[5, 300, 301]);
         request(&text.body);
     } else if let Ok(input) = Input::arbitrary_take_rest(Unstructured::new(data)) {

@@ -384,6 +384,24 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// A seed's body as a stream: 7-byte frames, each split at its 3rd byte, with a
+    /// `Pending` before each; it ends cleanly.
+    pub fn seeded(body: &[u8]) -> Stream {
+        Stream {
+            pieces: body
+                .chunks(7)
+                .map(|c| Piece {
+                    data: c.to_vec(),
+                    split: 3,
+                    pending: 1,
+                })
+                .collect(),
+            trailers: None,
+            fails: false,
+            exact_hint: false,
+        }
+    }
+
     /// Every data byte, in order.
     pub fn bytes(&self) -> Vec<u8> {
         self.pieces

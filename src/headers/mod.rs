@@ -34,7 +34,7 @@ mod go_duration;
 mod ietf;
 mod number;
 mod ratelimit;
-mod rfc3339;
+pub(crate) mod rfc3339;
 
 use std::time::{Duration, SystemTime};
 

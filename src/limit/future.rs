@@ -62,22 +62,19 @@ impl Learn {
 }
 
 impl Learn {
-    /// The attempt admitted at `admitted` was answered with `classification`: the round trip
-    /// feeds the learned margin, the classification the key's cooldowns, pauses and learned
-    /// limits. The returned [`Learning`], when there is one, finishes writing to the store
-    /// (bounded by the limiter's learn timeout); a front end awaits it before it returns
-    /// the response or retries.
+    /// The attempt admitted at `admitted` (when its time was read) was answered with
+    /// `classification`: the round trip feeds the learned margin, the classification the
+    /// key's cooldowns, pauses and learned limits. The returned [`Learning`], when there is
+    /// one, finishes writing to the store (bounded by the limiter's learn timeout); a front
+    /// end awaits it before it returns the response or retries.
     pub(crate) fn observe(
         self,
-        admitted: Instant,
+        admitted: Option<Instant>,
         classification: &Classification,
     ) -> Option<Learning> {
-        self.limiter().observe_round_trip(admitted);
-        self.teach(classification)
-    }
-
-    /// What the classification teaches the limiter (the round trip apart).
-    fn teach(self, classification: &Classification) -> Option<Learning> {
+        if let Some(at) = admitted {
+            self.limiter().observe_round_trip(at);
+        }
         self.limiter().learn(
             self.key,
             self.tier(),
@@ -241,11 +238,8 @@ fn learn_from<RB>(
     admitted: Option<Instant>,
     resp: Response<RB>,
 ) -> (Response<RB>, Option<Learning>) {
-    if let Some(at) = admitted {
-        learn.limiter().observe_round_trip(at);
-    }
     if let Some(c) = resp.extensions().get::<Classification>() {
-        let pending = learn.teach(c);
+        let pending = learn.observe(admitted, c);
         return (resp, pending);
     }
     // Nothing to learn from a success that carries no rate-limit header (the common case):
@@ -256,11 +250,14 @@ fn learn_from<RB>(
             .keys()
             .any(|name| name.as_str().contains("ratelimit"))
     {
+        if let Some(at) = admitted {
+            learn.limiter().observe_round_trip(at);
+        }
         return (resp, None);
     }
     let (parts, body) = resp.into_parts();
     let c = Generic.classify_at(&parts, &[], learn.limiter().now_wall());
-    let pending = learn.teach(&c);
+    let pending = learn.observe(admitted, &c);
     (Response::from_parts(parts, body), pending)
 }
 

@@ -127,8 +127,10 @@ pub(crate) enum Admit {
     Wait(Acquire),
 }
 
+#[cfg(feature = "reqwest-middleware")]
 impl Admit {
-    /// The decision, waited for if it must be.
+    /// The decision, waited for if it must be (the reqwest middleware's; the tower service
+    /// polls the `Acquire` in its own future).
     pub(crate) async fn decide(self) -> Result<(), AcquireError> {
         match self {
             Admit::Now(decided) => decided,

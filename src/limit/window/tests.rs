@@ -301,3 +301,35 @@ proptest! {
         prop_assert!(bounded);
     }
 }
+
+/// Corrections nobody should send — the most negative and positive deltas, an admission in
+/// the future or before the epoch of the log, a quota that does not exist — change nothing
+/// they should not, and never panic or wrap a count.
+#[test]
+fn absurd_adjustments_are_bounded() {
+    let specs = [rolling(100, 60 * S), calendar(1_000, 86_400 * S)];
+    let mut k = KeyWindows::default();
+    let t = 20_000 * 86_400 * S;
+    assert_eq!(k.acquire(&specs, &[10, 10], t, 0), Decision::Admitted);
+    let used = |k: &mut KeyWindows, now| {
+        let s = k.snapshot(&specs, now, 0);
+        (s.windows[0].used, s.windows[1].used)
+    };
+    let adjust = |quota, at, delta| Update::Adjust { quota, at, delta };
+    // An unknown quota, and an admission older than the window: nothing.
+    k.update(&specs, adjust(7, t, 5), t + S, 0);
+    k.update(&specs, adjust(0, 0, i64::MAX), t + S, 0);
+    assert_eq!(used(&mut k, t + S), (10, 10));
+    // The largest refund takes what the admission counted, no more.
+    k.update(&specs, adjust(0, t, i64::MIN), t + S, 0);
+    k.update(&specs, adjust(1, t, i64::MIN), t + S, 0);
+    assert_eq!(used(&mut k, t + S), (0, 0));
+    // A charge dated in the future counts as of now, saturating, and leaves with the window.
+    k.update(&specs, adjust(0, u64::MAX, i64::MAX), t + 2 * S, 0);
+    let d = k.acquire(&specs, &[1, 0], t + 3 * S, 0);
+    assert_eq!(d, Decision::NotBefore(t + 62 * S));
+    assert_eq!(
+        k.acquire(&specs, &[1, 0], t + 62 * S, 0),
+        Decision::Admitted
+    );
+}
