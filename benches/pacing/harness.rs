@@ -1085,6 +1085,10 @@ pub struct Figures {
     pub succeeded: usize,
     /// 429s the simulator answered.
     pub rate_limited: u64,
+    /// 429s to requests sent once the first 429 had reached the client (by the network
+    /// model: the earliest arrival plus outbound delay of one): those its learning did not
+    /// prevent. The others were on the wire before it could know.
+    pub rate_limited_after_known: u64,
     /// Non-2xx answers the simulator gave: calls that could have been saved.
     pub wasted: u64,
     /// Requests sent before an upstream 429's delay had passed.
@@ -1203,6 +1207,20 @@ impl Run {
                 );
             }
         }
+        // The requests a 429 refused although they were sent after a 429 (the client's own
+        // limit's) had reached the client: what its learning did not prevent. Those sent
+        // before were on the wire before the client could know anything.
+        let rate_limited_after_known = records
+            .iter()
+            .filter(|r| r.status == 429)
+            .map(|r| r.at + r.outbound)
+            .min()
+            .map_or(0, |known_at| {
+                records
+                    .iter()
+                    .filter(|r| r.status == 429 && r.sent() >= known_at)
+                    .count() as u64
+            });
         let mut optimum = self.scenario.optimum_at(self.sim.wall_time_at(self.t0));
         let (mut token_use, mut tokens_counted) = (None, None);
         if self.scenario.workload.is_some() {
@@ -1222,6 +1240,7 @@ impl Run {
             requests: self.done.len(),
             succeeded: self.done.iter().filter(|d| d.reply.ok()).count(),
             rate_limited,
+            rate_limited_after_known,
             wasted,
             early,
             makespan,

@@ -517,10 +517,16 @@ impl KeyWindows {
     /// just ran (every window empty, no block; a learned limit is kept a whole window past
     /// the last use of the key, so that a pause until the server's reset, which empties the
     /// log, does not forget it).
+    ///
+    /// The margin may grow before the key is used again (a learned margin reaches up to a
+    /// twentieth of the window, at most 2 s), and a key dropped as idle under the margin of
+    /// its last use would forget admissions the grown margin still counts: the state is
+    /// kept as long as the largest margin a limiter could learn would count it.
     pub(crate) fn idle_at(&self, specs: &[QuotaSpec], t: impl Into<Now>, margin: u64) -> u64 {
         let t = t.into();
         let mut idle = self.blocked_until;
         for (w, s) in self.windows.as_slice().iter().zip(specs) {
+            let margin = keep_margin(margin, s.window_ns);
             let window = s.window_ns.saturating_add(margin);
             let learned = w.learned_limit().is_some();
             let e = if !s.calendar {
@@ -587,3 +593,11 @@ impl KeyWindows {
 
 #[cfg(test)]
 mod tests;
+
+/// The margin a key's state is kept for, when its last use had `margin` on a window of
+/// `window_ns`: the largest a learned margin may grow to before the next use (a twentieth of
+/// the window, at most [`MAX_LEARNED_NS`](super::margin::MAX_LEARNED_NS)), or `margin` if it
+/// is larger (a configured floor). The Redis script's `save` keeps keys as long.
+pub(crate) fn keep_margin(margin: u64, window_ns: u64) -> u64 {
+    margin.max((window_ns / 20).min(super::margin::MAX_LEARNED_NS))
+}

@@ -48,6 +48,7 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("exact_log", |s| Box::pin(exact_log(s))),
     ("weighted_costs", |s| Box::pin(weighted_costs(s))),
     ("margin", |s| Box::pin(margin(s))),
+    ("margin_grown", |s| Box::pin(margin_grown(s))),
     ("several_quotas", |s| Box::pin(several_quotas(s))),
     ("calendar", |s| Box::pin(calendar(s))),
     ("block_remaining_limit", |s| {
@@ -234,6 +235,31 @@ pub async fn margin(store: &dyn Store) {
     );
     expect!(
         "margin",
+        acquire_at(store, k, &q, &[1], T0 + 10 * S + m, T0 + 10 * S + m, m).await,
+        Decision::Admitted
+    );
+}
+
+/// A margin that grew since a key's last use still counts that use: the store keeps a key's
+/// state as long as a learned margin could (a twentieth of the window), not only as long as
+/// the margin of its last use said. (The in-memory store once dropped the key as idle at
+/// the end of the old window, and admitted at once what the grown margin refuses.)
+pub async fn margin_grown(store: &dyn Store) {
+    let k = key("margin_grown");
+    let q = [rolling(1, 1, 10 * S)];
+    expect!(
+        "margin_grown",
+        acquire_at(store, k, &q, &[1], T0, T0, 0).await,
+        Decision::Admitted
+    );
+    let m = 300 * MS;
+    expect!(
+        "margin_grown",
+        acquire_at(store, k, &q, &[1], T0 + 10 * S, T0 + 10 * S, m).await,
+        Decision::NotBefore(T0 + 10 * S + m)
+    );
+    expect!(
+        "margin_grown",
         acquire_at(store, k, &q, &[1], T0 + 10 * S + m, T0 + 10 * S + m, m).await,
         Decision::Admitted
     );

@@ -235,14 +235,17 @@ local function save(q, st, now, wall, margin)
   local h = { 't', fmt(st.last), 'b', fmt(st.blocked) }
   local idle = st.blocked
   for _, x in ipairs(q) do
-    local window = x.window + margin
+    -- Kept as long as the largest margin a limiter could learn before the next use would
+    -- count it (a twentieth of the window, at most 2 s: `keep_margin` in window.rs).
+    local keep = math.max(margin, math.min(math.floor(x.window / 20), 2000000))
+    local window = x.window + keep
     h[#h + 1] = x.id .. ':u'
     h[#h + 1] = fmt(x.used)
     if x.cal then
       h[#h + 1] = x.id .. ':p'
       h[#h + 1] = fmt(x.period)
       if x.used > 0 or x.learned then
-        idle = math.max(idle, boundary(x, now, wall, margin))
+        idle = math.max(idle, boundary(x, now, wall, keep))
       end
     else
       if x.used > 0 then
