@@ -283,8 +283,9 @@ impl<C: Classify, D> QuotaMiddleware<C, D> {
             &layer.classifier,
             layer.max_body,
             layer.clock.clone(),
-        )
-        .with_usage(usage);
+            true,
+            usage,
+        );
         match classified.await {
             Ok(response) => (response, url),
             Err(never) => match never {},

@@ -625,3 +625,41 @@ mod bad_input {
         }
     }
 }
+
+proptest::proptest! {
+    /// A head that `is_plain_success` passes unclassified is one the classifier itself calls
+    /// a plain success (the classification layer with `Sparse` skips classifying it), for
+    /// any status and any mix of rate-limit, retry, gRPC and other headers.
+    #[test]
+    fn a_head_passed_unclassified_is_a_plain_success(
+        status in 100u16..600,
+        names in proptest::collection::vec(0usize..9, 0..5),
+        value in "[0-9a-z/+-]{0,12}",
+    ) {
+        const NAMES: [&str; 9] = [
+            "x-ratelimit-remaining-requests",
+            "ratelimit",
+            "retry-after",
+            "grpc-status",
+            "content-type",
+            "x-request-id",
+            "x-should-retry",
+            "anthropic-ratelimit-requests-remaining",
+            "x-litellm-key-remaining-requests-rpm",
+        ];
+        let mut b = http::Response::builder().status(status);
+        for &i in &names {
+            let v = if NAMES[i] == "content-type" && value.len() % 2 == 0 { "application/grpc" } else { value.as_str() };
+            b = b.header(NAMES[i], v);
+        }
+        let (parts, ()) = b.body(()).unwrap().into_parts();
+        let now = UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let classifiers: [&dyn Classify; 3] = [&Auto, &tc::Generic, &tc::Sparse(Auto)];
+        for c in classifiers {
+            if c.is_plain_success(&parts) {
+                let verdict = c.classify_at(&parts, &[], now);
+                proptest::prop_assert!(verdict.is_plain_success(), "{status} {names:?}: {verdict:?}");
+            }
+        }
+    }
+}

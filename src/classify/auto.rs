@@ -40,6 +40,11 @@ impl Classify for Auto {
         self.classify_at(parts, body, SystemTime::now())
     }
 
+    fn is_plain_success(&self, parts: &Parts) -> bool {
+        // A body is read for errors only, and what a 1xx–3xx says is in its head.
+        generic::plain_head(parts) && !self.wants_body(parts)
+    }
+
     fn classify_at(&self, parts: &Parts, body: &[u8], now: SystemTime) -> Classification {
         let mut c = generic::base(parts, now);
         if grpc::matches(parts) {

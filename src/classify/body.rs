@@ -17,12 +17,11 @@ pin_project! {
     /// [`QuotaClassifyLayer`](crate::QuotaClassifyLayer).
     ///
     /// When the classifier read nothing (every success response), it is the inner body with
-    /// no extra work. When it read a prefix of an error body, the frames it read (data,
-    /// trailers, or the error the stream ended with) come first, exactly as the inner body
-    /// produced them, then the rest of the inner body: the bytes out are the bytes in.
+    /// no extra work, and hardly larger. When it read a prefix of an error body, the frames it
+    /// read (data, trailers, or the error the stream ended with) come first, exactly as the
+    /// inner body produced them, then the rest of the inner body: the bytes out are the bytes
+    /// in.
     pub struct PeekBody<B: Body> {
-        buffered: VecDeque<Frame<B::Data>>,
-        error: Option<B::Error>,
         #[pin]
         inner: Inner<B>,
     }
@@ -33,19 +32,27 @@ pin_project! {
     enum Inner<B: Body> {
         Direct { #[pin] body: B },
         // A success whose usage corrects a token reservation: read as it streams through.
-        Tapped { #[pin] body: UsageBody<B, OnUsage> },
-        // Read during the peek (polled in place, so it had to be pinned without `Unpin`).
-        Boxed { body: Pin<Box<B>> },
-        Done,
+        // Boxed, as the peeked state: the common case, a body passed through, stays the size
+        // of the inner body (a response is moved several times on its way out).
+        Tapped { body: Pin<Box<UsageBody<B, OnUsage>>> },
+        // Read during the peek.
+        Peeked { peeked: Box<Peeked<B>> },
     }
+}
+
+/// What the peek read, and the rest.
+struct Peeked<B: Body> {
+    buffered: VecDeque<Frame<B::Data>>,
+    error: Option<B::Error>,
+    /// The rest of the body (polled in place during the peek, so pinned without `Unpin`);
+    /// `None` once it has ended.
+    body: Option<Pin<Box<B>>>,
 }
 
 impl<B: Body> PeekBody<B> {
     /// A body that yields `body` unchanged.
     pub fn new(body: B) -> Self {
         PeekBody {
-            buffered: VecDeque::new(),
-            error: None,
             inner: Inner::Direct { body },
         }
     }
@@ -54,10 +61,8 @@ impl<B: Body> PeekBody<B> {
     /// `on_usage` gets at its end.
     pub(crate) fn tapped(body: B, scanner: UsageScanner, on_usage: OnUsage) -> Self {
         PeekBody {
-            buffered: VecDeque::new(),
-            error: None,
             inner: Inner::Tapped {
-                body: UsageBody::new(body, scanner, on_usage),
+                body: Box::pin(UsageBody::new(body, scanner, on_usage)),
             },
         }
     }
@@ -71,12 +76,12 @@ impl<B: Body> PeekBody<B> {
         ended: bool,
     ) -> Self {
         PeekBody {
-            buffered,
-            error,
-            inner: if ended {
-                Inner::Done
-            } else {
-                Inner::Boxed { body }
+            inner: Inner::Peeked {
+                peeked: Box::new(Peeked {
+                    buffered,
+                    error,
+                    body: (!ended).then_some(body),
+                }),
             },
         }
     }
@@ -90,60 +95,72 @@ impl<B: Body> Body for PeekBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        if let Some(frame) = this.buffered.pop_front() {
-            return Poll::Ready(Some(Ok(frame)));
-        }
-        if let Some(err) = this.error.take() {
-            this.inner.set(Inner::Done);
-            return Poll::Ready(Some(Err(err)));
-        }
-        match this.inner.project() {
+        match self.project().inner.project() {
             InnerProj::Direct { body } => body.poll_frame(cx),
-            InnerProj::Tapped { body } => body.poll_frame(cx),
-            InnerProj::Boxed { body } => body.as_mut().poll_frame(cx),
-            InnerProj::Done => Poll::Ready(None),
+            InnerProj::Tapped { body } => body.as_mut().poll_frame(cx),
+            InnerProj::Peeked { peeked } => {
+                if let Some(frame) = peeked.buffered.pop_front() {
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                if let Some(err) = peeked.error.take() {
+                    peeked.body = None;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                match &mut peeked.body {
+                    Some(body) => body.as_mut().poll_frame(cx),
+                    None => Poll::Ready(None),
+                }
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.buffered.is_empty()
-            && self.error.is_none()
-            && match &self.inner {
-                Inner::Direct { body } => body.is_end_stream(),
-                Inner::Tapped { body } => body.is_end_stream(),
-                Inner::Boxed { body } => body.is_end_stream(),
-                Inner::Done => true,
+        match &self.inner {
+            Inner::Direct { body } => body.is_end_stream(),
+            Inner::Tapped { body } => body.is_end_stream(),
+            Inner::Peeked { peeked } => {
+                peeked.buffered.is_empty()
+                    && peeked.error.is_none()
+                    && peeked.body.as_ref().is_none_or(|b| b.is_end_stream())
             }
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        let buffered: u64 = self
-            .buffered
-            .iter()
-            .filter_map(Frame::data_ref)
-            .map(|d| d.remaining() as u64)
-            .sum();
-        let inner = match &self.inner {
+        match &self.inner {
             Inner::Direct { body } => body.size_hint(),
             Inner::Tapped { body } => body.size_hint(),
-            Inner::Boxed { body } => body.size_hint(),
-            Inner::Done => SizeHint::with_exact(0),
-        };
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower().saturating_add(buffered));
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper.saturating_add(buffered));
+            Inner::Peeked { peeked } => {
+                let buffered: u64 = peeked
+                    .buffered
+                    .iter()
+                    .filter_map(Frame::data_ref)
+                    .map(|d| d.remaining() as u64)
+                    .sum();
+                let inner = match &peeked.body {
+                    Some(body) => body.size_hint(),
+                    None => SizeHint::with_exact(0),
+                };
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower().saturating_add(buffered));
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper.saturating_add(buffered));
+                }
+                hint
+            }
         }
-        hint
     }
 }
 
 impl<B: Body> fmt::Debug for PeekBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (buffered, error) = match &self.inner {
+            Inner::Peeked { peeked } => (peeked.buffered.len(), peeked.error.is_some()),
+            _ => (0, false),
+        };
         f.debug_struct("PeekBody")
-            .field("buffered_frames", &self.buffered.len())
-            .field("error", &self.error.is_some())
+            .field("buffered_frames", &buffered)
+            .field("error", &error)
             .finish_non_exhaustive()
     }
 }

@@ -54,32 +54,29 @@ struct Peek<B: Body> {
 }
 
 impl<F, B: Body, C> ResponseFuture<F, B, C> {
-    /// A future that attaches a classification to every response, whatever the classifier's
-    /// [`attach_plain_success`](Classify::attach_plain_success) (the reqwest middleware
-    /// reads it back at once).
-    pub(crate) fn new(future: F, classifier: C, max_body: usize, clock: WallClock) -> Self {
+    /// A future that attaches the classification of `future`'s response, reading at most
+    /// `max_body` bytes of a body the classifier wants, on `clock`; a plain 1xx–3xx success
+    /// gets one only if `attach_plain` (the reqwest middleware, which reads it back at once,
+    /// always asks). `usage`, a token reservation, is corrected to the usage the response
+    /// reports: a success's body is read for it as it streams through; a 4xx (refused before
+    /// any generation) gives the whole reservation back; any other answer keeps it. Built
+    /// in one go: the future is moved once, not once per setting.
+    pub(crate) fn new(
+        future: F,
+        classifier: C,
+        max_body: usize,
+        clock: WallClock,
+        attach_plain: bool,
+        usage: Option<UsageHook>,
+    ) -> Self {
         ResponseFuture {
             state: State::Inner { future },
             classifier,
             max_body,
             clock,
-            attach_plain: true,
-            usage: None,
+            attach_plain,
+            usage,
         }
-    }
-
-    /// Corrects `hook`'s token reservation to the usage the response reports: a success's
-    /// body is read for it as it streams through; a 4xx (refused before any generation)
-    /// gives the whole reservation back; any other answer keeps it.
-    pub(crate) fn with_usage(mut self, hook: Option<UsageHook>) -> Self {
-        self.usage = hook;
-        self
-    }
-
-    /// Whether a plain 1xx–3xx success gets its classification attached.
-    pub(crate) fn attach_plain(mut self, attach: bool) -> Self {
-        self.attach_plain = attach;
-        self
     }
 }
 
@@ -109,6 +106,12 @@ where
                         if parts.status.is_client_error() {
                             hook.refused();
                         }
+                    }
+                    // Nothing to attach and nothing to learn: pass it on unclassified (no
+                    // clock read, no classification built).
+                    if !*this.attach_plain && this.classifier.is_plain_success(&parts) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(Response::from_parts(parts, PeekBody::new(body))));
                     }
                     if *this.max_body == 0
                         || body.is_end_stream()

@@ -45,6 +45,38 @@ impl Classify for Generic {
     fn wants_body(&self, _parts: &Parts) -> bool {
         false
     }
+
+    fn is_plain_success(&self, parts: &Parts) -> bool {
+        plain_head(parts)
+    }
+}
+
+/// `grpc-status`, parsed once.
+pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
+/// Whether `parts` is a plain success to [`base`]: a 1xx–3xx, not gRPC (whose errors arrive
+/// as HTTP 200), without a rate-limit header. One pass over the headers, no lookup.
+pub(crate) fn plain_head(parts: &Parts) -> bool {
+    parts.status.as_u16() < 400
+        && parts.headers.iter().all(|(name, value)| {
+            !(is_rate_limit_name(name)
+                || name == GRPC_STATUS
+                || (name == http::header::CONTENT_TYPE
+                    && value.as_bytes().starts_with(b"application/grpc")))
+        })
+}
+
+/// Whether a header is a rate-limit header: every one has `ratelimit` in its name
+/// (`x-ratelimit-*`, `ratelimit`, `ratelimit-policy`, `anthropic-ratelimit-*`, …).
+pub(crate) fn is_rate_limit_name(name: &http::HeaderName) -> bool {
+    const NEEDLE: &[u8] = b"ratelimit";
+    let name = name.as_str().as_bytes();
+    name.len() >= NEEDLE.len() && name.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+}
+
+/// Whether any header of `headers` is a rate-limit header.
+pub(crate) fn has_rate_limit_header(headers: &http::HeaderMap) -> bool {
+    headers.keys().any(is_rate_limit_name)
 }
 
 /// The classification every provider classifier starts from and refines: class from the
@@ -54,10 +86,10 @@ pub(crate) fn base(parts: &Parts, now: SystemTime) -> Classification {
     let mut c = Classification::new_at(QuotaClass::from_status(parts.status), now);
     // A success says nothing about retrying — unless it is gRPC, whose errors arrive as
     // HTTP 200. Only the rate-limit state is read (the limiter learns from successes).
-    if c.class().is_success() && !h.contains_key("grpc-status") {
+    if c.class().is_success() && !h.contains_key(GRPC_STATUS) {
         // Every rate-limit header has `ratelimit` in its name: a plain success (most of
         // them) skips the parsers' passes over its headers.
-        if !h.keys().any(|name| name.as_str().contains("ratelimit")) {
+        if !has_rate_limit_header(h) {
             return c;
         }
         return c.with_rate_limit(RateLimitInfo::from_headers(h, now));

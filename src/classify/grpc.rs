@@ -51,7 +51,7 @@ impl Classify for Grpc {
 
 /// Whether a response is gRPC: a `grpc-status` header or an `application/grpc` content type.
 pub(crate) fn matches(parts: &Parts) -> bool {
-    parts.headers.contains_key("grpc-status")
+    parts.headers.contains_key(super::generic::GRPC_STATUS)
         || parts
             .headers
             .get(http::header::CONTENT_TYPE)

@@ -53,7 +53,7 @@ mod auto;
 mod body;
 mod class;
 mod future;
-mod generic;
+pub(crate) mod generic;
 mod google;
 pub mod grpc;
 mod json;
@@ -136,6 +136,30 @@ pub trait Classify {
     fn attach_plain_success(&self) -> bool {
         true
     }
+
+    /// Whether the head alone shows a plain success to this classifier — what
+    /// [`classify`](Classify::classify) would call [`Classification::is_plain_success`] —
+    /// decided without the body or the clock. A layer that does not attach plain successes
+    /// ([`attach_plain_success`](Classify::attach_plain_success) `false`) then passes the
+    /// response on without classifying it. By default `false`: always classify. [`Auto`] and
+    /// [`Generic`] answer `true` for a 1xx–3xx without a rate-limit header that is not gRPC.
+    ///
+    /// ```
+    /// use tower_quota::classify::{Auto, Classify};
+    ///
+    /// let (plain, _) = http::Response::new(()).into_parts();
+    /// assert!(Auto.is_plain_success(&plain));
+    /// let (limits, _) = http::Response::builder()
+    ///     .header("x-ratelimit-remaining-requests", "4")
+    ///     .body(())
+    ///     .unwrap()
+    ///     .into_parts();
+    /// assert!(!Auto.is_plain_success(&limits));
+    /// ```
+    fn is_plain_success(&self, parts: &Parts) -> bool {
+        let _ = parts;
+        false
+    }
 }
 
 impl<C: Classify + ?Sized> Classify for &C {
@@ -150,6 +174,9 @@ impl<C: Classify + ?Sized> Classify for &C {
     }
     fn attach_plain_success(&self) -> bool {
         (**self).attach_plain_success()
+    }
+    fn is_plain_success(&self, parts: &Parts) -> bool {
+        (**self).is_plain_success(parts)
     }
 }
 
@@ -166,6 +193,9 @@ impl<C: Classify + ?Sized> Classify for std::sync::Arc<C> {
     fn attach_plain_success(&self) -> bool {
         (**self).attach_plain_success()
     }
+    fn is_plain_success(&self, parts: &Parts) -> bool {
+        (**self).is_plain_success(parts)
+    }
 }
 
 impl<C: Classify + ?Sized> Classify for Box<C> {
@@ -180,5 +210,8 @@ impl<C: Classify + ?Sized> Classify for Box<C> {
     }
     fn attach_plain_success(&self) -> bool {
         (**self).attach_plain_success()
+    }
+    fn is_plain_success(&self, parts: &Parts) -> bool {
+        (**self).is_plain_success(parts)
     }
 }

@@ -69,8 +69,8 @@ where
             self.classifier.clone(),
             self.max_body,
             self.clock.clone(),
+            attach_plain,
+            usage,
         )
-        .attach_plain(attach_plain)
-        .with_usage(usage)
     }
 }

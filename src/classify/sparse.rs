@@ -56,4 +56,8 @@ impl<C: Classify> Classify for Sparse<C> {
     fn attach_plain_success(&self) -> bool {
         false
     }
+
+    fn is_plain_success(&self, parts: &Parts) -> bool {
+        self.0.is_plain_success(parts)
+    }
 }

@@ -128,13 +128,20 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    /// Admitted: drives a clone of the inner service ready, then calls it.
-    pub(crate) fn calling(inner: S, req: Request<B>, learn: Option<Learn>) -> Self {
-        // The clock is read only for what needs the time of admission.
+    /// Admitted (at `admitted`, when the clock was read for it): drives a clone of the inner
+    /// service ready, then calls it.
+    pub(crate) fn calling(
+        inner: S,
+        req: Request<B>,
+        learn: Option<Learn>,
+        admitted: Option<Instant>,
+    ) -> Self {
+        // The clock is read only for what needs the time of admission, and only if the
+        // admission did not read it.
         let now = learn
             .as_ref()
             .filter(|l| l.wants_time())
-            .map(|_| Instant::now());
+            .map(|_| admitted.unwrap_or_else(Instant::now));
         if let (Some(l), Some(now)) = (&learn, now) {
             l.admitted(now);
         }
@@ -245,10 +252,7 @@ fn learn_from<RB>(
     // Nothing to learn from a success that carries no rate-limit header (the common case):
     // skip classifying it.
     if resp.status().is_success()
-        && !resp
-            .headers()
-            .keys()
-            .any(|name| name.as_str().contains("ratelimit"))
+        && !crate::classify::generic::has_rate_limit_header(resp.headers())
     {
         if let Some(at) = admitted {
             learn.limiter().observe_round_trip(at);

@@ -11,7 +11,9 @@
 //!   spread is what the margin must cover. The estimate is the spread between the 5th and the
 //!   95th percentile of the last 64 round trips (admission to response headers), so one
 //!   outlier (a new connection) does not set it; it is trusted after 8 and bounded by a
-//!   fiftieth of the window, since a round trip also holds the server's own time.
+//!   fiftieth of the window, since a round trip also holds the server's own time. Once 64
+//!   are seen, at most one a millisecond (of admissions) is sampled: a busy limiter does not
+//!   read the clock for every response.
 //! - **A surprise 429.** A rate-limited answer the windows did not predict (the request was
 //!   admitted) doubles the margin at once (at least 20 ms), so it does not recur; that part
 //!   halves every 5 minutes without another surprise, so the margin shrinks again when the
@@ -22,7 +24,7 @@
 //! surprises by more than 5 %. The configured margin
 //! ([`Limiter::with_margin`](super::Limiter::with_margin)) is a floor.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// The round trips kept.
@@ -33,6 +35,12 @@ const SURPRISE_MIN_NS: u64 = 20_000_000;
 const SURPRISE_HALF_LIFE_NS: u64 = 300_000_000_000;
 /// The most the learned margin may be, whatever the windows.
 pub(crate) const MAX_LEARNED_NS: u64 = 2_000_000_000;
+/// Once the samples are full, at most one round trip is sampled per this much time of
+/// admissions: a busy limiter (thousands a second) reads the clock for a response only as
+/// often, and 64 samples still span the last 64 ms of its traffic.
+const SAMPLE_GAP_NS: u64 = 1_000_000;
+/// Once the samples are full, the spread is recomputed this often.
+const RECOMPUTE: usize = 32;
 /// Round trips needed before their spread is trusted.
 const MIN_SAMPLES: usize = 8;
 /// The spread before [`MIN_SAMPLES`] round trips.
@@ -50,6 +58,10 @@ pub(crate) struct Margin {
     spread: AtomicU64,
     /// What the last surprise calls for, decayed, read on admissions.
     surprise: AtomicU64,
+    /// Whether the samples are full (then sampling thins out).
+    full: AtomicBool,
+    /// The admission time of the last round trip sampled.
+    sampled: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -73,6 +85,8 @@ impl Margin {
             learned: AtomicU64::new(0),
             spread: AtomicU64::new(UNKNOWN),
             surprise: AtomicU64::new(0),
+            full: AtomicBool::new(false),
+            sampled: AtomicU64::new(0),
             state: Mutex::new(State {
                 rtts: [0; SAMPLES],
                 len: 0,
@@ -107,24 +121,59 @@ impl Margin {
         self.learned.load(Ordering::Relaxed)
     }
 
-    /// A round trip of `rtt_ns` ended at `now` (limiter clock).
+    /// Whether to sample the round trip of a request admitted at `admitted` (limiter clock),
+    /// decided before the clock is read for its end: every one until the samples are full,
+    /// then at most one per [`SAMPLE_GAP_NS`] of admissions.
+    pub(crate) fn samples(&self, admitted: u64) -> bool {
+        if !self.learn {
+            return false;
+        }
+        if !self.full.load(Ordering::Relaxed) {
+            return true;
+        }
+        let last = self.sampled.load(Ordering::Relaxed);
+        if admitted >= last && admitted - last < SAMPLE_GAP_NS {
+            return false;
+        }
+        self.sampled.store(admitted, Ordering::Relaxed);
+        true
+    }
+
+    /// A round trip of `rtt_ns` ended at `now` (limiter clock). Skipped when another thread
+    /// holds the samples: one round trip more or less does not move percentiles, and a
+    /// response never waits on another's bookkeeping.
     pub(crate) fn observe_rtt(&self, rtt_ns: u64, now: u64) {
         if !self.learn {
             return;
         }
-        let mut s = self.lock();
+        let mut s = match self.state.try_lock() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         let i = s.next;
         s.rtts[i] = rtt_ns;
         s.next = (i + 1) % SAMPLES;
         s.len = (s.len + 1).min(SAMPLES);
-        // The percentiles move slowly once the samples are many: recomputed every eighth
-        // round trip then (a sort of 64 under the lock is the cost of every response).
-        if s.len >= 2 && (s.len < SAMPLES || s.next.is_multiple_of(8)) {
-            let mut sorted = s.rtts;
-            let sorted = &mut sorted[..s.len];
-            sorted.sort_unstable();
-            let lo = sorted[s.len * 5 / 100];
-            let hi = sorted[(s.len * 95 / 100).min(s.len - 1)];
+        if s.len == SAMPLES {
+            self.full.store(true, Ordering::Relaxed);
+        }
+        // The percentiles move slowly once the samples are many: recomputed every
+        // thirty-second round trip then, by selection rather than a sort (the cost of every
+        // response stays a few nanoseconds).
+        if s.len >= 2 && (s.len < SAMPLES || s.next.is_multiple_of(RECOMPUTE)) {
+            let len = s.len;
+            let mut copy = s.rtts;
+            let sorted = &mut copy[..len];
+            let hi_i = (len * 95 / 100).min(len - 1);
+            let (_, &mut hi, _) = sorted.select_nth_unstable(hi_i);
+            let lo_i = len * 5 / 100;
+            // The low percentile is among the elements before the high one.
+            let lo = if lo_i < hi_i {
+                *sorted[..hi_i].select_nth_unstable(lo_i).1
+            } else {
+                hi
+            };
             s.spread = hi - lo;
         }
         self.publish(&mut s, now);
@@ -191,6 +240,26 @@ mod tests {
         assert!(m.get(60_000 * MS) <= 400 * MS);
         // The configured margin is a floor.
         assert_eq!(Margin::new(500 * MS, true).get(1_000 * MS), 500 * MS);
+    }
+
+    #[test]
+    fn sampling_thins_out_once_the_samples_are_full() {
+        let m = Margin::new(0, true);
+        // A burst admitted at one instant: every round trip sampled until 64 are seen.
+        for i in 0..SAMPLES as u64 {
+            assert!(m.samples(0), "sample {i}");
+            m.observe_rtt(100 * MS, i);
+        }
+        // Then one per millisecond of admissions.
+        assert!(m.samples(10 * MS));
+        assert!(!m.samples(10 * MS));
+        assert!(!m.samples(10 * MS + MS - 1));
+        assert!(m.samples(11 * MS));
+        // An admission older than the last sampled one is sampled (the clocks of
+        // concurrent requests interleave), and becomes the reference.
+        assert!(m.samples(5 * MS));
+        // Nothing is sampled when the margin is not learned.
+        assert!(!Margin::new(0, false).samples(0));
     }
 
     #[test]

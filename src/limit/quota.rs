@@ -310,6 +310,9 @@ pub struct Tier {
     inner: Arc<TierInner>,
 }
 
+// Aligned to a cache line: an `Arc`'s counts sit just before it, and a clone (an error, a
+// waiter) then never invalidates the line that every admission on another core reads.
+#[repr(align(64))]
 struct TierInner {
     name: Box<str>,
     id: u64,
@@ -365,6 +368,25 @@ impl Tier {
         Tier::build(self.inner.name.clone(), quotas)
     }
 
+    /// An equal tier in an allocation of its own: clones of a replica count on another
+    /// counter than clones of this one.
+    pub(crate) fn replica(&self) -> Tier {
+        let i = &*self.inner;
+        Tier {
+            inner: Arc::new(TierInner {
+                name: i.name.clone(),
+                id: i.id,
+                quotas: i.quotas.clone(),
+                specs: Arc::clone(&i.specs),
+            }),
+        }
+    }
+
+    /// Whether `a` and `b` are clones of one tier (the same allocation).
+    pub(crate) fn ptr_eq(a: &Tier, b: &Tier) -> bool {
+        Arc::ptr_eq(&a.inner, &b.inner)
+    }
+
     /// The tier's name.
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -401,6 +423,7 @@ impl Tier {
     }
 
     /// The per-quota costs of a request that costs `cost`.
+    #[inline]
     pub(crate) fn costs(&self, cost: &super::Cost) -> smallcosts::Costs {
         smallcosts::Costs::new(self.inner.quotas.iter().map(|q| cost.count(q.dimension())))
     }
@@ -425,6 +448,7 @@ pub(crate) mod smallcosts {
     }
 
     impl Costs {
+        #[inline]
         pub(crate) fn new(it: impl ExactSizeIterator<Item = u64>) -> Costs {
             if it.len() <= 4 {
                 let mut a = [0; 4];

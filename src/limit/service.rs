@@ -75,7 +75,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         let Some((admit, learn)) = self.policy.admission(&RequestHead::of(&req)) else {
-            return ResponseFuture::calling(inner, req, None);
+            return ResponseFuture::calling(inner, req, None, None);
         };
         // The classification layer below takes it, to correct a token reservation to the
         // usage the response reports.
@@ -83,14 +83,14 @@ where
             req.extensions_mut().insert(hook);
         }
         match admit {
-            Admit::Now(Ok(())) => ResponseFuture::calling(inner, req, learn),
+            Admit::Now(Ok(at)) => ResponseFuture::calling(inner, req, learn, Some(at)),
             Admit::Now(Err(e)) => ResponseFuture::failed(e.into_box()),
             Admit::Wait(mut acquire) => {
                 // Decide now if the store can, with a no-op waker (a pending `Acquire`
                 // re-registers the real waker when the response future polls it).
                 let mut cx = Context::from_waker(Waker::noop());
                 match Pin::new(&mut acquire).poll(&mut cx) {
-                    Poll::Ready(Ok(())) => ResponseFuture::calling(inner, req, learn),
+                    Poll::Ready(Ok(())) => ResponseFuture::calling(inner, req, learn, None),
                     Poll::Ready(Err(e)) => ResponseFuture::failed(e.into_box()),
                     Poll::Pending => ResponseFuture::waiting(acquire, inner, req, learn),
                 }

@@ -75,7 +75,7 @@ impl Acquire {
     }
 
     fn limited(&self, reason: Reason, available_at: Option<Instant>) -> AcquireError {
-        limited(self.key, &self.tier, reason, available_at)
+        limited(self.key, &self.tier, reason, available_at, Instant::now())
     }
 
     fn mode(&self) -> Mode {

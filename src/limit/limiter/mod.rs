@@ -82,6 +82,11 @@ struct Config {
 
 struct Shared {
     config: Config,
+    /// Replicas of the configured tier, one per [`REPLICAS`] share of the keys: a refusal
+    /// holds its tier, and refusals of different keys on different cores then clone
+    /// different reference counts rather than all contending on one (a gateway under a
+    /// flood of rejections).
+    replicas: Box<[Tier]>,
     gates: Gates,
     margin: Margin,
     /// Quotas learned from servers, per store key: the tier in force is the configured one
@@ -123,6 +128,9 @@ pub struct Limiter {
 
 static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
 
+/// Replicas of the configured tier (see `Shared::replicas`).
+const REPLICAS: usize = 16;
+
 impl Limiter {
     /// A limiter enforcing `tier` by default, in memory, in [`Mode::Wait`] with
     /// [`DEFAULT_MAX_WAIT`], no margin, on the system wall clock.
@@ -156,6 +164,7 @@ impl Limiter {
                     config.learn_margin && config.mode == Mode::Wait,
                 ),
                 learned: Learned::default(),
+                replicas: (0..REPLICAS).map(|_| config.tier.replica()).collect(),
                 config,
                 gates: Gates::new(),
                 epoch: Instant::now(),
@@ -298,14 +307,15 @@ impl Limiter {
         self.shared.margin.get(tier.shortest_window_ns())
     }
 
-    /// A round trip from admission to response, for the learned margin.
     /// Whether the margin is learned (from round trips and surprises).
     pub(crate) fn learns_margin(&self) -> bool {
         self.shared.margin.learns()
     }
 
+    /// A round trip from admission (`admitted`) to response, now, for the learned margin:
+    /// the clock is read only for a round trip the margin samples.
     pub(crate) fn observe_round_trip(&self, admitted: Instant) {
-        if !self.shared.margin.learns() {
+        if !self.shared.margin.samples(self.to_ns(admitted)) {
             return;
         }
         let now = Instant::now();
@@ -424,17 +434,29 @@ impl Limiter {
         Acquire::new(self, key, tier, cost)
     }
 
+    /// The tier a refusal of `store_key` under `tier` holds: a replica of the configured
+    /// tier (see `Shared::replicas`), or `tier` itself.
+    fn refusal_tier<'a>(&'a self, tier: &'a Tier, store_key: Key) -> &'a Tier {
+        let s = &*self.shared;
+        if Tier::ptr_eq(tier, &s.config.tier) {
+            &s.replicas[store_key.shard(REPLICAS)]
+        } else {
+            tier
+        }
+    }
+
     /// The decision on `key` under `tier` when it can be made now without a future — the
     /// store answers at once, nobody waits on the key, and the answer is final (admitted, a
     /// refusal in reject mode, a cost that never fits, a store error) — else `None`, and the
     /// caller awaits an [`Acquire`], which decides the same way. The common case of a front
-    /// end: no future, no reference count touched.
+    /// end: no future, no reference count touched. An admission is `Ok` with the time it was
+    /// decided at (the clock is read once).
     pub(crate) fn admit_now(
         &self,
         key: Key,
         tier: &Tier,
         cost: &Cost,
-    ) -> Option<Result<(), AcquireError>> {
+    ) -> Option<Result<Instant, AcquireError>> {
         let s = &*self.shared;
         let store_key = key.with_tier(tier.id());
         if s.gates.has_waiters(store_key) {
@@ -448,14 +470,16 @@ impl Limiter {
             &learned
         };
         let costs = tier.costs(cost);
-        let t = self.times(tier, Instant::now());
+        let now = Instant::now();
+        let t = self.times(tier, now);
         match self.ask_now(tier, store_key, costs.as_slice(), t)? {
-            Ok(Decision::Admitted) => Some(Ok(())),
+            Ok(Decision::Admitted) => Some(Ok(now)),
             Ok(Decision::NotBefore(t)) if s.config.mode == Mode::Reject => Some(Err(limited(
                 key,
-                tier,
+                self.refusal_tier(tier, store_key),
                 Reason::Rejected,
                 Some(self.to_instant(t)),
+                now,
             ))),
             Ok(Decision::NotBefore(_)) => None,
             Ok(Decision::Exceeds { quota, limit }) => {
@@ -488,18 +512,26 @@ impl Limiter {
             learned = s.learned.in_force(store_key, s.config.tier.clone());
             &learned
         };
+        let now = Instant::now();
         if s.gates.has_waiters(store_key) {
-            return Err(limited(key, tier, Reason::Rejected, None));
+            return Err(limited(
+                key,
+                self.refusal_tier(tier, store_key),
+                Reason::Rejected,
+                None,
+                now,
+            ));
         }
         let costs = tier.costs(&cost.into());
-        let t = self.times(tier, Instant::now());
+        let t = self.times(tier, now);
         match self.ask_now(tier, store_key, costs.as_slice(), t) {
             Some(Ok(Decision::Admitted)) => Ok(()),
             Some(Ok(Decision::NotBefore(t))) => Err(limited(
                 key,
-                tier,
+                self.refusal_tier(tier, store_key),
                 Reason::Rejected,
                 Some(self.to_instant(t)),
+                now,
             )),
             Some(Ok(Decision::Exceeds { quota, limit })) => {
                 Err(AcquireError::CostExceedsLimit(CostExceedsLimit {
@@ -517,8 +549,15 @@ impl Limiter {
     }
 }
 
-fn limited(key: Key, tier: &Tier, reason: Reason, available_at: Option<Instant>) -> AcquireError {
-    let now = Instant::now();
+/// The refusal of `key` under `tier`, at `now` (the caller's clock read: a rejection reads
+/// it no more than an admission does).
+fn limited(
+    key: Key,
+    tier: &Tier,
+    reason: Reason,
+    available_at: Option<Instant>,
+    now: Instant,
+) -> AcquireError {
     let e = RateLimited {
         key,
         tier: tier.clone(),

@@ -3,6 +3,7 @@ use proptest::prelude::*;
 use super::*;
 
 const S: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
 
 fn rolling(limit: u64, window: u64) -> QuotaSpec {
     QuotaSpec::rolling(window, limit, window)
@@ -149,14 +150,15 @@ fn a_learned_rolling_limit_outlives_a_pause_until_the_reset() {
     );
     k.update(&specs, Update::BlockUntil(t + 60 * S), t, 0);
     assert!(k.idle_at(&specs, t, 0) > t + 60 * S);
-    // Still used: kept a window past the last use.
+    // Still used: kept a window past the last use (plus the 2 s a learned margin could
+    // grow to before the next use: a twentieth of the minute, at most 2 s).
     assert_eq!(k.acquire(&specs, &[1], t + 60 * S, 0), Decision::Admitted);
-    assert_eq!(k.idle_at(&specs, t + 60 * S, 0), t + 120 * S);
+    assert_eq!(k.idle_at(&specs, t + 60 * S, 0), t + 122 * S);
     assert_eq!(k.snapshot(&specs, t + 60 * S, 0).windows[0].limit, 20);
     // Without a learned limit, an empty log is idle as soon as it empties.
     let mut fresh = KeyWindows::default();
     assert_eq!(fresh.acquire(&specs, &[1], t, 0), Decision::Admitted);
-    assert_eq!(fresh.idle_at(&specs, t, 0), t + 60 * S);
+    assert_eq!(fresh.idle_at(&specs, t, 0), t + 62 * S);
 }
 
 #[test]
@@ -184,7 +186,15 @@ fn idle_when_everything_expired() {
     let specs = [rolling(10, 60 * S)];
     let mut k = KeyWindows::default();
     assert_eq!(k.acquire(&specs, &[1], 5 * S, 0), Decision::Admitted);
-    assert_eq!(k.idle_at(&specs, 5 * S, 0), 65 * S);
+    // The window, and the most a learned margin could grow to before the next use (a
+    // twentieth of the window, at most 2 s): a grown margin still counts the admission.
+    assert_eq!(k.idle_at(&specs, 5 * S, 0), 67 * S);
+    let second = [rolling(10, S)];
+    let mut k = KeyWindows::default();
+    assert_eq!(k.acquire(&second, &[1], 5 * S, 0), Decision::Admitted);
+    assert_eq!(k.idle_at(&second, 5 * S, 0), 6 * S + 50 * MS);
+    // A configured margin larger than that is kept as it is.
+    assert_eq!(k.idle_at(&second, 5 * S, 300 * MS), 6 * S + 300 * MS);
 }
 
 /// Units admitted in `[from, from + window)`.
