@@ -4,7 +4,8 @@
 //!
 //! Two more pairs separate the cost of the retry budget: `RetryAfter` without a budget
 //! (`NoBudget`), and tower's `Retry` with a policy that deposits into a `TpsBudget` on each
-//! success, as tower's docs suggest.
+//! success, as tower's docs suggest. `RetryAfter` without reading the JSON request's facts
+//! for a rate limit below (`with_request_facts(false)`) shows what that reading costs.
 //!
 //! The futures complete on their first poll, so they are polled by hand with a no-op waker
 //! instead of paying a `block_on` per iteration that would drown the difference. No runtime
@@ -149,6 +150,11 @@ fn success_path(c: &mut Criterion) {
         server::<Full<Bytes>>(),
     );
     let mut retry_after_no_budget = RetryAfterLayer::new().with_budget(NoBudget).layer(server());
+    // Without reading the JSON body's facts for a rate limit below (the model, the token
+    // estimate): what a stack with no such limit pays.
+    let mut retry_after_no_facts = RetryAfterLayer::new()
+        .with_request_facts(false)
+        .layer(server());
 
     let mut group = c.benchmark_group("success_path");
     group
@@ -167,6 +173,9 @@ fn success_path(c: &mut Criterion) {
     });
     group.bench_function("retry_after_no_budget", |b| {
         b.iter(|| black_box(once(&mut retry_after_no_budget, &mut cx)))
+    });
+    group.bench_function("retry_after_no_facts", |b| {
+        b.iter(|| black_box(once(&mut retry_after_no_facts, &mut cx)))
     });
     group.finish();
 }

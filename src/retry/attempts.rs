@@ -43,8 +43,9 @@ pub(crate) struct Attempts<D, B> {
     // When the request entered; read only with a deadline.
     start: Option<Instant>,
     // The response of the last attempt that reached the server, held while a retry is
-    // pending: if the limiter then refuses the retry, the caller gets it.
-    last: Option<http::Response<B>>,
+    // pending: if the limiter then refuses the retry, the caller gets it. Boxed: held only
+    // while a retry is pending, and every request's future is the smaller for it.
+    last: Option<Box<http::Response<B>>>,
 }
 
 impl<D, B> Attempts<D, B> {
@@ -121,7 +122,7 @@ impl<D, B> Attempts<D, B> {
             .next_step(self.attempts, self.start, outcome, replayable)
         {
             Step::Retry(delay) => {
-                self.last = Some(response);
+                self.last = Some(Box::new(response));
                 Then::RetryAt(retry_at(delay))
             }
             Step::Stop(stopped) => {
@@ -171,7 +172,7 @@ impl<D, B> Attempts<D, B> {
 
     /// The held response, marked with why retrying stopped.
     fn give_back(&mut self, attempts: u32, stopped: StopReason) -> http::Response<B> {
-        let mut response = self.last.take().expect("a held response");
+        let mut response = *self.last.take().expect("a held response");
         response
             .extensions_mut()
             .insert(RetryInfo::new(attempts, stopped));
