@@ -56,6 +56,17 @@ fn fixtures() -> Vec<(&'static str, &'static str, Usage)> {
             "text/event-stream",
             Usage::new(14, 7),
         ),
+        // Gemini's `usageMetadata`: thinking tokens are output.
+        (
+            "gemini_generate_content.json",
+            "application/json; charset=UTF-8",
+            Usage::new(11, 27 + 1066),
+        ),
+        (
+            "gemini_stream_generate_content.sse",
+            "text/event-stream",
+            Usage::new(6, 10 + 24),
+        ),
     ]
 }
 

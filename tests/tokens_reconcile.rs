@@ -63,6 +63,16 @@ async fn through_tower(
     response: http::Response<Bytes>,
     read_body: bool,
 ) -> (Limiter, Option<Bytes>, u64) {
+    through_tower_with(layer, request_body(), response, read_body).await
+}
+
+/// As [`through_tower`], sending `request_body`.
+async fn through_tower_with(
+    layer: QuotaLayer,
+    request_body: String,
+    response: http::Response<Bytes>,
+    read_body: bool,
+) -> (Limiter, Option<Bytes>, u64) {
     let limiter = layer.limiter().clone();
     let server = tower::service_fn(move |_req: http::Request<ReplayBody<Full<Bytes>>>| {
         let response = response.clone().map(Full::new);
@@ -71,7 +81,7 @@ async fn through_tower(
     let client = layer.layer(server);
     let request = http::Request::post("http://router.test/v1/chat/completions")
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(request_body())))
+        .body(Full::new(Bytes::from(request_body)))
         .unwrap();
     let response = client.oneshot(request).await.unwrap();
     let before = used(&limiter).await;
@@ -106,6 +116,45 @@ async fn a_json_answer_corrects_the_reservation_to_its_usage() {
         550,
         "corrected to the usage once the body was read"
     );
+}
+
+/// Gemini's own API: the request's `contents` and `generationConfig.maxOutputTokens` make the
+/// reservation (the same 700 bytes of prompt and 4 000 tokens out as [`request_body`]), the
+/// answer's `usageMetadata` corrects it — thinking tokens counted as output — whether it
+/// comes as one JSON object or as a stream (`alt=sse`).
+#[tokio::test(start_paused = true)]
+async fn gemini_usage_metadata_corrects_the_reservation() {
+    let prompt = "x".repeat(700);
+    let request = format!(
+        r#"{{"contents":[{{"role":"user","parts":[{{"text":"{prompt}"}}]}}],"generationConfig":{{"maxOutputTokens":4000}}}}"#
+    );
+    const JSON: &str = r#"{"candidates":[{"content":{"parts":[{"text":"hi"}],"role":"model"},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":240,"candidatesTokenCount":100,"thoughtsTokenCount":60,"totalTokenCount":400},"modelVersion":"gemini-2.5-flash"}"#;
+    let (limiter, body, before) = through_tower_with(
+        QuotaLayer::new(tpm()),
+        request.clone(),
+        answer(200, "application/json", JSON),
+        true,
+    )
+    .await;
+    assert_eq!(
+        before, RESERVED,
+        "the same estimate as the OpenAI-shaped request"
+    );
+    assert_eq!(body.unwrap(), JSON.as_bytes());
+    assert_eq!(used(&limiter).await, 400);
+
+    const SSE: &str = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"h\"}]}}],\"usageMetadata\":{\"promptTokenCount\":240,\"totalTokenCount\":240}}\r\n\r\n\
+data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"i\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":240,\"candidatesTokenCount\":35,\"totalTokenCount\":275}}\r\n\r\n";
+    let (limiter, body, before) = through_tower_with(
+        QuotaLayer::new(tpm()),
+        request,
+        answer(200, "text/event-stream", SSE),
+        true,
+    )
+    .await;
+    assert_eq!(before, RESERVED);
+    assert_eq!(body.unwrap(), SSE.as_bytes());
+    assert_eq!(used(&limiter).await, 275);
 }
 
 #[tokio::test(start_paused = true)]

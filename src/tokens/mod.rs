@@ -7,8 +7,10 @@
 //!
 //! 1. **Before**: [`RequestFacts::from_json`] reads the few top-level fields of a JSON request
 //!    body that tell its cost — `model`, the output cap (`max_tokens`,
-//!    `max_completion_tokens`, `max_output_tokens`), `stream`, `stream_options.include_usage`
-//!    and the size of the prompt's text — without copying the body or building a tree of it.
+//!    `max_completion_tokens`, `max_output_tokens`, Gemini's
+//!    `generationConfig.maxOutputTokens`), `stream`, `stream_options.include_usage` and the
+//!    size of the prompt's text (`messages`, `system`, `input`…, Gemini's `contents` and
+//!    `systemInstruction`) — without copying the body or building a tree of it.
 //!    [`RequestFacts::estimated_input_tokens`] turns the prompt's size into tokens (a
 //!    documented bytes-per-token estimate, [`BYTES_PER_TOKEN`], plus the per-message overhead
 //!    of OpenAI's cookbook); [`RequestFacts::output_reservation`] reserves the output cap.
@@ -16,7 +18,8 @@
 //!    lets a [`UsageScanner`] find the [`Usage`] as the bytes stream through: the top-level
 //!    `usage` of a JSON body, or the usage events of a server-sent event stream (OpenAI chat
 //!    with `include_usage`, OpenAI Responses' `response.completed`, Anthropic's
-//!    `message_start` and `message_delta`). It never buffers the body: its memory is bounded
+//!    `message_start` and `message_delta`), or Gemini's `usageMetadata` (in JSON, a stream,
+//!    or a JSON array of responses). It never buffers the body: its memory is bounded
 //!    by [`MAX_USAGE_BYTES`] whatever the body's size. When the body ends (or fails, or is
 //!    dropped) it calls back once with the usage and how the body ended ([`BodyEnd`]).
 //!

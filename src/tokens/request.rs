@@ -209,9 +209,15 @@ enum TopKey {
     MaxTokens,
     Stream,
     StreamOptions,
+    /// `messages`; Gemini's `contents`.
     Messages,
     /// `system`, `prompt`, `instructions`.
     Text,
+    /// Gemini's `systemInstruction`: an object with `parts`, its text counted (not as a
+    /// message).
+    Instruction,
+    /// Gemini's `generationConfig`: its `maxOutputTokens`.
+    GenerationConfig,
     /// `input`: objects in it are items, each counted as a message.
     Input,
     Other,
@@ -224,8 +230,10 @@ impl<'de> Deserialize<'de> for TopKey {
             "max_tokens" | "max_completion_tokens" | "max_output_tokens" => TopKey::MaxTokens,
             "stream" => TopKey::Stream,
             "stream_options" => TopKey::StreamOptions,
-            "messages" => TopKey::Messages,
+            "messages" | "contents" => TopKey::Messages,
             "system" | "prompt" | "instructions" => TopKey::Text,
+            "systemInstruction" | "system_instruction" => TopKey::Instruction,
+            "generationConfig" | "generation_config" => TopKey::GenerationConfig,
             "input" => TopKey::Input,
             _ => TopKey::Other,
         }))
@@ -273,6 +281,15 @@ impl<'de> Deserialize<'de> for RequestFacts {
                                 .is_some_and(|o| o.0)
                         }
                         TopKey::Messages => map.next_value_seed(Messages(&mut facts.tally))?,
+                        TopKey::Instruction => {
+                            map.next_value_seed(Instruction(&mut facts.tally))?
+                        }
+                        TopKey::GenerationConfig => {
+                            if let Some(max) = map.next_value::<GenerationConfig>()?.0 {
+                                facts.max_output_tokens =
+                                    Some(facts.max_output_tokens.map_or(max, |m| m.max(max)));
+                            }
+                        }
                         TopKey::Text => map.next_value_seed(TopText(&mut facts.tally, false))?,
                         TopKey::Input => map.next_value_seed(TopText(&mut facts.tally, true))?,
                         TopKey::Other => {
@@ -284,6 +301,42 @@ impl<'de> Deserialize<'de> for RequestFacts {
             }
         }
         d.deserialize_map(V)
+    }
+}
+
+/// Gemini's `generationConfig`: its `maxOutputTokens` (anything else, or another type, is
+/// none).
+struct GenerationConfig(Option<u64>);
+
+impl<'de> Deserialize<'de> for GenerationConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GenerationConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a generation config")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<GenerationConfig, A::Error> {
+                let mut max = None;
+                while let Some(is_max) = map.next_key_seed(KeyVisitor(|k: &str| {
+                    matches!(k, "maxOutputTokens" | "max_output_tokens")
+                }))? {
+                    if is_max {
+                        max = map.next_value::<Option<u64>>()?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(GenerationConfig(max))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<GenerationConfig, E> {
+                Ok(GenerationConfig(None))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -352,6 +405,32 @@ impl<'de> Visitor<'de> for Messages<'_> {
             self.0.messages += 1;
         }
         Ok(())
+    }
+}
+
+/// Gemini's `systemInstruction`: an object read as a [`Node`] (or `null`).
+struct Instruction<'a>(&'a mut Tally);
+
+impl<'de> DeserializeSeed<'de> for Instruction<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Instruction<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a system instruction")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(Node(self.0))
     }
 }
 
@@ -445,8 +524,10 @@ impl<'de> Visitor<'de> for Item<'_> {
 struct Node<'a>(&'a mut Tally);
 
 enum NodeKey {
-    /// `text`, `content`, `output`, `arguments`, `thinking`, `refusal`.
+    /// `text`, `content`, `output`, `arguments`, `thinking`, `refusal`; Gemini's `parts`.
     Text,
+    /// Gemini's `inlineData` and `fileData`: a media part.
+    Media,
     /// `input` (a `tool_use` block's arguments), `tool_calls`, `function_call`.
     Strings,
     Type,
@@ -504,7 +585,10 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut media = false;
         while let Some(key) = map.next_key_seed(KeyVisitor(|k: &str| match k {
-            "text" | "content" | "output" | "arguments" | "thinking" | "refusal" => NodeKey::Text,
+            "text" | "content" | "output" | "arguments" | "thinking" | "refusal" | "parts" => {
+                NodeKey::Text
+            }
+            "inlineData" | "inline_data" | "fileData" | "file_data" => NodeKey::Media,
             "input" | "tool_calls" | "function_call" => NodeKey::Strings,
             "type" => NodeKey::Type,
             _ => NodeKey::Other,
@@ -513,6 +597,10 @@ impl<'de> Visitor<'de> for Node<'_> {
                 NodeKey::Text => map.next_value_seed(Node(&mut *self.0))?,
                 NodeKey::Strings => map.next_value_seed(Strings(&mut *self.0))?,
                 NodeKey::Type => media = map.next_value::<IsMedia>()?.0,
+                NodeKey::Media => {
+                    map.next_value::<IgnoredAny>()?;
+                    media = true;
+                }
                 NodeKey::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }

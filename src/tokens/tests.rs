@@ -227,6 +227,31 @@ fn sse_responses_nested_usage_only_under_response_or_message() {
 }
 
 #[test]
+fn gemini_usage_metadata_json_sse_and_array() {
+    // `generateContent`: thinking tokens are output, tool-use prompt tokens input; the cached
+    // content is part of the prompt count.
+    let json = r#"{"candidates":[{"content":{"parts":[{"text":"Hi"}],"role":"model"},"finishReason":"STOP"}],
+        "usageMetadata":{"promptTokenCount":120,"candidatesTokenCount":30,"totalTokenCount":190,
+        "cachedContentTokenCount":100,"thoughtsTokenCount":35,"toolUsePromptTokenCount":5,
+        "promptTokensDetails":[{"modality":"TEXT","tokenCount":120}]},"modelVersion":"gemini-2.5-flash"}"#;
+    assert_eq!(both(Format::Json, json), Some(Usage::new(125, 65)));
+    // `streamGenerateContent?alt=sse`: every chunk carries the counts so far.
+    let sse = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"He\"}]}}],\"usageMetadata\":{\"promptTokenCount\":12,\"totalTokenCount\":12}}\r\n\r\n\
+        data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"llo\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":12,\"candidatesTokenCount\":9,\"totalTokenCount\":21}}\r\n\r\n";
+    assert_eq!(both(Format::EventStream, sse), Some(Usage::new(12, 9)));
+    // Without `alt=sse`: a JSON array of the same responses.
+    let array = r#"[{"candidates":[],"usageMetadata":{"promptTokenCount":12}},
+        {"candidates":[],"usageMetadata":{"promptTokenCount":12,"candidatesTokenCount":9,"thoughtsTokenCount":4}}]"#;
+    assert_eq!(both(Format::Json, array), Some(Usage::new(12, 13)));
+    // Only where Gemini puts it: not deeper, and a name that merely starts alike is not it.
+    let elsewhere = r#"{"candidates":[{"usageMetadata":{"promptTokenCount":7}}],"usageMetadataX":{"promptTokenCount":8}}"#;
+    assert_eq!(both(Format::Json, elsewhere), None);
+    // OpenAI's names win where both appear (a proxy that adds its own).
+    let both_names = r#"{"usage":{"prompt_tokens":3,"completion_tokens":4},"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":4}}"#;
+    assert_eq!(both(Format::Json, both_names), Some(Usage::new(3, 4)));
+}
+
+#[test]
 fn sse_partial_usage_before_the_end() {
     let start = "event: message_start\n\
         data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n\
@@ -334,6 +359,10 @@ fn request_rejects_what_is_not_an_object_or_has_wrong_types() {
         r#"{"system":{}}"#,
         r#"{"prompt":7}"#,
         r#"{"input":true}"#,
+        r#"{"systemInstruction":"be brief"}"#,
+        r#"{"generationConfig":{"maxOutputTokens":"100"}}"#,
+        r#"{"generationConfig":7}"#,
+        r#"{"contents":{}}"#,
         "\u{feff}{}",
     ] {
         assert_eq!(RequestFacts::from_json(body.as_bytes()), None, "{body}");
@@ -343,6 +372,42 @@ fn request_rejects_what_is_not_an_object_or_has_wrong_types() {
         RequestFacts::from_json(format!(r#"{{"messages":[{{"content":{deep}}}]}}"#).as_bytes()),
         None
     );
+}
+
+#[test]
+fn request_gemini_generate_content() {
+    // Gemini's own request: `contents` of `parts`, a `systemInstruction`, the output cap in
+    // `generationConfig`; an inline image and a file are media parts, their bytes not text.
+    let f = facts(
+        r#"{"systemInstruction":{"parts":[{"text":"Be brief."}]},
+            "contents":[
+              {"role":"user","parts":[{"text":"What is in this picture?"},
+                {"inlineData":{"mimeType":"image/png","data":"iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"}}]},
+              {"role":"model","parts":[{"text":"A cat."}]},
+              {"role":"user","parts":[{"text":"And this one?"},
+                {"fileData":{"mimeType":"image/jpeg","fileUri":"gs://bucket/cat.jpg"}}]}],
+            "generationConfig":{"temperature":0.2,"maxOutputTokens":256,"thinkingConfig":{"thinkingBudget":0}}}"#,
+    );
+    assert_eq!(f.model(), None, "the model is in the URL's path");
+    assert_eq!(f.max_output_tokens(), Some(256));
+    assert_eq!(f.messages(), 3);
+    assert_eq!(f.media_parts(), 2);
+    let text = "Be brief.".len()
+        + "What is in this picture?".len()
+        + "A cat.".len()
+        + "And this one?".len();
+    assert_eq!(f.prompt_bytes(), text as u64);
+    // snake_case, as the REST API also accepts.
+    let g = facts(
+        r#"{"system_instruction":{"parts":[{"text":"x"}]},"contents":[{"parts":[{"inline_data":{"data":"AAAA"}}]}],"generation_config":{"max_output_tokens":9}}"#,
+    );
+    assert_eq!(
+        (g.prompt_bytes(), g.media_parts(), g.max_output_tokens()),
+        (1, 1, Some(9))
+    );
+    // Nulls are nothing.
+    let n = facts(r#"{"systemInstruction":null,"contents":null,"generationConfig":null}"#);
+    assert_eq!(n, RequestFacts::default());
 }
 
 #[test]

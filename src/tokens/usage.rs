@@ -10,6 +10,8 @@
 //! | OpenAI chat (SSE) | the chunk before `data: [DONE]`, with `choices: []`, when the request set `stream_options.include_usage` (every other chunk has `"usage": null`) | as in JSON |
 //! | OpenAI Responses (SSE) | `response.usage` of `response.completed` (or `response.incomplete`, `response.failed`) | as in JSON |
 //! | Anthropic Messages (SSE) | `message.usage` of `message_start` (input and cache counts, an intermediate output count), then `usage` of `message_delta` (the final, **cumulative** output count, sometimes the input counts again) | as in JSON |
+//! | Gemini and Vertex AI `generateContent` (JSON) | top-level `usageMetadata` | `promptTokenCount` (cached content included) and `toolUsePromptTokenCount` in; `candidatesTokenCount` and `thoughtsTokenCount` (thinking) out |
+//! | Gemini `streamGenerateContent` (SSE with `alt=sse`, else a JSON array of responses) | `usageMetadata` of each response, cumulative, the last one final | as in JSON |
 //!
 //! Every count the providers send is cumulative, so the scanner keeps, field by field, the
 //! last value it saw: Anthropic's `message_delta` replaces the output count of
@@ -115,7 +117,8 @@ impl Usage {
 #[non_exhaustive]
 pub enum Format {
     /// A JSON object (or a sequence of them, as JSON lines); the top-level `usage` member is
-    /// read. Bytes that are not JSON between them are passed over.
+    /// read (Gemini's `usageMetadata`, also in the objects of a top-level array). Bytes that
+    /// are not JSON between them are passed over.
     Json,
     /// Server-sent events (`text/event-stream`); each event's data is one JSON object, read
     /// for `usage`, `message.usage` and `response.usage`.
@@ -355,8 +358,14 @@ struct Seen {
 
 impl Seen {
     fn merge(&mut self, raw: RawUsage) {
-        let input = raw.prompt_tokens.or(raw.input_tokens);
-        let output = raw.completion_tokens.or(raw.output_tokens);
+        let input = raw
+            .prompt_tokens
+            .or(raw.input_tokens)
+            .or_else(|| sum(raw.prompt_token_count, raw.tool_use_prompt_token_count));
+        let output = raw
+            .completion_tokens
+            .or(raw.output_tokens)
+            .or_else(|| sum(raw.candidates_token_count, raw.thoughts_token_count));
         for (slot, value) in [
             (&mut self.input, input),
             (&mut self.output, output),
@@ -382,11 +391,24 @@ impl Seen {
     }
 }
 
+/// The sum of the counts present, `None` when neither is (Gemini reports input and output
+/// in two parts each).
+fn sum(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+    }
+}
+
 /// The members of a `usage` object that count. Lenient: a member of another type, or a
 /// `usage` that is not an object, reads as absent.
 #[derive(Debug, Default)]
 struct RawUsage {
     prompt_tokens: Option<u64>,
+    prompt_token_count: Option<u64>,
+    tool_use_prompt_token_count: Option<u64>,
+    candidates_token_count: Option<u64>,
+    thoughts_token_count: Option<u64>,
     completion_tokens: Option<u64>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
@@ -407,6 +429,10 @@ impl<'de> Deserialize<'de> for RawUsage {
                 while let Some(key) = map.next_key::<UsageKey>()? {
                     let slot = match key {
                         UsageKey::PromptTokens => &mut raw.prompt_tokens,
+                        UsageKey::PromptTokenCount => &mut raw.prompt_token_count,
+                        UsageKey::ToolUsePromptTokenCount => &mut raw.tool_use_prompt_token_count,
+                        UsageKey::CandidatesTokenCount => &mut raw.candidates_token_count,
+                        UsageKey::ThoughtsTokenCount => &mut raw.thoughts_token_count,
                         UsageKey::CompletionTokens => &mut raw.completion_tokens,
                         UsageKey::InputTokens => &mut raw.input_tokens,
                         UsageKey::OutputTokens => &mut raw.output_tokens,
@@ -451,6 +477,10 @@ impl<'de> Deserialize<'de> for RawUsage {
 
 enum UsageKey {
     PromptTokens,
+    PromptTokenCount,
+    ToolUsePromptTokenCount,
+    CandidatesTokenCount,
+    ThoughtsTokenCount,
     CompletionTokens,
     InputTokens,
     OutputTokens,
@@ -470,6 +500,10 @@ impl<'de> Deserialize<'de> for UsageKey {
             fn visit_str<E: de::Error>(self, key: &str) -> Result<UsageKey, E> {
                 Ok(match key {
                     "prompt_tokens" => UsageKey::PromptTokens,
+                    "promptTokenCount" => UsageKey::PromptTokenCount,
+                    "toolUsePromptTokenCount" => UsageKey::ToolUsePromptTokenCount,
+                    "candidatesTokenCount" => UsageKey::CandidatesTokenCount,
+                    "thoughtsTokenCount" => UsageKey::ThoughtsTokenCount,
                     "completion_tokens" => UsageKey::CompletionTokens,
                     "input_tokens" => UsageKey::InputTokens,
                     "output_tokens" => UsageKey::OutputTokens,
@@ -530,7 +564,8 @@ impl<'de> Deserialize<'de> for Count {
 // === the JSON follower ===
 
 /// Follows the structure of a JSON text (or a sequence of them) byte by byte, without
-/// validating it, and captures the value of `usage` at the top level (and, for events, of
+/// validating it, and captures the value of `usage` or `usageMetadata` at the top level
+/// (`usageMetadata` also in the objects of a top-level array; for events, also
 /// `message.usage` and `response.usage`).
 #[derive(Clone)]
 struct Finder {
@@ -542,8 +577,8 @@ struct Finder {
     frames: [Frame; 2],
     string: Str,
     escape: bool,
-    /// The name being read (at depth 1 or 2), up to 8 bytes.
-    key: [u8; 8],
+    /// The name being read (at depth 1 or 2), up to 16 bytes.
+    key: [u8; 16],
     key_len: u8,
     /// The depth of the object whose member is being captured.
     capture: Option<u32>,
@@ -571,6 +606,8 @@ enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
     Usage,
+    /// Gemini's and Vertex AI's `usageMetadata`.
+    UsageMetadata,
     Message,
     Response,
     Other,
@@ -597,7 +634,7 @@ impl Finder {
             frames: [EMPTY_FRAME; 2],
             string: Str::None,
             escape: false,
-            key: [0; 8],
+            key: [0; 16],
             key_len: 0,
             capture: None,
             overflow: false,
@@ -718,7 +755,7 @@ impl Finder {
             return;
         }
         let len = usize::from(self.key_len);
-        // A name with an escape, or longer than 8 bytes, is none that counts.
+        // A name with an escape, or longer than the buffer, is none that counts.
         if escaped || len + bytes.len() > self.key.len() {
             self.key_len = u8::MAX;
         } else {
@@ -729,9 +766,10 @@ impl Finder {
 
     fn end_string(&mut self) {
         if self.string == Str::Key {
-            let key = match &self.key[..usize::from(self.key_len).min(8)] {
+            let key = match &self.key[..usize::from(self.key_len).min(self.key.len())] {
                 _ if self.key_len == u8::MAX => Key::Other,
                 b"usage" => Key::Usage,
+                b"usageMetadata" => Key::UsageMetadata,
                 b"message" => Key::Message,
                 b"response" => Key::Response,
                 _ => Key::Other,
@@ -754,16 +792,20 @@ impl Finder {
             return;
         }
         frame.state = State::InValue;
-        let wanted = frame.object
-            && frame.key == Key::Usage
-            && match depth {
-                1 => true,
-                _ => {
-                    let parent = self.frames[0];
+        let (key, object) = (frame.key, frame.object);
+        let parent = self.frames[0];
+        let wanted = object
+            && match (key, depth) {
+                (Key::Usage | Key::UsageMetadata, 1) => true,
+                (Key::Usage, _) => {
                     self.nested
                         && parent.object
                         && matches!(parent.key, Key::Message | Key::Response)
                 }
+                // Gemini's `streamGenerateContent` without `alt=sse`: a JSON array of
+                // responses, each with its `usageMetadata`.
+                (Key::UsageMetadata, _) => !parent.object,
+                _ => false,
             };
         if wanted && self.capture.is_none() {
             self.capture = Some(depth);
