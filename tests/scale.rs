@@ -28,8 +28,8 @@ async fn attacker_chosen_keys_never_exceed_the_bound() {
     }
     most = most.max(store.len());
     assert!(most <= 10_000, "{most} keys held");
-    // Measured: 571 bytes a key in use (a map slot, the window state of two quotas and a
-    // one-entry log); the 150 B for an idle key is not met yet (see the note).
+    // A key in use: a map slot, the window state of two quotas and a one-entry log (an idle
+    // key takes 140 B: `tests/memory.rs`).
     let per_key = store.bytes() / store.len();
     assert!(per_key <= 640, "{per_key} bytes a key");
     // A key in use survives the churn: its count is still there.
