@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::Waker;
 
@@ -32,9 +32,50 @@ struct Queue {
     head_until: u64,
     /// Room was given back since the head last asked: it asks again.
     nudged: bool,
+    /// The costs of every waiter, summed per quota (saturating): what a request joining
+    /// the back has ahead of it, without a pass over the queue (a queue 10 000 deep would
+    /// make every join a pass of 10 000).
+    total: Vec<u64>,
+}
+
+impl Queue {
+    fn push(&mut self, slot: Slot) {
+        let costs = slot.costs.as_slice();
+        if self.total.len() < costs.len() {
+            self.total.resize(costs.len(), 0);
+        }
+        for (t, &c) in self.total.iter_mut().zip(costs) {
+            *t = t.saturating_add(c);
+        }
+        self.slots.push_back(slot);
+    }
+
+    fn forget(&mut self, slot: &Slot) {
+        for (t, &c) in self.total.iter_mut().zip(slot.costs.as_slice()) {
+            *t = t.saturating_sub(c);
+        }
+    }
+
+    /// The waiter `id`: ids increase from head to back.
+    fn find_mut(&mut self, id: u64) -> Option<&mut Slot> {
+        let i = self.slots.binary_search_by_key(&id, |s| s.id).ok()?;
+        self.slots.get_mut(i)
+    }
+
+    /// The costs of every waiter, per quota, for a request of `n` quotas.
+    fn ahead(&self, n: usize) -> Costs {
+        Costs::new((0..n).map(|i| self.total.get(i).copied().unwrap_or(0)))
+    }
 }
 
 type Shard = HashMap<u64, Queue, BuildHasherDefault<KeyHasher>>;
+
+/// Waiter ids, drawn under a queue's lock (never 0: 0 is "not queued").
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 #[derive(Debug)]
 pub(crate) struct Gates {
@@ -52,6 +93,7 @@ struct GateShard {
 }
 
 /// What happened on joining a key's queue.
+#[derive(Clone)]
 pub(crate) enum Joined {
     /// The queue was empty: the caller is the head and asks the store.
     Head,
@@ -93,16 +135,11 @@ impl Gates {
         self.gate(key).queued.load(Ordering::Acquire) != 0 && self.waiting(key) > 0
     }
 
-    /// Joins the back of `key`'s queue as waiter `id` costing `costs`, unless it already
-    /// holds `max` waiters.
-    pub(crate) fn join(
-        &self,
-        key: Key,
-        id: u64,
-        waker: &Waker,
-        costs: &Costs,
-        max: usize,
-    ) -> Joined {
+    /// Joins the back of `key`'s queue costing `costs`, unless it already holds `max`
+    /// waiters; the waiter's id (0 when it did not join). Ids are drawn under the queue's
+    /// lock, so a queue's ids increase from head to back: a waiter is found by a binary
+    /// search, not a pass over the queue.
+    pub(crate) fn join(&self, key: Key, waker: &Waker, costs: &Costs, max: usize) -> (Joined, u64) {
         let mut shard = self.shard(key);
         let q = shard.entry(key.0).or_insert_with(|| {
             self.gate(key).queued.fetch_add(1, Ordering::AcqRel);
@@ -110,31 +147,35 @@ impl Gates {
         });
         if q.slots.is_empty() {
             q.head_until = 0;
-            q.slots.push_back(Slot {
+            let id = next_id();
+            q.push(Slot {
                 id,
                 waker: None,
                 costs: costs.clone(),
             });
             self.total.fetch_add(1, Ordering::Relaxed);
-            return Joined::Head;
+            return (Joined::Head, id);
         }
-        let ahead = Costs::sum(q.slots.iter().map(|s| &s.costs), costs.as_slice().len());
+        let ahead = q.ahead(costs.as_slice().len());
         if q.slots.len() >= max {
-            return Joined::Full {
+            let full = Joined::Full {
                 head_until: q.head_until,
                 ahead,
             };
+            return (full, 0);
         }
-        q.slots.push_back(Slot {
+        let id = next_id();
+        q.push(Slot {
             id,
             waker: Some(waker.clone()),
             costs: costs.clone(),
         });
         self.total.fetch_add(1, Ordering::Relaxed);
-        Joined::Queued {
+        let queued = Joined::Queued {
             head_until: q.head_until,
             ahead,
-        }
+        };
+        (queued, id)
     }
 
     /// Whether `id` is at the head of `key`'s queue; if not, refreshes its waker.
@@ -146,7 +187,7 @@ impl Gates {
         if q.slots.front().is_some_and(|s| s.id == id) {
             return true;
         }
-        if let Some(slot) = q.slots.iter_mut().find(|s| s.id == id) {
+        if let Some(slot) = q.find_mut(id) {
             match &slot.waker {
                 Some(w) if w.will_wake(waker) => {}
                 _ => slot.waker = Some(waker.clone()),
@@ -197,7 +238,9 @@ impl Gates {
             return;
         };
         if q.slots.front().is_some_and(|s| s.id == id) {
-            q.slots.pop_front();
+            if let Some(head) = q.slots.pop_front() {
+                q.forget(&head);
+            }
             self.total.fetch_sub(1, Ordering::Relaxed);
             q.head_until = 0;
             match q.slots.front_mut() {
@@ -211,8 +254,10 @@ impl Gates {
                     self.gate(key).queued.fetch_sub(1, Ordering::AcqRel);
                 }
             }
-        } else if let Some(i) = q.slots.iter().position(|s| s.id == id) {
-            q.slots.remove(i);
+        } else if let Ok(i) = q.slots.binary_search_by_key(&id, |s| s.id) {
+            if let Some(gone) = q.slots.remove(i) {
+                q.forget(&gone);
+            }
             self.total.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -225,5 +270,63 @@ impl Gates {
     /// The number of waiters queued on every key.
     pub(crate) fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    fn costs(c: &[u64]) -> Costs {
+        Costs::new(c.iter().copied())
+    }
+
+    fn ahead(j: (Joined, u64)) -> Vec<u64> {
+        match j.0 {
+            Joined::Queued { ahead, .. } | Joined::Full { ahead, .. } => ahead.as_slice().to_vec(),
+            Joined::Head => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn what_a_joiner_has_ahead_follows_joins_and_leaves() {
+        let gates = Gates::new();
+        let key = Key(7);
+        let w = Waker::noop();
+        let join = |c: &[u64], max| gates.join(key, w, &costs(c), max);
+        let (head, first) = join(&[2, 5], 10);
+        assert!(matches!(head, Joined::Head));
+        let (queued, second) = join(&[3, 1], 10);
+        assert_eq!(ahead((queued, second)), [2, 5]);
+        let third = join(&[4, 0], 10);
+        assert_eq!(ahead(third.clone()), [5, 6]);
+        assert!(
+            first < second && second < third.1,
+            "ids increase from head to back"
+        );
+        // A waiter leaving from the middle, then the head: their costs are no longer ahead.
+        gates.leave(key, second);
+        let fourth = join(&[1, 1], 10);
+        assert_eq!(ahead(fourth.clone()), [6, 5]);
+        gates.leave(key, first);
+        assert!(gates.is_head(key, third.1, w));
+        assert!(!gates.is_head(key, fourth.1, w));
+        let fifth = join(&[1, 1], 10);
+        assert_eq!(ahead(fifth.clone()), [5, 1]);
+        // A full queue says what the caller would have had ahead, and takes no id; a
+        // request of fewer quotas sees those it has.
+        let full = join(&[9, 9], 3);
+        assert_eq!(full.1, 0);
+        assert_eq!(ahead(full), [6, 2]);
+        let seventh = join(&[1], 10);
+        assert_eq!(ahead(seventh.clone()), [6]);
+        // Once everyone has left, the queue is gone, and the next is the head.
+        for (_, id) in [third, fourth, fifth, seventh] {
+            gates.leave(key, id);
+        }
+        assert_eq!(gates.total(), 0);
+        assert!(matches!(join(&[1, 1], 10).0, Joined::Head));
     }
 }

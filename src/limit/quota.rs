@@ -463,17 +463,6 @@ pub(crate) mod smallcosts {
             }
         }
 
-        /// The per-quota sums of `all`, each `n` long.
-        pub(crate) fn sum<'a>(all: impl Iterator<Item = &'a Costs>, n: usize) -> Costs {
-            let mut total = vec![0u64; n];
-            for c in all {
-                for (t, &x) in total.iter_mut().zip(c.as_slice()) {
-                    *t = t.saturating_add(x);
-                }
-            }
-            Costs::new(total.into_iter())
-        }
-
         pub(crate) fn as_slice(&self) -> &[u64] {
             match self {
                 Costs::Inline(a, n) => &a[..*n],

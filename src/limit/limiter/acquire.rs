@@ -185,10 +185,8 @@ impl Acquire {
         not_before: Option<u64>,
     ) -> Option<Result<(), AcquireError>> {
         let shared = self.limiter.shared.clone();
-        let id = NEXT_WAITER.fetch_add(1, Ordering::Relaxed);
-        let joined = shared.gates.join(
+        let (joined, id) = shared.gates.join(
             self.store_key,
-            id,
             cx.waker(),
             &self.costs,
             shared.config.max_queue,

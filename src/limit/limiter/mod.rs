@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
@@ -125,8 +125,6 @@ struct Shared {
 pub struct Limiter {
     shared: Arc<Shared>,
 }
-
-static NEXT_WAITER: AtomicU64 = AtomicU64::new(1);
 
 /// Replicas of the configured tier (see `Shared::replicas`).
 const REPLICAS: usize = 16;
