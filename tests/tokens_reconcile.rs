@@ -306,3 +306,44 @@ async fn a_refund_wakes_the_waiting_request() {
     let at = waiter.await.unwrap();
     assert_eq!(at.duration_since(start), Duration::from_secs(11));
 }
+
+/// Sends one request through the tower stack to a server that answers `JSON_OK` 2 s later,
+/// reads the body, and returns the limiter.
+async fn answered_after_two_seconds(layer: QuotaLayer) -> Limiter {
+    let limiter = layer.limiter().clone();
+    let server = tower::service_fn(|_req: http::Request<ReplayBody<Full<Bytes>>>| async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        Ok::<_, Infallible>(answer(200, "application/json", JSON_OK).map(Full::new))
+    });
+    let request = http::Request::post("http://router.test/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(request_body())))
+        .unwrap();
+    let response = layer.layer(server).oneshot(request).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    limiter
+}
+
+/// `Usage` counts the usage a window from the answer's end, as a server that counts it when
+/// the answer is done (LiteLLM's `tpm`) holds it; `KeepMaxTokens` corrects as of the
+/// admission, as OpenAI counts on arrival.
+#[tokio::test(start_paused = true)]
+async fn usage_is_counted_from_the_answers_end() {
+    let minute = std::time::Duration::from_secs(60);
+    let limiter = answered_after_two_seconds(QuotaLayer::new(tpm())).await;
+    assert_eq!(used(&limiter).await, 550);
+    // 61 s after the admission, 59 s after the answer: still counted.
+    tokio::time::advance(minute - std::time::Duration::from_secs(1)).await;
+    assert_eq!(used(&limiter).await, 550);
+    // 61 s after the answer: gone.
+    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    assert_eq!(used(&limiter).await, 0);
+
+    let limiter =
+        answered_after_two_seconds(QuotaLayer::new(tpm()).with_reconcile(Reconcile::KeepMaxTokens))
+            .await;
+    assert_eq!(used(&limiter).await, 250 + 4000);
+    // 61 s after the admission: gone with it.
+    tokio::time::advance(minute - std::time::Duration::from_secs(1)).await;
+    assert_eq!(used(&limiter).await, 0);
+}

@@ -430,12 +430,10 @@ impl Tier {
 
     /// Whether a quota of the tier counts tokens.
     pub(crate) fn counts_tokens(&self) -> bool {
-        self.inner.quotas.iter().any(|q| {
-            matches!(
-                q.dimension(),
-                Dimension::Tokens | Dimension::InputTokens | Dimension::OutputTokens
-            )
-        })
+        self.inner
+            .quotas
+            .iter()
+            .any(|q| counts_tokens(q.dimension()))
     }
 }
 
@@ -488,6 +486,14 @@ impl PartialEq for Tier {
 }
 
 impl Eq for Tier {}
+
+/// Whether a quota of `dimension` counts tokens (in, out, or both).
+pub(crate) fn counts_tokens(dimension: &Dimension) -> bool {
+    matches!(
+        dimension,
+        Dimension::Tokens | Dimension::InputTokens | Dimension::OutputTokens
+    )
+}
 
 pub(crate) fn dur_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

@@ -23,12 +23,16 @@ use crate::tokens::{BodyEnd, OnUsage, Usage};
 #[non_exhaustive]
 pub enum Reconcile {
     /// Correct the reservation to the usage both ways: refund what was not used, charge what
-    /// the estimate missed (the default).
+    /// the estimate missed (the default). The reservation is given back as of the admission
+    /// and the usage counted from the answer's end, as a server that counts usage when an
+    /// answer is done (LiteLLM's `tpm`) holds it; one that corrects as of the arrival
+    /// (Anthropic) is covered too, the answer's latency longer.
     #[default]
     Usage,
     /// Correct the input to the usage both ways, keep the output reserved (charging only
     /// what passed it): for servers that count the prompt as their tokenizer does plus the
-    /// request's `max_tokens` whatever the completion — OpenAI.
+    /// request's `max_tokens` whatever the completion, on arrival — OpenAI. Corrected as of
+    /// the admission.
     KeepMaxTokens,
     /// Keep the reservation as it was.
     Off,
@@ -109,9 +113,14 @@ impl UsageHook {
             // A body cut short reported a lower bound: charge, never refund.
             _ => Cost::tokens(u_in.max(r_in), u_out.max(r_out)),
         };
+        // `Usage` counts the usage from now, when the answer is done, as a server that counts
+        // it then does (LiteLLM's `tpm`), which also covers one that corrects as of the
+        // arrival (Anthropic); `KeepMaxTokens` corrects as of the admission, as OpenAI counts
+        // on arrival.
+        let counted = (p.mode == Reconcile::Usage).then(Instant::now);
         if let Some(learning) = p
             .limiter
-            .reconcile(p.key, &p.tier, admitted, p.reserved, actual)
+            .reconcile_counted(p.key, &p.tier, admitted, p.reserved, actual, counted)
         {
             // A store that answers later: the correction goes on in the background (the
             // body's reader is not held up for it), bounded by the learn timeout.

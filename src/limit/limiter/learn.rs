@@ -116,22 +116,63 @@ impl Limiter {
         reserved: Cost,
         actual: Cost,
     ) -> Option<Learning> {
+        self.reconcile_counted(key, tier, admitted, reserved, actual, None)
+    }
+
+    /// [`reconcile`](Self::reconcile), with the usage counted as of `counted` when given:
+    /// each token quota gives the whole reservation back as of the admission and counts
+    /// the usage as of `counted` (the answer's end). A server that counts usage when an
+    /// answer is done (LiteLLM's `tpm`) holds it a window from then, not from the request's
+    /// arrival; one that corrects as of the arrival (Anthropic) is covered too, a little
+    /// longer. Quotas of other dimensions are corrected as of the admission.
+    pub(crate) fn reconcile_counted(
+        &self,
+        key: Key,
+        tier: &Tier,
+        admitted: Instant,
+        reserved: Cost,
+        actual: Cost,
+        counted: Option<Instant>,
+    ) -> Option<Learning> {
         let store_key = key.with_tier(tier.id());
         let in_force = self.shared.learned.in_force(store_key, tier.clone());
         let at = self.to_ns(admitted);
+        let counted = counted.map(|t| self.to_ns(t).max(at));
         let (r, a) = (in_force.costs(&reserved), in_force.costs(&actual));
-        let updates: Vec<Update> = r
+        let delta = |units: u64| i64::try_from(units).unwrap_or(i64::MAX);
+        let mut updates: Vec<Update> = Vec::new();
+        for (quota, ((&r, &a), q)) in r
             .as_slice()
             .iter()
             .zip(a.as_slice())
+            .zip(in_force.quotas())
             .enumerate()
-            .filter(|(_, (r, a))| r != a)
-            .map(|(quota, (&r, &a))| Update::Adjust {
-                quota,
-                at,
-                delta: i64::try_from(i128::from(a) - i128::from(r)).unwrap_or(i64::MAX),
-            })
-            .collect();
+        {
+            match counted {
+                Some(then) if counts_tokens(q.dimension()) => {
+                    if r > 0 {
+                        updates.push(Update::Adjust {
+                            quota,
+                            at,
+                            delta: -delta(r),
+                        });
+                    }
+                    if a > 0 {
+                        updates.push(Update::Adjust {
+                            quota,
+                            at: then,
+                            delta: delta(a),
+                        });
+                    }
+                }
+                _ if r != a => updates.push(Update::Adjust {
+                    quota,
+                    at,
+                    delta: i64::try_from(i128::from(a) - i128::from(r)).unwrap_or(i64::MAX),
+                }),
+                _ => {}
+            }
+        }
         if updates.is_empty() {
             return None;
         }

@@ -23,7 +23,7 @@ use super::error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 use super::gate::{Gates, Joined};
 use super::key::{Key, KeyHasher, KeySecret};
 use super::margin::Margin;
-use super::quota::{dur_ns, smallcosts::Costs, Quota, Tier, Window};
+use super::quota::{counts_tokens, dur_ns, smallcosts::Costs, Quota, Tier, Window};
 use super::store::{
     AcquireRequest, Decision, MemoryStore, SnapshotRequest, Store, StoreError, StoreFuture, Update,
     UpdateRequest,
