@@ -7,6 +7,7 @@
 mod answering;
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -63,20 +64,25 @@ async fn through_tower(
     response: http::Response<Bytes>,
     read_body: bool,
 ) -> (Limiter, Option<Bytes>, u64) {
-    through_tower_with(layer, request_body(), response, read_body).await
+    through_tower_with(layer, request_body(), response, read_body, Duration::ZERO).await
 }
 
-/// As [`through_tower`], sending `request_body`.
+/// As [`through_tower`], sending `request_body`, the server answering `latency` after it
+/// has the request.
 async fn through_tower_with(
     layer: QuotaLayer,
     request_body: String,
     response: http::Response<Bytes>,
     read_body: bool,
+    latency: Duration,
 ) -> (Limiter, Option<Bytes>, u64) {
     let limiter = layer.limiter().clone();
     let server = tower::service_fn(move |_req: http::Request<ReplayBody<Full<Bytes>>>| {
         let response = response.clone().map(Full::new);
-        async move { Ok::<_, Infallible>(response) }
+        async move {
+            tokio::time::sleep(latency).await;
+            Ok::<_, Infallible>(response)
+        }
     });
     let client = layer.layer(server);
     let request = http::Request::post("http://router.test/v1/chat/completions")
@@ -134,6 +140,7 @@ async fn gemini_usage_metadata_corrects_the_reservation() {
         request.clone(),
         answer(200, "application/json", JSON),
         true,
+        Duration::ZERO,
     )
     .await;
     assert_eq!(
@@ -150,6 +157,7 @@ data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"i\"}]},\"finishReaso
         request,
         answer(200, "text/event-stream", SSE),
         true,
+        Duration::ZERO,
     )
     .await;
     assert_eq!(before, RESERVED);
@@ -272,8 +280,8 @@ async fn the_reqwest_middleware_corrects_the_same_way() {
 /// is given back, not when the reservations would have left the window.
 #[tokio::test(start_paused = true)]
 async fn a_refund_wakes_the_waiting_request() {
-    use std::time::Duration;
     use tower_quota::limit::Cost;
+    use Duration;
 
     let tier = Tier::new("tpm")
         .with_quota(Quota::per_minute(500))
@@ -307,21 +315,14 @@ async fn a_refund_wakes_the_waiting_request() {
     assert_eq!(at.duration_since(start), Duration::from_secs(11));
 }
 
-/// Sends one request through the tower stack to a server that answers `JSON_OK` 2 s later,
-/// reads the body, and returns the limiter.
+/// The limiter after one request answered `JSON_OK` 2 s after the server had it, its body
+/// read.
 async fn answered_after_two_seconds(layer: QuotaLayer) -> Limiter {
-    let limiter = layer.limiter().clone();
-    let server = tower::service_fn(|_req: http::Request<ReplayBody<Full<Bytes>>>| async {
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-        Ok::<_, Infallible>(answer(200, "application/json", JSON_OK).map(Full::new))
-    });
-    let request = http::Request::post("http://router.test/v1/chat/completions")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(request_body())))
-        .unwrap();
-    let response = layer.layer(server).oneshot(request).await.unwrap();
-    response.into_body().collect().await.unwrap();
-    limiter
+    let response = answer(200, "application/json", JSON_OK);
+    let two = Duration::from_secs(2);
+    through_tower_with(layer, request_body(), response, true, two)
+        .await
+        .0
 }
 
 /// `Usage` counts the usage a window from the answer's end, as a server that counts it when
@@ -329,14 +330,14 @@ async fn answered_after_two_seconds(layer: QuotaLayer) -> Limiter {
 /// admission, as OpenAI counts on arrival.
 #[tokio::test(start_paused = true)]
 async fn usage_is_counted_from_the_answers_end() {
-    let minute = std::time::Duration::from_secs(60);
+    let minute = Duration::from_secs(60);
     let limiter = answered_after_two_seconds(QuotaLayer::new(tpm())).await;
     assert_eq!(used(&limiter).await, 550);
     // 61 s after the admission, 59 s after the answer: still counted.
-    tokio::time::advance(minute - std::time::Duration::from_secs(1)).await;
+    tokio::time::advance(minute - Duration::from_secs(1)).await;
     assert_eq!(used(&limiter).await, 550);
     // 61 s after the answer: gone.
-    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(used(&limiter).await, 0);
 
     let limiter =
@@ -344,6 +345,6 @@ async fn usage_is_counted_from_the_answers_end() {
             .await;
     assert_eq!(used(&limiter).await, 250 + 4000);
     // 61 s after the admission: gone with it.
-    tokio::time::advance(minute - std::time::Duration::from_secs(1)).await;
+    tokio::time::advance(minute - Duration::from_secs(1)).await;
     assert_eq!(used(&limiter).await, 0);
 }

@@ -280,9 +280,13 @@ impl<'de> Deserialize<'de> for RequestFacts {
                                 .next_value::<Option<StreamOptions>>()?
                                 .is_some_and(|o| o.0)
                         }
-                        TopKey::Messages => map.next_value_seed(Messages(&mut facts.tally))?,
+                        TopKey::Messages => {
+                            map.next_value_seed(Nullable(Messages(&mut facts.tally)))?
+                        }
+                        // Gemini's `systemInstruction`: one content object, its text counted
+                        // (not as a message).
                         TopKey::Instruction => {
-                            map.next_value_seed(Instruction(&mut facts.tally))?
+                            map.next_value_seed(Nullable(Message(&mut facts.tally)))?
                         }
                         TopKey::GenerationConfig => {
                             if let Some(max) = map.next_value::<GenerationConfig>()?.0 {
@@ -376,13 +380,39 @@ impl<'de, T, F: FnOnce(&str) -> T> DeserializeSeed<'de> for KeyVisitor<F> {
     }
 }
 
-/// `messages`: an array of objects (or `null`).
+/// A value read by the seed `S`, or `null` (nothing).
+struct Nullable<S>(S);
+
+impl<'de, S: DeserializeSeed<'de, Value = ()>> DeserializeSeed<'de> for Nullable<S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de, Value = ()>> Visitor<'de> for Nullable<S> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value or null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.0.deserialize(d)
+    }
+}
+
+/// `messages` (Gemini's `contents`): an array of objects, each counted as a message.
 struct Messages<'a>(&'a mut Tally);
 
 impl<'de> DeserializeSeed<'de> for Messages<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
+        d.deserialize_seq(self)
     }
 }
 
@@ -391,46 +421,11 @@ impl<'de> Visitor<'de> for Messages<'_> {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array of messages")
     }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while seq.next_element_seed(Message(self.0))?.is_some() {
             self.0.messages += 1;
         }
         Ok(())
-    }
-}
-
-/// Gemini's `systemInstruction`: an object read as a [`Node`] (or `null`).
-struct Instruction<'a>(&'a mut Tally);
-
-impl<'de> DeserializeSeed<'de> for Instruction<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_option(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Instruction<'_> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a system instruction")
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(Node(self.0))
     }
 }
 
