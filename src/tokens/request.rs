@@ -253,6 +253,15 @@ impl<T, F: FnOnce(&str) -> T> Visitor<'_> for KeyVisitor<F> {
     }
 }
 
+impl RequestFacts {
+    /// An output cap the body gives: the largest of those given counts.
+    fn cap_output(&mut self, max: Option<u64>) {
+        if let Some(max) = max {
+            self.max_output_tokens = Some(self.max_output_tokens.map_or(max, |m| m.max(max)));
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for RequestFacts {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -266,19 +275,13 @@ impl<'de> Deserialize<'de> for RequestFacts {
                 while let Some(key) = map.next_key::<TopKey>()? {
                     match key {
                         TopKey::Model => facts.model = map.next_value()?,
-                        TopKey::MaxTokens => {
-                            if let Some(max) = map.next_value::<Option<u64>>()? {
-                                facts.max_output_tokens =
-                                    Some(facts.max_output_tokens.map_or(max, |m| m.max(max)));
-                            }
-                        }
+                        TopKey::MaxTokens => facts.cap_output(map.next_value::<Option<u64>>()?),
                         TopKey::Stream => {
                             facts.stream = map.next_value::<Option<bool>>()?.unwrap_or(false)
                         }
                         TopKey::StreamOptions => {
-                            facts.include_usage = map
-                                .next_value::<Option<StreamOptions>>()?
-                                .is_some_and(|o| o.0)
+                            let include = Member::<bool>::named(|k| k == "include_usage");
+                            facts.include_usage = map.next_value_seed(include)?.unwrap_or(false)
                         }
                         TopKey::Messages => {
                             map.next_value_seed(Nullable(Messages(&mut facts.tally)))?
@@ -289,10 +292,10 @@ impl<'de> Deserialize<'de> for RequestFacts {
                             map.next_value_seed(Nullable(Message(&mut facts.tally)))?
                         }
                         TopKey::GenerationConfig => {
-                            if let Some(max) = map.next_value::<GenerationConfig>()?.0 {
-                                facts.max_output_tokens =
-                                    Some(facts.max_output_tokens.map_or(max, |m| m.max(max)));
-                            }
+                            let max = Member::<u64>::named(|k| {
+                                matches!(k, "maxOutputTokens" | "max_output_tokens")
+                            });
+                            facts.cap_output(map.next_value_seed(max)?);
                         }
                         TopKey::Text => map.next_value_seed(TopText(&mut facts.tally, false))?,
                         TopKey::Input => map.next_value_seed(TopText(&mut facts.tally, true))?,
@@ -308,68 +311,54 @@ impl<'de> Deserialize<'de> for RequestFacts {
     }
 }
 
-/// Gemini's `generationConfig`: its `maxOutputTokens` (anything else, or another type, is
-/// none).
-struct GenerationConfig(Option<u64>);
+/// One member of an object, named as `is_name` says (the last such), its value a `T` or
+/// `null`; the other members passed over. `null` for the object is none; another type is an
+/// error. `stream_options.include_usage`, Gemini's `generationConfig.maxOutputTokens`.
+struct Member<T> {
+    is_name: fn(&str) -> bool,
+    value: std::marker::PhantomData<T>,
+}
 
-impl<'de> Deserialize<'de> for GenerationConfig {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = GenerationConfig;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a generation config")
-            }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<GenerationConfig, A::Error> {
-                let mut max = None;
-                while let Some(is_max) = map.next_key_seed(KeyVisitor(|k: &str| {
-                    matches!(k, "maxOutputTokens" | "max_output_tokens")
-                }))? {
-                    if is_max {
-                        max = map.next_value::<Option<u64>>()?;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(GenerationConfig(max))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<GenerationConfig, E> {
-                Ok(GenerationConfig(None))
-            }
+impl<T> Member<T> {
+    fn named(is_name: fn(&str) -> bool) -> Self {
+        Member {
+            is_name,
+            value: std::marker::PhantomData,
         }
-        d.deserialize_any(V)
     }
 }
 
-/// `stream_options`: its `include_usage`.
-struct StreamOptions(bool);
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for Member<T> {
+    type Value = Option<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_option(self)
+    }
+}
 
-impl<'de> Deserialize<'de> for StreamOptions {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = StreamOptions;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("stream options")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StreamOptions, A::Error> {
-                let mut include = false;
-                while let Some(usage) =
-                    map.next_key_seed(KeyVisitor(|k: &str| k == "include_usage"))?
-                {
-                    if usage {
-                        include = map.next_value::<Option<bool>>()?.unwrap_or(false);
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(StreamOptions(include))
+impl<'de, T: Deserialize<'de>> Visitor<'de> for Member<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object or null")
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Option<T>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        let mut value = None;
+        while let Some(wanted) = map.next_key_seed(KeyVisitor(self.is_name))? {
+            if wanted {
+                value = map.next_value::<Option<T>>()?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
             }
         }
-        d.deserialize_map(V)
+        Ok(value)
     }
 }
 
