@@ -127,6 +127,29 @@ fn many_keys(c: &mut Criterion) {
             limiter.try_acquire(keys[i], 1).unwrap()
         })
     });
+    // The same keys admitted with logs as long as a refused key's: 1000 per 20 ms, each key
+    // used every 10 000 admissions (every 1-2 ms), so each holds 10-20 entries, never full.
+    let busy =
+        Limiter::new(Tier::new("busy").with_quota(Quota::new(1000, Duration::from_millis(20))));
+    let mut i = 0usize;
+    g.bench_function("try_acquire_busy_log", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            busy.try_acquire(keys[i], 1).unwrap()
+        })
+    });
+    // The same keys refused: each has used its 20 an hour (an exact log of 20 entries).
+    let full = Limiter::new(Tier::new("full").with_quota(Quota::per_hour(20)));
+    for &key in &keys {
+        while full.try_acquire(key, 1).is_ok() {}
+    }
+    let mut i = 0usize;
+    g.bench_function("try_acquire_refused", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            full.try_acquire(keys[i], 1).is_err()
+        })
+    });
     g.finish();
 }
 

@@ -747,33 +747,44 @@ async fn an_empty_tier_learns_its_quota_from_openrouters_429() {
     sim.check_invariants().unwrap();
 }
 
-/// A refusal holds one of the limiter's replicas of its tier (picked by key, so that refusals
-/// on several cores count on different counters): whatever the key, it names the configured
-/// tier and its quotas, and a gateway's 429 says the same policy.
-#[tokio::test(start_paused = true)]
-async fn a_refusal_carries_the_configured_tier_whatever_the_key() {
+/// A refusal holds one of the limiter's replicas of its tier (the calling thread's, so that
+/// refusals on several cores count on different counters): on every thread, more threads
+/// than replicas, it names the configured tier and its quotas, and a gateway's 429 says the
+/// same policy.
+#[test]
+fn a_refusal_carries_the_configured_tier_on_every_thread() {
     let tier = Tier::new("clients")
         .with_quota(Quota::per_minute(1))
         .with_quota(Quota::per_utc_day(5));
     let limiter = Limiter::new(tier.clone()).with_mode(Mode::Reject);
-    let mut policies = std::collections::BTreeSet::new();
-    for i in 0..64u32 {
-        let key = Key::of(&i);
-        limiter.try_acquire(key, 1).unwrap();
-        let Err(AcquireError::RateLimited(e)) = limiter.try_acquire(key, 1) else {
-            panic!("the second request of key {i} is over the minute's quota");
-        };
-        assert_eq!(e.tier(), "clients");
-        assert_eq!(e.quotas(), tier.quotas());
-        policies.insert(
-            e.headers(None)["ratelimit-policy"]
-                .to_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let policies = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    std::thread::scope(|s| {
+        for t in 0..20u32 {
+            let (limiter, tier, policies) = (&limiter, &tier, &policies);
+            s.spawn(move || {
+                for i in 0..8u32 {
+                    let key = Key::of(&(t, i));
+                    limiter.try_acquire(key, 1).unwrap();
+                    let Err(AcquireError::RateLimited(e)) = limiter.try_acquire(key, 1) else {
+                        panic!("the second request of key {t}/{i} is over the minute's quota");
+                    };
+                    assert_eq!(e.tier(), "clients");
+                    assert_eq!(e.quotas(), tier.quotas());
+                    let policy = e.headers(None)["ratelimit-policy"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    policies.lock().unwrap().insert(policy);
+                }
+            });
+        }
+    });
     assert_eq!(
-        policies.into_iter().collect::<Vec<_>>(),
+        policies
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
         [r#""minute";q=1;w=60, "utc-day";q=5;w=86400"#]
     );
 }

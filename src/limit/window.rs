@@ -72,8 +72,11 @@ struct WindowState {
     id: u64,
     /// The units counted: the rolling log's total, or the calendar period's count.
     used: u64,
-    /// For a calendar window, the period counted, `floor((wall - margin) / period)`.
-    period: u64,
+    /// For a calendar window, the period counted, `floor((wall - margin) / period)`. For a
+    /// rolling window, the newest entry's `last` plus one, 0 for an empty log: what the
+    /// decisions and the store's expiry read of the log's back, without reaching into the
+    /// log.
+    stamp: u64,
     ext: Option<Box<Ext>>,
 }
 
@@ -97,8 +100,18 @@ impl WindowState {
         self.ext.iter().flat_map(|e| e.entries.iter())
     }
 
+    /// The newest entry's `last` (a rolling window's stamp).
     fn newest(&self) -> Option<u64> {
-        self.ext.as_ref()?.entries.back().map(|e| e.last)
+        self.stamp.checked_sub(1)
+    }
+
+    /// Sets the stamp from the log's back, after a change there.
+    fn restamp(&mut self) {
+        self.stamp = self
+            .ext
+            .as_ref()
+            .and_then(|e| e.entries.back())
+            .map_or(0, |e| e.last.saturating_add(1));
     }
 
     // === rolling windows ===
@@ -120,6 +133,9 @@ impl WindowState {
             }
         }
         if ext.entries.is_empty() {
+            if before > 0 {
+                self.stamp = 0;
+            }
             if ext.learned_limit.is_none() {
                 self.ext = None;
             } else if before > 0 {
@@ -163,6 +179,7 @@ impl WindowState {
             if now == back.last || (granularity > 0 && now - back.first < granularity) {
                 back.last = back.last.max(now);
                 back.cost = back.cost.saturating_add(cost);
+                self.stamp = back.last.saturating_add(1);
                 return;
             }
         }
@@ -171,6 +188,7 @@ impl WindowState {
             last: now,
             cost,
         });
+        self.stamp = now.saturating_add(1);
     }
 
     /// Records `cost` units counted as if admitted at `at <= now` (what a server reported
@@ -208,7 +226,18 @@ impl WindowState {
         self.used = self.used.saturating_sub(taken);
         if e.cost == 0 {
             ext.entries.remove(i);
+            self.restamp();
         }
+    }
+
+    /// When a sweep that knows no quota may empty the log (its newest entry plus twice the
+    /// window it was last purged with), 0 for an empty log.
+    fn log_expires_at(&self) -> u64 {
+        self.ext.as_ref().map_or(0, |e| {
+            e.entries
+                .back()
+                .map_or(0, |b| b.last.saturating_add(e.window.saturating_mul(2)))
+        })
     }
 
     fn expires_at(&self, window: u64) -> u64 {
@@ -221,8 +250,8 @@ impl WindowState {
     /// has passed it.
     fn roll(&mut self, wall: u64, margin: u64, period_ns: u64) {
         let p = wall.saturating_sub(margin) / period_ns.max(1);
-        if p > self.period {
-            self.period = p;
+        if p > self.stamp {
+            self.stamp = p;
             self.used = 0;
         }
     }
@@ -230,7 +259,7 @@ impl WindowState {
     /// When the period ends (plus the margin), in `now`'s timeline.
     fn next_boundary(&self, t: Now, margin: u64, period_ns: u64) -> u64 {
         let boundary = self
-            .period
+            .stamp
             .saturating_add(1)
             .saturating_mul(period_ns)
             .saturating_add(margin);
@@ -413,7 +442,7 @@ impl KeyWindows {
                 if s.calendar {
                     // The admission's period, on the wall clock as it was then.
                     let wall_at = t.wall.saturating_sub(now.saturating_sub(at));
-                    if wall_at.saturating_sub(margin) / s.window_ns.max(1) != w.period {
+                    if wall_at.saturating_sub(margin) / s.window_ns.max(1) != w.stamp {
                         return;
                     }
                     w.used = if delta >= 0 {
@@ -522,10 +551,27 @@ impl KeyWindows {
     /// twentieth of the window, at most 2 s), and a key dropped as idle under the margin of
     /// its last use would forget admissions the grown margin still counts: the state is
     /// kept as long as the largest margin a limiter could learn would count it.
+    #[cfg(test)]
     pub(crate) fn idle_at(&self, specs: &[QuotaSpec], t: impl Into<Now>, margin: u64) -> u64 {
-        let t = t.into();
+        self.expiry(specs, t.into(), margin).0
+    }
+
+    /// [`idle_at`](Self::idle_at) and [`logs_expire_at`](Self::logs_expire_at) in one pass
+    /// over the windows, reading no log: what a store keeps of a key after each operation.
+    /// As of the operation at `t` that just ran with `specs` and `margin`, which purged each
+    /// rolling log with its window plus `margin` (the window a sweep compacts it with).
+    pub(crate) fn expiry(&self, specs: &[QuotaSpec], t: Now, margin: u64) -> (u64, u64) {
         let mut idle = self.blocked_until;
-        for (w, s) in self.windows.as_slice().iter().zip(specs) {
+        let mut logs = 0;
+        let windows = self.windows.as_slice();
+        for (w, s) in windows.iter().zip(specs) {
+            if !s.calendar {
+                let purged_with = s.window_ns.saturating_add(margin);
+                logs = logs.max(
+                    w.newest()
+                        .map_or(0, |last| last.saturating_add(purged_with.saturating_mul(2))),
+                );
+            }
             let margin = keep_margin(margin, s.window_ns);
             let window = s.window_ns.saturating_add(margin);
             let learned = w.learned_limit().is_some();
@@ -543,7 +589,11 @@ impl KeyWindows {
             };
             idle = idle.max(e);
         }
-        idle
+        // State beyond the specs (quotas of another configuration) has logs too.
+        for w in windows.get(specs.len()..).unwrap_or_default() {
+            logs = logs.max(w.log_expires_at());
+        }
+        (idle, logs)
     }
 
     /// When [`compact`](Self::compact) would empty every log (each log's newest entry plus
@@ -553,11 +603,7 @@ impl KeyWindows {
         self.windows
             .as_slice()
             .iter()
-            .filter_map(|w| {
-                let e = w.ext.as_ref()?;
-                let last = e.entries.back()?.last;
-                Some(last.saturating_add(e.window.saturating_mul(2)))
-            })
+            .map(WindowState::log_expires_at)
             .max()
             .unwrap_or(0)
     }

@@ -5,12 +5,13 @@
 //! `learn.rs` what a response teaches (cooldowns, pauses, learned limits and windows);
 //! `snapshot.rs` the state of a key's windows, for metrics.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasherDefault;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
@@ -82,10 +83,10 @@ struct Config {
 
 struct Shared {
     config: Config,
-    /// Replicas of the configured tier, one per [`REPLICAS`] share of the keys: a refusal
-    /// holds its tier, and refusals of different keys on different cores then clone
-    /// different reference counts rather than all contending on one (a gateway under a
-    /// flood of rejections).
+    /// Replicas of the configured tier, one per thread (up to [`REPLICAS`] threads): a
+    /// refusal holds its tier, and refusals on different cores then clone reference counts
+    /// on cache lines of their own rather than passing one line between the cores (a
+    /// gateway under a flood of rejections).
     replicas: Box<[Tier]>,
     gates: Gates,
     margin: Margin,
@@ -128,6 +129,20 @@ pub struct Limiter {
 
 /// Replicas of the configured tier (see `Shared::replicas`).
 const REPLICAS: usize = 16;
+
+/// This thread's slot among the replicas: threads are numbered as they first refuse.
+fn thread_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SLOT.with(|slot| {
+        if slot.get() == usize::MAX {
+            slot.set(NEXT.fetch_add(1, Ordering::Relaxed) % REPLICAS);
+        }
+        slot.get()
+    })
+}
 
 impl Limiter {
     /// A limiter enforcing `tier` by default, in memory, in [`Mode::Wait`] with
@@ -432,12 +447,26 @@ impl Limiter {
         Acquire::new(self, key, tier, cost)
     }
 
-    /// The tier a refusal of `store_key` under `tier` holds: a replica of the configured
+    /// The refusal in reject mode of `key` under `tier`, at `now` (the store's clock, read
+    /// once for the decision), admissible at `at`: computed from the store's nanoseconds,
+    /// not from instants.
+    fn refused(&self, key: Key, tier: &Tier, at: u64, now: u64) -> AcquireError {
+        let retry_after = Duration::from_nanos(at.saturating_sub(now));
+        refusal(
+            key,
+            tier,
+            Reason::Rejected,
+            Some(self.to_instant(at)),
+            Some(retry_after),
+        )
+    }
+
+    /// The tier a refusal under `tier` holds: the calling thread's replica of the configured
     /// tier (see `Shared::replicas`), or `tier` itself.
-    fn refusal_tier<'a>(&'a self, tier: &'a Tier, store_key: Key) -> &'a Tier {
+    fn refusal_tier<'a>(&'a self, tier: &'a Tier) -> &'a Tier {
         let s = &*self.shared;
         if Tier::ptr_eq(tier, &s.config.tier) {
-            &s.replicas[store_key.shard(REPLICAS)]
+            &s.replicas[thread_slot() % REPLICAS]
         } else {
             tier
         }
@@ -472,13 +501,9 @@ impl Limiter {
         let t = self.times(tier, now);
         match self.ask_now(tier, store_key, costs.as_slice(), t)? {
             Ok(Decision::Admitted) => Some(Ok(now)),
-            Ok(Decision::NotBefore(t)) if s.config.mode == Mode::Reject => Some(Err(limited(
-                key,
-                self.refusal_tier(tier, store_key),
-                Reason::Rejected,
-                Some(self.to_instant(t)),
-                now,
-            ))),
+            Ok(Decision::NotBefore(at)) if s.config.mode == Mode::Reject => {
+                Some(Err(self.refused(key, self.refusal_tier(tier), at, t.now)))
+            }
             Ok(Decision::NotBefore(_)) => None,
             Ok(Decision::Exceeds { quota, limit }) => {
                 Some(Err(AcquireError::CostExceedsLimit(CostExceedsLimit {
@@ -510,27 +535,17 @@ impl Limiter {
             learned = s.learned.in_force(store_key, s.config.tier.clone());
             &learned
         };
-        let now = Instant::now();
         if s.gates.has_waiters(store_key) {
-            return Err(limited(
-                key,
-                self.refusal_tier(tier, store_key),
-                Reason::Rejected,
-                None,
-                now,
-            ));
+            let tier = self.refusal_tier(tier);
+            return Err(refusal(key, tier, Reason::Rejected, None, None));
         }
         let costs = tier.costs(&cost.into());
-        let t = self.times(tier, now);
+        let t = self.times(tier, Instant::now());
         match self.ask_now(tier, store_key, costs.as_slice(), t) {
             Some(Ok(Decision::Admitted)) => Ok(()),
-            Some(Ok(Decision::NotBefore(t))) => Err(limited(
-                key,
-                self.refusal_tier(tier, store_key),
-                Reason::Rejected,
-                Some(self.to_instant(t)),
-                now,
-            )),
+            Some(Ok(Decision::NotBefore(at))) => {
+                Err(self.refused(key, self.refusal_tier(tier), at, t.now))
+            }
             Some(Ok(Decision::Exceeds { quota, limit })) => {
                 Err(AcquireError::CostExceedsLimit(CostExceedsLimit {
                     tier: tier.clone(),
@@ -556,12 +571,23 @@ fn limited(
     available_at: Option<Instant>,
     now: Instant,
 ) -> AcquireError {
+    let retry_after = available_at.map(|t| t.saturating_duration_since(now));
+    refusal(key, tier, reason, available_at, retry_after)
+}
+
+fn refusal(
+    key: Key,
+    tier: &Tier,
+    reason: Reason,
+    available_at: Option<Instant>,
+    retry_after: Option<Duration>,
+) -> AcquireError {
     let e = RateLimited {
         key,
         tier: tier.clone(),
         reason,
         available_at,
-        retry_after: available_at.map(|t| t.saturating_duration_since(now)),
+        retry_after,
     };
     tracing::debug!(key = %key, tier = tier.name(), reason = reason.as_str(), retry_after_ms = e.retry_after.map(|d| d.as_millis() as u64), "rate limit: request not admitted");
     AcquireError::RateLimited(e)

@@ -183,9 +183,10 @@ impl MemoryStore {
         };
         let windows = &mut shard.slots[i].windows;
         let out = f(windows);
+        let (idle_at, compact_at) = windows.expiry(quotas, t, margin);
         shard.times[i] = Times {
-            idle_at: windows.idle_at(quotas, t, margin),
-            compact_at: windows.logs_expire_at(),
+            idle_at,
+            compact_at,
         };
         shard.marks[i / 64] |= 1 << (i % 64);
         out

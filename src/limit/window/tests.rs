@@ -343,3 +343,79 @@ fn absurd_adjustments_are_bounded() {
         Decision::Admitted
     );
 }
+
+/// What the stamps stand for, read from the logs themselves: each rolling window's newest
+/// entry, and when a sweep may empty the logs.
+fn check_stamps(k: &KeyWindows, specs: &[QuotaSpec], t: u64, margin: u64) {
+    for (w, _) in k
+        .windows
+        .as_slice()
+        .iter()
+        .zip(specs)
+        .filter(|(_, s)| !s.calendar)
+    {
+        let back = w
+            .ext
+            .as_ref()
+            .and_then(|e| e.entries.back())
+            .map(|e| e.last);
+        assert_eq!(w.newest(), back, "the stamp is the log's newest entry");
+    }
+    let (idle, logs) = k.expiry(specs, Now::from(t), margin);
+    assert_eq!(
+        logs,
+        k.logs_expire_at(),
+        "expiry reads the logs' ends from the stamps"
+    );
+    assert_eq!(idle, k.idle_at(specs, t, margin));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Admissions (exact and bucketed), charges and refunds at past times, a server's
+    /// `remaining`, learned limits and sweeps, in any order: a rolling window's stamp is
+    /// always its log's newest entry, and the store's expiry read from the stamps equals
+    /// the one read from the logs.
+    #[test]
+    fn stamps_follow_the_logs(
+        granularity in prop_oneof![Just(0u64), 1u64..5],
+        margin in 0u64..3,
+        ops in prop::collection::vec((0u8..6, 0u64..6, 0u64..8, 0u64..4), 1..60),
+    ) {
+        let specs = [rolling(6, 10).with_granularity(granularity), calendar(20, 50)];
+        let mut k = KeyWindows::default();
+        let mut t = 0;
+        for (op, gap, units, back) in ops {
+            t += gap;
+            let at = t.saturating_sub(back);
+            match op {
+                0 | 1 => {
+                    let _ = k.acquire(&specs, &[units.min(6), 1], t, margin);
+                }
+                2 => {
+                    let delta = -(units as i64);
+                    k.update(&specs, Update::Adjust { quota: 0, at, delta }, t, margin);
+                }
+                3 => {
+                    let delta = units as i64;
+                    k.update(&specs, Update::Adjust { quota: 0, at, delta }, t, margin);
+                }
+                4 => {
+                    let update = Update::Remaining { quota: 0, remaining: units, reset: Some(back) };
+                    k.update(&specs, update, t, margin);
+                }
+                _ => {
+                    if units == 0 {
+                        k.update(&specs, Update::Limit { quota: 0, limit: 3 }, t, margin);
+                    } else {
+                        k.compact(t);
+                    }
+                }
+            }
+            if op != 5 || units == 0 {
+                check_stamps(&k, &specs, t, margin);
+            }
+        }
+    }
+}
