@@ -1,8 +1,10 @@
 //! [`Quota`] (one window) and [`Tier`] (every window a key must respect at once).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use http::HeaderValue;
 
 use crate::headers::Dimension;
 
@@ -318,6 +320,9 @@ struct TierInner {
     id: u64,
     quotas: Vec<Quota>,
     specs: Arc<[QuotaSpec]>,
+    /// The `RateLimit-Policy` field of the configured limits, made by the first refusal
+    /// that answers with it (a refusal's `429` then clones it instead of formatting it).
+    policy_field: OnceLock<Option<HeaderValue>>,
 }
 
 /// An empty tier named `"default"`: it admits everything until the server announces its
@@ -357,6 +362,7 @@ impl Tier {
                 id,
                 quotas,
                 specs,
+                policy_field: OnceLock::new(),
             }),
         }
     }
@@ -378,8 +384,21 @@ impl Tier {
                 id: i.id,
                 quotas: i.quotas.clone(),
                 specs: Arc::clone(&i.specs),
+                policy_field: i.policy_field.clone(),
             }),
         }
+    }
+
+    /// The tier's `RateLimit-Policy` field for its configured limits, made once by `make`.
+    pub(crate) fn policy_field(
+        &self,
+        make: impl FnOnce(&[Quota]) -> Option<HeaderValue>,
+    ) -> Option<HeaderValue> {
+        let inner = &*self.inner;
+        inner
+            .policy_field
+            .get_or_init(|| make(&inner.quotas))
+            .clone()
     }
 
     /// Whether `a` and `b` are clones of one tier (the same allocation).

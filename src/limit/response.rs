@@ -87,7 +87,6 @@ impl RateLimited {
 
 fn fields(e: &RateLimited, snapshot: Option<&Snapshot>, now: Instant) -> HeaderMap {
     let quotas = e.quotas();
-    let names = names(quotas);
     let mut h = HeaderMap::new();
 
     let blocked = snapshot.and_then(|s| s.blocked_until).filter(|&t| t > now);
@@ -106,26 +105,29 @@ fn fields(e: &RateLimited, snapshot: Option<&Snapshot>, now: Instant) -> HeaderM
         h.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(d)));
     }
 
-    let policy: Vec<String> = quotas
+    // The limits in force: the configured ones (the tier's field, made once) unless a
+    // snapshot shows a learned limit.
+    let limits = |i: usize, q: &Quota| {
+        snapshot
+            .and_then(|s| s.windows.get(i))
+            .map_or(q.limit(), |w| w.limit)
+    };
+    let configured = quotas
         .iter()
         .enumerate()
-        .map(|(i, q)| {
-            let limit = snapshot
-                .and_then(|s| s.windows.get(i))
-                .map_or(q.limit(), |w| w.limit);
-            format!(
-                "\"{}\";q={};w={}",
-                names[i],
-                limit,
-                ceil_secs(q.window().length())
-            )
-        })
-        .collect();
-    if let Some(v) = join(&policy) {
+        .all(|(i, q)| limits(i, q) == q.limit());
+    let policy = if configured {
+        e.tier
+            .policy_field(|quotas| policy_field(quotas, |_, q| q.limit()))
+    } else {
+        policy_field(quotas, limits)
+    };
+    if let Some(v) = policy {
         h.insert(RATELIMIT_POLICY, v);
     }
 
     if let Some(s) = snapshot {
+        let names = names(quotas);
         let state: Vec<String> = s
             .windows
             .iter()
@@ -146,6 +148,21 @@ fn fields(e: &RateLimited, snapshot: Option<&Snapshot>, now: Instant) -> HeaderM
         }
     }
     h
+}
+
+/// `RateLimit-Policy`: `"<name>";q=<limit>;w=<window in seconds>` per quota, with the
+/// limit `limit` gives the `i`th quota.
+fn policy_field(quotas: &[Quota], limit: impl Fn(usize, &Quota) -> u64) -> Option<HeaderValue> {
+    let names = names(quotas);
+    let items: Vec<String> = quotas
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let secs = ceil_secs(q.window().length());
+            format!("\"{}\";q={};w={secs}", names[i], limit(i, q))
+        })
+        .collect();
+    join(&items)
 }
 
 fn join(items: &[String]) -> Option<HeaderValue> {
@@ -282,6 +299,32 @@ mod tests {
         assert_eq!(h["retry-after"], "2"); // 1.5 s, rounded up
         assert_eq!(h["ratelimit-policy"], r#""1500ms";q=2;w=2"#);
         assert!(!h.contains_key("ratelimit"));
+    }
+
+    /// The configured policy is made once per tier and cloned into every refusal; a
+    /// snapshot with a learned limit gets a field of its own, and leaves the tier's as it
+    /// was.
+    #[tokio::test(start_paused = true)]
+    async fn the_policy_of_the_configured_limits_is_made_once() {
+        let tier = Tier::new("t")
+            .with_quota(Quota::per_minute(1))
+            .with_quota(Quota::per_utc_day(50));
+        let limiter = Limiter::new(tier).with_mode(Mode::Reject);
+        let configured = r#""minute";q=1;w=60, "utc-day";q=50;w=86400"#;
+        for k in 0..64u32 {
+            let key = Key::of(&k);
+            limiter.acquire(key, 1).await.unwrap();
+            let e = limited(limiter.acquire(key, 1).await);
+            assert_eq!(e.headers(None)["ratelimit-policy"], configured);
+            let mut snap = e.snapshot(&limiter).await.unwrap();
+            assert_eq!(e.headers(Some(&snap))["ratelimit-policy"], configured);
+            snap.windows[1].limit = 20;
+            assert_eq!(
+                e.headers(Some(&snap))["ratelimit-policy"],
+                r#""minute";q=1;w=60, "utc-day";q=20;w=86400"#
+            );
+            assert_eq!(e.headers(None)["ratelimit-policy"], configured);
+        }
     }
 
     #[tokio::test(start_paused = true)]
