@@ -119,6 +119,70 @@ async fn a_waiting_key_does_not_starve_another_key_on_four_threads() {
     }
 }
 
+/// An admitted request whose clone of the inner service is not ready at once (a
+/// `ConcurrencyLimit` of 1 held by another request) is driven ready by its response future:
+/// woken when the slot frees, called then, answered.
+#[tokio::test(start_paused = true)]
+async fn an_admitted_request_waits_for_the_inner_service_to_be_ready() {
+    let (release, gate) = tokio::sync::watch::channel(false);
+    let inner = tower::limit::ConcurrencyLimit::new(
+        service_fn(move |_req: Request<()>| {
+            let mut gate = gate.clone();
+            async move {
+                gate.wait_for(|open| *open).await.unwrap();
+                Ok::<_, Infallible>(Response::new(()))
+            }
+        }),
+        1,
+    );
+    let svc = RateLimitLayer::new(per(10, SEC)).layer(inner);
+    let first = tokio::spawn(svc.clone().oneshot(Request::new(())));
+    tokio::task::yield_now().await;
+    let second = tokio::spawn(svc.clone().oneshot(Request::new(())));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "the first holds the slot, the second waits for it"
+    );
+    release.send(true).unwrap();
+    first.await.unwrap().unwrap();
+    tokio::time::timeout(SEC, second)
+        .await
+        .expect("woken once the slot freed")
+        .unwrap()
+        .unwrap();
+}
+
+/// An inner service that fails its readiness fails the request with its error, whether
+/// it fails at once or after a wait for admission.
+#[tokio::test(start_paused = true)]
+async fn the_inner_services_readiness_error_is_the_requests() {
+    #[derive(Clone)]
+    struct Broken;
+    impl Service<Request<()>> for Broken {
+        type Response = Response<()>;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Response<()>, BoxError>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Ready(Err("the connection pool is closed".into()))
+        }
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            unreachable!("never ready")
+        }
+    }
+    let svc = RateLimitLayer::new(per(1, SEC)).layer(Broken);
+    for _ in 0..2 {
+        // The first is admitted at once, the second after a one-second wait.
+        let e = svc.clone().oneshot(Request::new(())).await.unwrap_err();
+        assert_eq!(e.to_string(), "the connection pool is closed");
+    }
+}
+
 // === 2. The queue is bounded and knows positions ===
 
 #[tokio::test(start_paused = true)]

@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -104,14 +104,20 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
+        // Waiting for admission: the slow path, boxed, so that the future of a request
+        // admitted at once does not carry the request and the inner service.
         Waiting {
-            acquire: Acquire,
-            inner: Option<S>,
-            req: Option<Request<B>>,
+            waiting: Option<Box<Waiting<S, B>>>,
         },
+        // Admitted; a clone of the inner service that was not ready at once is driven ready
+        // (boxed: it holds the request).
+        Readying {
+            fut: Pin<Box<Oneshot<S, Request<B>>>>,
+        },
+        // The inner service called.
         Calling {
             #[pin]
-            fut: Oneshot<S, Request<B>>,
+            fut: S::Future,
         },
         Learning {
             #[pin]
@@ -124,12 +130,43 @@ pin_project! {
     }
 }
 
+/// A request waiting for admission, with the clone of the inner service it will call.
+struct Waiting<S, B> {
+    acquire: Acquire,
+    inner: S,
+    req: Request<B>,
+}
+
+impl<S, B> State<S, B>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    /// Calls `inner` (a clone of the layer's inner service) with `req` if it is ready at
+    /// once (a poll with a no-op waker: a clone not ready registers the real waker when the
+    /// response future drives it), else drives it ready in the response future.
+    fn call(mut inner: S, req: Request<B>) -> Self {
+        match inner.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => State::Calling {
+                fut: inner.call(req),
+            },
+            Poll::Ready(Err(e)) => State::Failed {
+                err: Some(e.into()),
+            },
+            Poll::Pending => State::Readying {
+                fut: Box::pin(Oneshot::new(inner, req)),
+            },
+        }
+    }
+}
+
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
 {
-    /// Admitted (at `admitted`, when the clock was read for it): drives a clone of the inner
-    /// service ready, then calls it.
+    /// Admitted (at `admitted`, when the clock was read for it): calls a clone of the inner
+    /// service, driving it ready first if it is not.
     pub(crate) fn calling(
         inner: S,
         req: Request<B>,
@@ -146,9 +183,7 @@ where
             l.admitted(now);
         }
         ResponseFuture {
-            state: State::Calling {
-                fut: Oneshot::new(inner, req),
-            },
+            state: State::call(inner, req),
             learn,
             admitted: now,
         }
@@ -162,9 +197,11 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Waiting {
-                acquire,
-                inner: Some(inner),
-                req: Some(req),
+                waiting: Some(Box::new(Waiting {
+                    acquire,
+                    inner,
+                    req,
+                })),
             },
             learn,
             admitted: None,
@@ -190,17 +227,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Waiting {
-                    acquire,
-                    inner,
-                    req,
-                } => {
-                    if let Err(e) = ready!(Pin::new(acquire).poll(cx)) {
+            let resp = match this.state.as_mut().project() {
+                StateProj::Waiting { waiting } => {
+                    let w = waiting.as_mut().expect("polled after completion");
+                    if let Err(e) = ready!(Pin::new(&mut w.acquire).poll(cx)) {
                         return Poll::Ready(Err(e.into_box()));
                     }
-                    let inner = inner.take().expect("polled after completion");
-                    let req = req.take().expect("polled after completion");
+
                     let now = Instant::now();
                     *this.admitted = Some(now);
                     if let Some(l) = this.learn.as_ref() {
@@ -208,24 +241,13 @@ where
                     }
                     // Only now, admitted, does the request reserve the inner service's
                     // readiness: a wait never holds a slot of a `Buffer` or a pool.
-                    this.state.set(State::Calling {
-                        fut: Oneshot::new(inner, req),
-                    });
+                    let Waiting { inner, req, .. } = *waiting.take().expect("checked above");
+                    let fut = Box::pin(Oneshot::new(inner, req));
+                    this.state.set(State::Readying { fut });
+                    continue;
                 }
-                StateProj::Calling { fut } => {
-                    let resp = ready!(fut.poll(cx)).map_err(Into::into)?;
-                    let Some(learn) = this.learn.take() else {
-                        return Poll::Ready(Ok(resp));
-                    };
-                    let (resp, pending) = learn_from(learn, *this.admitted, resp);
-                    match pending {
-                        None => return Poll::Ready(Ok(resp)),
-                        Some(fut) => this.state.set(State::Learning {
-                            fut,
-                            out: Some(resp),
-                        }),
-                    }
-                }
+                StateProj::Readying { fut } => ready!(fut.as_mut().poll(cx)).map_err(Into::into)?,
+                StateProj::Calling { fut } => ready!(fut.poll(cx)).map_err(Into::into)?,
                 StateProj::Learning { fut, out } => {
                     ready!(fut.poll(cx));
                     return Poll::Ready(Ok(out.take().expect("polled after completion")));
@@ -233,6 +255,17 @@ where
                 StateProj::Failed { err } => {
                     return Poll::Ready(Err(err.take().expect("polled after completion")));
                 }
+            };
+            let Some(learn) = this.learn.take() else {
+                return Poll::Ready(Ok(resp));
+            };
+            let (resp, pending) = learn_from(learn, *this.admitted, resp);
+            match pending {
+                None => return Poll::Ready(Ok(resp)),
+                Some(fut) => this.state.set(State::Learning {
+                    fut,
+                    out: Some(resp),
+                }),
             }
         }
     }

@@ -20,13 +20,15 @@ use super::BoxError;
 /// share one [`Limiter`].
 ///
 /// `poll_ready` is always ready: the key is known only from the request, so the wait happens
-/// in the response future, and only once admitted does the request drive a clone of the
-/// inner service ready and call it (tower's `Oneshot`). A waiting request so never holds a
-/// slot that the inner service's readiness reserves (a `Buffer`, a tonic `Channel`, a
-/// `ConcurrencyLimit`, a connection pool): the requests of other keys pass it. The backlog
-/// is bounded by the limiter's `max_wait` and `max_queue`, and visible as
-/// [`Limiter::waiting`]; a `ConcurrencyLimit` above this layer counts waiting requests as in
-/// flight.
+/// in the response future, and only once admitted does the request call a clone of the inner
+/// service — at once, in `call`, when the request is admitted at once and the clone is ready
+/// (the common case: the response future then holds the inner service's future, not the
+/// request); else the response future drives the clone ready (tower's `Oneshot`) and calls
+/// it. A waiting request so never holds a slot that the inner service's readiness reserves
+/// (a `Buffer`, a tonic `Channel`, a `ConcurrencyLimit`, a connection pool): the requests of
+/// other keys pass it. The backlog is bounded by the limiter's `max_wait` and `max_queue`,
+/// and visible as [`Limiter::waiting`]; a `ConcurrencyLimit` above this layer counts waiting
+/// requests as in flight.
 #[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
