@@ -628,8 +628,9 @@ mod bad_input {
 
 proptest::proptest! {
     /// A head that `is_plain_success` passes unclassified is one the classifier itself calls
-    /// a plain success (the classification layer with `Sparse` skips classifying it), for
-    /// any status and any mix of rate-limit, retry, gRPC and other headers.
+    /// a plain success — exactly the classification the layer attaches in its place (or, with
+    /// `Sparse`, none) without classifying — for any status and any mix of rate-limit, retry,
+    /// gRPC and other headers.
     #[test]
     fn a_head_passed_unclassified_is_a_plain_success(
         status in 100u16..600,
@@ -659,6 +660,11 @@ proptest::proptest! {
             if c.is_plain_success(&parts) {
                 let verdict = c.classify_at(&parts, &[], now);
                 proptest::prop_assert!(verdict.is_plain_success(), "{status} {names:?}: {verdict:?}");
+                // What the layer attaches in its place, without classifying, is the same.
+                proptest::prop_assert!(
+                    verdict == Classification::new_at(QuotaClass::Success, now),
+                    "{status} {names:?}: {verdict:?}"
+                );
             }
         }
     }

@@ -12,7 +12,7 @@ use http::Response;
 use http_body::{Body, Frame};
 use pin_project_lite::pin_project;
 
-use super::{body::PeekBody, Classification, Classify};
+use super::{body::PeekBody, Classification, Classify, QuotaClass};
 use crate::clock::WallClock;
 use crate::limit::UsageHook;
 use crate::tokens::UsageScanner;
@@ -107,9 +107,14 @@ where
                             hook.refused();
                         }
                     }
-                    // Nothing to attach and nothing to learn: pass it on unclassified (no
-                    // clock read, no classification built).
-                    if !*this.attach_plain && this.classifier.is_plain_success(&parts) {
+                    // A plain success: pass it on unclassified (no clock read, no
+                    // classification built), or with the plain success the classifier would
+                    // have made (the classifier's `is_plain_success` says so from the head).
+                    if this.classifier.is_plain_success(&parts) {
+                        if *this.attach_plain {
+                            let c = Classification::new_at(QuotaClass::Success, this.clock.now());
+                            parts.extensions.insert(c);
+                        }
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(Response::from_parts(parts, PeekBody::new(body))));
                     }
