@@ -295,6 +295,10 @@ const CASES: &[Case] = &[
         .scope(Scope::Account),
     case("grpc negative pushback", Rpc, 200, Unavailable)
         .h(&[("content-type", "application/grpc"), ("grpc-status", "14"), ("grpc-retry-pushback-ms", "-1")]),
+    // Past int32, a pushback is unparseable (gRPC A6): do not retry, and no delay.
+    case("grpc resource exhausted, pushback past int32", Rpc, 200, QuotaExhausted)
+        .h(&[("content-type", "application/grpc"), ("grpc-status", "8"), ("grpc-retry-pushback-ms", "99999999999999999999")])
+        .scope(Scope::Account),
     case("grpc unavailable", Rpc, 200, Unavailable)
         .h(&[("content-type", "application/grpc"), ("grpc-status", "14")]).retry(),
     case("grpc ok", Rpc, 200, Success)

@@ -160,6 +160,18 @@ const ROWS: &[Row] = &[
     row("free-models-per-day, state only in metadata.headers", DAILY_CAP, 429, QuotaExhausted)
         .b(r#"{"error":{"message":"Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day","code":429,"metadata":{"headers":{"X-RateLimit-Limit":"50","X-RateLimit-Remaining":"0","X-RateLimit-Reset":"1773187200000"},"provider_name":null}}}"#)
         .scope(Scope::Account).reset(7200).code("free-models-per-day").window(Some(50), Some(0), None),
+    row("free-models-per-day with a standard Retry-After is still final", RETRY_AFTER_DOC, 429, QuotaExhausted)
+        .h(&[("retry-after", "5"), ("x-ratelimit-reset", MIDNIGHT_MS)])
+        .b(r#"{"error":{"message":"Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day","code":429,"metadata":{"provider_name":null}}}"#)
+        .scope(Scope::Account).delay(5.0).reset(7200).code("free-models-per-day"),
+    row("limit_rpd with a standard Retry-After is still final", RETRY_AFTER_DOC, 429, QuotaExhausted)
+        .h(&[("retry-after", "5")])
+        .b(r#"{"error":{"message":"Rate limit exceeded: limit_rpd/meta-llama/llama-4-maverick/1234","code":429}}"#)
+        .scope(Scope::Model).delay(5.0).reset(7200).code("limit_rpd").window(None, Some(0), Some(86_400)),
+    row("OpenRouter's own 429, provider_name null, no marker: the account, not an upstream", RETRY_AFTER_DOC, 429, RateLimited)
+        .h(&[("retry-after", "3")])
+        .b(r#"{"error":{"message":"Rate limit exceeded","code":429,"metadata":{"provider_name":null}}}"#)
+        .scope(Scope::Account).delay(3.0).retry(),
     // === delays in the body ===
     row("retry_after_seconds_raw above the rounded value", RAW_SECONDS, 429, RateLimited)
         .b(r#"{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"x is temporarily rate-limited upstream. Please retry shortly","provider_name":"Chutes","is_byok":false,"retry_after_seconds":28,"retry_after_seconds_raw":28.4}}}"#)

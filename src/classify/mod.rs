@@ -19,6 +19,17 @@
 //! | [`Grpc`] | `grpc-status`, `grpc-message`, `grpc-retry-pushback-ms`, `RetryInfo` |
 //! | [`Generic`] | status and headers only |
 //!
+//! What is not seen, because the body of a success is never read (a streaming answer passes
+//! untouched) and nothing is read after the head:
+//!
+//! - an error OpenRouter sends *after* generation started: an HTTP 200 whose body holds an
+//!   `error` object, or an SSE chunk with `finish_reason: "error"` — classified a success;
+//! - a gRPC status sent in the trailers of a streamed response (only a trailers-only
+//!   response carries `grpc-status` in its head) — classified from the head.
+//!
+//! The retry layer cannot retry such an answer anyway (its body is already on its way to the
+//! caller); read the stream's own error to handle it.
+//!
 //! Every classifier reads the headers the same way: the delay from
 //! [`headers::retry_after`](crate::headers::retry_after), the explicit verdict from
 //! `x-should-retry`, the rate-limit state from [`RateLimitInfo`](crate::headers::RateLimitInfo).

@@ -201,6 +201,7 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         c.set_code("limit_rpd");
         c.set_class(QuotaClass::QuotaExhausted);
         c.set_scope(Scope::Model);
+        c.set_retryable(Some(false));
         per_model_limit(c, message, DAY);
         let reset = c
             .rate_limit()
@@ -215,7 +216,8 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
     }
 
     let status = parts.status.as_u16();
-    let upstream = meta.get("provider_name").is_some() || contains_ci(&raw, "upstream");
+    // OpenRouter's own refusals carry `"provider_name": null`: only a name is an upstream.
+    let upstream = str_at(meta, "provider_name").is_some() || contains_ci(&raw, "upstream");
     if c.class() == QuotaClass::RateLimited && c.scope() == Scope::Unknown {
         c.set_scope(if upstream {
             Scope::Upstream
@@ -238,10 +240,12 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
 }
 
 /// The daily free-model cap: exhausted until the reset the server sent, else the next UTC
-/// midnight.
+/// midnight — not worth a retry whatever `Retry-After` says (OpenRouter may send one on any
+/// 429): the limiter pauses the key until the reset.
 pub(crate) fn daily_cap(c: &mut Classification) {
     c.set_class(QuotaClass::QuotaExhausted);
     c.set_scope(Scope::Account);
+    c.set_retryable(Some(false));
     let reset = c
         .rate_limit()
         .requests()

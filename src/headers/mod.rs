@@ -153,9 +153,12 @@ fn retry_after_value(value: &[u8], now: SystemTime) -> Option<Duration> {
     }
 }
 
-/// A `grpc-retry-pushback-ms` value: a non-negative integer of milliseconds.
+/// A `grpc-retry-pushback-ms` value: a non-negative int32 of milliseconds (gRPC A6; a
+/// larger number is no int32, so unparseable, as grpc-go's and grpc-java's parsers find).
 fn pushback_millis(value: &[u8]) -> Option<Duration> {
-    parse_u64(value).map(|ms| Duration::from_millis(ms).min(MAX_DELAY))
+    parse_u64(value)
+        .filter(|&ms| ms <= i32::MAX as u64)
+        .map(|ms| Duration::from_millis(ms).min(MAX_DELAY))
 }
 
 /// What a `grpc-retry-pushback-ms` header says.
@@ -167,9 +170,9 @@ pub enum Pushback {
     DoNotRetry,
 }
 
-/// Reads `grpc-retry-pushback-ms`, if present (gRPC A6): a non-negative integer is a delay
-/// in milliseconds (saturating at [`MAX_DELAY`]); a negative or unparseable value means do
-/// not retry. When the header appears several times, any do-not-retry wins, else the largest
+/// Reads `grpc-retry-pushback-ms`, if present (gRPC A6): a non-negative int32 is a delay
+/// in milliseconds (at most [`MAX_DELAY`]); a negative or unparseable value — a number past
+/// `i32::MAX` included — means do not retry. When the header appears several times, any do-not-retry wins, else the largest
 /// delay.
 ///
 /// ```
@@ -443,10 +446,8 @@ mod tests {
                 &[("retry-after-ms", b"99999999999999999999999999")],
                 Some(MAX_DELAY),
             ),
-            (
-                &[("grpc-retry-pushback-ms", b"99999999999999999999")],
-                Some(MAX_DELAY),
-            ),
+            // Past int32, a pushback is unparseable: no delay (and do not retry).
+            (&[("grpc-retry-pushback-ms", b"99999999999999999999")], None),
             // retry-after-ms, fractional allowed, preferred.
             (
                 &[("retry-after-ms", b"1500.5")],
@@ -522,7 +523,9 @@ mod tests {
             (&[b"0"], after(0)),
             (&[b"250"], after(250)),
             (&[b" 250 "], after(250)),
-            (&[b"99999999999999999999"], Some(Pushback::After(MAX_DELAY))),
+            (&[b"2147483647"], after(2_147_483_647)),
+            (&[b"2147483648"], Some(Pushback::DoNotRetry)),
+            (&[b"99999999999999999999"], Some(Pushback::DoNotRetry)),
             (&[b"-1"], Some(Pushback::DoNotRetry)),
             (&[b"-0"], Some(Pushback::DoNotRetry)),
             (&[b""], Some(Pushback::DoNotRetry)),
