@@ -116,10 +116,16 @@ pub(crate) fn delay_in_message(message: &str) -> Option<Duration> {
 
 /// Time from `now` until the next UTC midnight (a full day at exactly midnight).
 pub(crate) fn until_next_utc_midnight(now: SystemTime) -> Duration {
-    const DAY: u64 = 86_400;
+    until_next_utc_boundary(now, 86_400)
+}
+
+/// The time from `now` to the next boundary of the UTC periods of `period_secs` (a clock
+/// minute, a day) counted from the Unix epoch.
+pub(crate) fn until_next_utc_boundary(now: SystemTime, period_secs: u64) -> Duration {
+    let period = period_secs.max(1);
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let into_day = Duration::new(since.as_secs() % DAY, since.subsec_nanos());
-    Duration::from_secs(DAY) - into_day
+    let into = Duration::new(since.as_secs() % period, since.subsec_nanos());
+    Duration::from_secs(period) - into
 }
 
 #[cfg(test)]
@@ -172,6 +178,15 @@ mod tests {
     fn midnight() {
         let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000); // 2023-11-14T22:13:20Z
         assert_eq!(until_next_utc_midnight(t), Duration::from_secs(6_400));
+        // A clock minute: 20 s and a half into one, 39.5 s to the next; on a boundary, a
+        // whole minute.
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_892_880_000 + 20_500);
+        assert_eq!(
+            until_next_utc_boundary(t, 60),
+            Duration::from_millis(39_500)
+        );
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_892_880);
+        assert_eq!(until_next_utc_boundary(t, 60), Duration::from_secs(60));
         let midnight = UNIX_EPOCH + Duration::from_secs(1_700_006_400);
         assert_eq!(
             until_next_utc_midnight(midnight),

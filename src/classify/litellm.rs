@@ -160,6 +160,7 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
     }
 
     let provider = upstream_provider(message);
+    let mut router_refusal = false;
     if let Some(name) = provider {
         c.set_provider(name);
         relayed(c, parts, message);
@@ -167,6 +168,7 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         // The router: deployment `rpm`/`tpm` reached, or every deployment cooling down.
         c.set_class(QuotaClass::RateLimited);
         c.set_scope(Scope::Model);
+        router_refusal = true;
     } else if KEY_LIMIT_MARKERS.iter().any(|m| contains_ci(message, m)) {
         c.set_class(QuotaClass::RateLimited);
         c.set_scope(if contains_ci(message, "for model_per_") {
@@ -178,6 +180,12 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
     if c.retry_after().is_none() && c.class() == QuotaClass::RateLimited {
         let now = c.classified_at();
         c.set_retry_after(json::delay_in_message(message).or_else(|| resets_at(message, now)));
+        // A router refusal that names no delay is a deployment's `rpm`/`tpm` (its cooldowns
+        // say "Try again in N seconds"), which counts per UTC clock minute: nothing is
+        // admitted before the next one.
+        if router_refusal && c.retry_after().is_none() {
+            c.set_retry_after(Some(json::until_next_utc_boundary(now, 60)));
+        }
     }
     // The proxy's request count when it refused, below its configured `rpm`: what it really
     // admits per window (its router admits N − 1 for `rpm: N`). The limiter adopts it.
