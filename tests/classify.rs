@@ -169,6 +169,12 @@ const CASES: &[Case] = &[
         .h(&[("x-ratelimit-limit-requests", "500"), ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "6m0s")])
         .b(r#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#)
         .delay(360.0).scope(Scope::Account).reset(360).retry(),
+    // Retry-After wins over a reset header that says otherwise (PROVIDERS.md: the server's
+    // delay first); the reset still says when the window frees.
+    case("openai retry-after over a different reset", Oai, 429, RateLimited)
+        .h(&[("retry-after", "20"), ("x-ratelimit-limit-requests", "500"), ("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "6m0s")])
+        .b(r#"{"error":{"message":"Rate limit reached for requests","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#)
+        .delay(20.0).scope(Scope::Account).reset(360).retry(),
     case("openai x-should-retry false on 503", Oai, 503, Unavailable)
         .h(&[("x-should-retry", "false")])
         .b(r#"{"error":{"message":"Service unavailable","type":"server_error","param":null,"code":null}}"#),
@@ -324,6 +330,9 @@ const CASES: &[Case] = &[
     case("generic 429 ietf ratelimit", Gen, 429, RateLimited)
         .h(&[("ratelimit-policy", "\"burst\";q=100;w=60"), ("ratelimit", "\"burst\";r=0;t=30")])
         .delay(30.0).reset(30).retry(),
+    case("generic 429 retry-after over the ietf t", Gen, 429, RateLimited)
+        .h(&[("retry-after", "3"), ("ratelimit-policy", "\"burst\";q=100;w=60"), ("ratelimit", "\"burst\";r=0;t=30")])
+        .delay(3.0).reset(30).retry(),
     case("generic 429 envoy epoch seconds", Gen, 429, RateLimited)
         .h(&[("x-ratelimit-limit", "10"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1732226410")])
         .delay(10.0).reset(10).retry(),
