@@ -106,6 +106,10 @@ const MODERATION: &str = "PROVIDERS.md § OpenRouter: 403 moderation (docs, erro
 const NEGATIVE: &str =
     "PROVIDERS.md § OpenRouter: 402 also on free models with a negative balance (docs)";
 const IN_FLIGHT: &str = "PROVIDERS.md § OpenRouter: `openrouter_in_flight_budget`, a 402 with Retry-After: transient (observed)";
+const ERROR_TYPE: &str =
+    "PROVIDERS.md § OpenRouter: `metadata.error_type` values (docs, errors and debugging)";
+const AVAILABILITY: &str =
+    "PROVIDERS.md § OpenRouter: `error.availability` codes, `retryable` decides (docs)";
 const RETRY_AFTER_DOC: &str =
     "PROVIDERS.md § OpenRouter: docs (2026), 429 and 503 may carry a standard Retry-After";
 
@@ -193,6 +197,28 @@ const ROWS: &[Row] = &[
         .h(&[("retry-after", "4")])
         .b(r#"{"error":{"code":503,"message":"No endpoints available that match your routing requirements"}}"#)
         .delay(4.0).retry(),
+    // === the typed errors and availability codes ===
+    row("error_type rate_limit_exceeded", ERROR_TYPE, 429, RateLimited)
+        .b(r#"{"error":{"code":429,"message":"Rate limit exceeded","metadata":{"error_type":"rate_limit_exceeded"}}}"#)
+        .scope(Scope::Account).retry().code("rate_limit_exceeded"),
+    row("error_type authentication", ERROR_TYPE, 401, Auth)
+        .b(r#"{"error":{"code":401,"message":"No auth credentials found","metadata":{"error_type":"authentication"}}}"#)
+        .code("authentication"),
+    row("error_type permission_denied", ERROR_TYPE, 403, Forbidden)
+        .b(r#"{"error":{"code":403,"message":"Key not allowed to access this model","metadata":{"error_type":"permission_denied"}}}"#)
+        .code("permission_denied"),
+    row("error_type server", ERROR_TYPE, 500, ServerError)
+        .b(r#"{"error":{"code":500,"message":"Internal server error","metadata":{"error_type":"server"}}}"#)
+        .retry().code("server"),
+    row("error_type unmapped keeps the status's class", ERROR_TYPE, 502, Unavailable)
+        .b(r#"{"error":{"code":502,"message":"Provider returned error","metadata":{"error_type":"unmapped","provider_name":"Novita"}}}"#)
+        .retry().code("unmapped"),
+    row("availability model_deprecated is final", AVAILABILITY, 404, InvalidRequest)
+        .b(r#"{"error":{"code":404,"message":"This model has been deprecated","availability":{"code":"model_deprecated","retryable":false,"fallback_models":["openai/gpt-4o"]}}}"#)
+        .code("model_deprecated"),
+    row("availability privacy_restricted is final", AVAILABILITY, 404, Forbidden)
+        .b(r#"{"error":{"code":404,"message":"No endpoints found matching your data policy","availability":{"code":"privacy_restricted","retryable":false}}}"#)
+        .code("privacy_restricted"),
     // === moderation, money ===
     row("403 moderation", MODERATION, 403, Forbidden)
         .b(r#"{"error":{"code":403,"message":"Your input was flagged by moderation","metadata":{"reasons":["harassment"],"flagged_input":"you are…","provider_name":"OpenAI","model_slug":"openai/gpt-4o"}}}"#),
