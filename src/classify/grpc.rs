@@ -306,6 +306,31 @@ mod tests {
         );
     }
 
+    /// `RESOURCE_EXHAUSTED` whose only delay is a `RetryInfo` detail: rate limited for that
+    /// long, worth a retry; the same status without it is exhausted.
+    #[test]
+    fn a_retry_info_detail_alone_makes_a_rate_limit() {
+        use crate::classify::Classify;
+        let head = |details: Option<&str>| {
+            let mut b = http::Response::builder()
+                .status(200)
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "8");
+            if let Some(d) = details {
+                b = b.header("grpc-status-details-bin", d);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let encoded = b64(&status_with_retry_info(3, 100));
+        let c = Grpc.classify(&head(Some(&encoded)), &[]);
+        assert_eq!(c.class(), QuotaClass::RateLimited);
+        assert_eq!(c.retry_after(), Some(Duration::new(3, 100)));
+        assert!(c.should_retry());
+        let c = Grpc.classify(&head(None), &[]);
+        assert_eq!(c.class(), QuotaClass::QuotaExhausted);
+        assert!(!c.should_retry());
+    }
+
     #[test]
     fn malformed_details_are_ignored() {
         assert_eq!(retry_info_delay(b"!!!"), None);
