@@ -199,16 +199,8 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
     } else if contains_ci(message, "limit_rpd/") {
         // One model's requests per day: gone until the reset (the next UTC midnight).
         c.set_code("limit_rpd");
-        c.set_class(QuotaClass::QuotaExhausted);
-        c.set_scope(Scope::Model);
-        c.set_retryable(Some(false));
         per_model_limit(c, message, DAY);
-        let reset = c
-            .rate_limit()
-            .requests()
-            .and_then(|w| w.reset)
-            .unwrap_or_else(|| json::until_next_utc_midnight(now));
-        c.set_reset_after(Some(reset));
+        exhausted_for_the_day(c, Scope::Model);
     } else if contains_ci(message, "free-models-per-min") {
         c.set_code("free-models-per-min");
         c.set_class(QuotaClass::RateLimited);
@@ -239,12 +231,17 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
     true
 }
 
-/// The daily free-model cap: exhausted until the reset the server sent, else the next UTC
-/// midnight — not worth a retry whatever `Retry-After` says (OpenRouter may send one on any
-/// 429): the limiter pauses the key until the reset.
+/// The daily free-model cap: exhausted for the day, the whole account.
 pub(crate) fn daily_cap(c: &mut Classification) {
+    exhausted_for_the_day(c, Scope::Account);
+}
+
+/// A per-day quota of `scope` used up: exhausted until the reset the server sent, else the
+/// next UTC midnight — not worth a retry whatever `Retry-After` says (OpenRouter may send one
+/// on any 429): the limiter pauses until the reset.
+fn exhausted_for_the_day(c: &mut Classification, scope: Scope) {
     c.set_class(QuotaClass::QuotaExhausted);
-    c.set_scope(Scope::Account);
+    c.set_scope(scope);
     c.set_retryable(Some(false));
     let reset = c
         .rate_limit()

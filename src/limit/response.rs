@@ -301,11 +301,11 @@ mod tests {
         assert!(!h.contains_key("ratelimit"));
     }
 
-    /// The configured policy is made once per tier and cloned into every refusal; a
-    /// snapshot with a learned limit gets a field of its own, and leaves the tier's as it
-    /// was.
+    /// The configured policy, made once per tier and cloned into every refusal, is the
+    /// configured limits' on every key; a snapshot with a learned limit gets a field of its
+    /// own, and the next refusal's is the configured one again (the tier's is not replaced).
     #[tokio::test(start_paused = true)]
-    async fn the_policy_of_the_configured_limits_is_made_once() {
+    async fn a_learned_limit_leaves_the_configured_policy_as_it_was() {
         let tier = Tier::new("t")
             .with_quota(Quota::per_minute(1))
             .with_quota(Quota::per_utc_day(50));

@@ -130,15 +130,15 @@ pub struct Limiter {
 /// Replicas of the configured tier (see `Shared::replicas`).
 const REPLICAS: usize = 16;
 
-/// This thread's slot among the replicas: threads are numbered as they first refuse.
+/// This thread's number, given as it first refuses (from 1; 0: none yet).
 fn thread_slot() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
     thread_local! {
-        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+        static SLOT: Cell<usize> = const { Cell::new(0) };
     }
     SLOT.with(|slot| {
-        if slot.get() == usize::MAX {
-            slot.set(NEXT.fetch_add(1, Ordering::Relaxed) % REPLICAS);
+        if slot.get() == 0 {
+            slot.set(NEXT.fetch_add(1, Ordering::Relaxed));
         }
         slot.get()
     })
