@@ -131,6 +131,7 @@ impl Gates {
 
     /// Whether `key` may have waiters: `false` is certain (no queue in its shard), `true`
     /// asks the lock.
+    #[inline]
     pub(crate) fn has_waiters(&self, key: Key) -> bool {
         self.gate(key).queued.load(Ordering::Acquire) != 0 && self.waiting(key) > 0
     }

@@ -40,6 +40,7 @@ impl Key {
     }
 
     /// Which of `n` shards the key lives in: bits the hash maps do not use for their tags.
+    #[inline]
     pub(crate) fn shard(self, n: usize) -> usize {
         (self.0.rotate_left(32) as usize) % n
     }
@@ -51,6 +52,7 @@ impl Key {
 
     /// This key scoped to a tier: the same requester under two tiers gets two sets of
     /// windows.
+    #[inline]
     pub(crate) fn with_tier(self, tier_id: u64) -> Key {
         // The key is already a seeded SipHash: a splitmix64 finaliser over it and the tier's
         // id keeps it unpredictable and costs a few cycles, not a second SipHash.

@@ -102,6 +102,7 @@ impl Margin {
     /// trips are seen, their spread, at most
     /// a fiftieth (they include the server's own time, which can vary by seconds); a
     /// surprise 429 may take it to a twentieth. Never below the configured floor.
+    #[inline]
     pub(crate) fn get(&self, shortest_ns: u64) -> u64 {
         if !self.learn {
             return self.floor;

@@ -416,16 +416,19 @@ impl Tier {
         &self.inner.quotas
     }
 
+    #[inline]
     pub(crate) fn id(&self) -> u64 {
         self.inner.id
     }
 
+    #[inline]
     pub(crate) fn specs(&self) -> &Arc<[QuotaSpec]> {
         &self.inner.specs
     }
 
     /// The length of the tier's shortest window in nanoseconds, 0 without quotas (bounds the
     /// learned margin).
+    #[inline]
     pub(crate) fn shortest_window_ns(&self) -> u64 {
         self.inner
             .specs
@@ -437,6 +440,7 @@ impl Tier {
 
     /// Whether a quota of the tier is a calendar window (the only thing that reads the wall
     /// clock on an admission).
+    #[inline]
     pub(crate) fn has_calendar(&self) -> bool {
         self.inner.specs.iter().any(|s| s.calendar)
     }

@@ -88,10 +88,12 @@ impl WindowState {
         }
     }
 
+    #[inline]
     fn learned_limit(&self) -> Option<u64> {
         self.ext.as_ref().and_then(|e| e.learned_limit)
     }
 
+    #[inline]
     fn limit(&self, spec: &QuotaSpec) -> u64 {
         self.learned_limit().unwrap_or(spec.limit)
     }
@@ -101,6 +103,7 @@ impl WindowState {
     }
 
     /// The newest entry's `last` (a rolling window's stamp).
+    #[inline]
     fn newest(&self) -> Option<u64> {
         self.stamp.checked_sub(1)
     }
@@ -117,10 +120,11 @@ impl WindowState {
     // === rolling windows ===
 
     /// Drops the entries that no longer count at `now` (`last + window <= now`), and the
-    /// box once it holds nothing.
-    fn purge(&mut self, now: u64, window: u64) {
+    /// box once it holds nothing. Whether the stamp moved (the log emptied).
+    #[inline]
+    fn purge(&mut self, now: u64, window: u64) -> bool {
         let Some(ext) = self.ext.as_mut() else {
-            return;
+            return false;
         };
         ext.window = window;
         let before = ext.entries.len();
@@ -132,21 +136,24 @@ impl WindowState {
                 break;
             }
         }
-        if ext.entries.is_empty() {
-            if before > 0 {
-                self.stamp = 0;
-            }
-            if ext.learned_limit.is_none() {
-                self.ext = None;
-            } else if before > 0 {
-                // A key held for its learned limit keeps no log buffer.
-                ext.entries = VecDeque::new();
-            }
+        if !ext.entries.is_empty() {
+            return false;
         }
+        if ext.learned_limit.is_none() {
+            self.ext = None;
+        } else if before > 0 {
+            // A key held for its learned limit keeps no log buffer.
+            ext.entries = VecDeque::new();
+        }
+        if before > 0 {
+            self.stamp = 0;
+        }
+        before > 0
     }
 
     /// The earliest time `>= now` at which `cost` more units fit under `limit`, assuming no
     /// other admission. Requires `cost <= limit` and a purged log.
+    #[inline]
     fn earliest(&self, now: u64, window: u64, limit: u64, cost: u64) -> u64 {
         let total = self.used.saturating_add(cost);
         if total <= limit {
@@ -163,12 +170,14 @@ impl WindowState {
         now
     }
 
+    #[inline]
     fn ext_mut(&mut self, window: u64) -> &mut Ext {
         let ext = self.ext.get_or_insert_with(Box::default);
         ext.window = window;
         ext
     }
 
+    #[inline]
     fn record(&mut self, now: u64, cost: u64, granularity: u64, window: u64) {
         if cost == 0 {
             return;
@@ -240,6 +249,7 @@ impl WindowState {
         })
     }
 
+    #[inline]
     fn expires_at(&self, window: u64) -> u64 {
         self.newest().map_or(0, |last| last.saturating_add(window))
     }
@@ -248,15 +258,19 @@ impl WindowState {
 
     /// Moves to the period `wall - margin` falls in: a boundary counts only once the margin
     /// has passed it.
-    fn roll(&mut self, wall: u64, margin: u64, period_ns: u64) {
+    #[inline]
+    fn roll(&mut self, wall: u64, margin: u64, period_ns: u64) -> bool {
         let p = wall.saturating_sub(margin) / period_ns.max(1);
-        if p > self.stamp {
+        let rolled = p > self.stamp;
+        if rolled {
             self.stamp = p;
             self.used = 0;
         }
+        rolled
     }
 
     /// When the period ends (plus the margin), in `now`'s timeline.
+    #[inline]
     fn next_boundary(&self, t: Now, margin: u64, period_ns: u64) -> u64 {
         let boundary = self
             .stamp
@@ -289,6 +303,7 @@ impl Default for Windows {
 }
 
 impl Windows {
+    #[inline]
     fn as_slice(&self) -> &[WindowState] {
         match self {
             Windows::Inline(n, w) => &w[..usize::from(*n)],
@@ -296,6 +311,7 @@ impl Windows {
         }
     }
 
+    #[inline]
     fn as_mut_slice(&mut self) -> &mut [WindowState] {
         match self {
             Windows::Inline(n, w) => &mut w[..usize::from(*n)],
@@ -343,12 +359,14 @@ impl KeyWindows {
     /// Puts the state of `specs[i]` at `windows[i]`, finding each by its id and creating what
     /// is missing. State of other quotas is kept behind them, never wiped: the same key with
     /// its quotas in another order (or a deploy that added one) finds its own counts.
-    fn conform(&mut self, specs: &[QuotaSpec]) {
+    /// Whether anything moved.
+    #[inline]
+    fn conform(&mut self, specs: &[QuotaSpec]) -> bool {
         let windows = self.windows.as_slice();
         let aligned =
             windows.len() >= specs.len() && windows.iter().zip(specs).all(|(w, s)| w.id == s.id);
         if aligned {
-            return;
+            return false;
         }
         for (i, s) in specs.iter().enumerate() {
             let windows = self.windows.as_mut_slice();
@@ -357,10 +375,21 @@ impl KeyWindows {
                 None => self.windows.insert(i, WindowState::new(s.id)),
             }
         }
+        true
     }
 
+    /// Brings every window to `t`: expired log entries dropped, calendar periods rolled.
+    #[inline]
     fn advance(&mut self, specs: &[QuotaSpec], t: Now, margin: u64) -> Now {
-        self.conform(specs);
+        self.advance_moved(specs, t, margin).0
+    }
+
+    /// [`advance`](Self::advance), and whether what [`expiry`](Self::expiry) reads moved: a
+    /// window created or reordered, a log emptied, a period rolled, or a learned limit (whose
+    /// hold on the key runs from now).
+    #[inline]
+    fn advance_moved(&mut self, specs: &[QuotaSpec], t: Now, margin: u64) -> (Now, bool) {
+        let mut moved = self.conform(specs);
         // Time never goes backwards inside one key: a log stays in time order.
         let now = self
             .windows
@@ -369,18 +398,18 @@ impl KeyWindows {
             .filter_map(WindowState::newest)
             .fold(t.now, u64::max);
         for (w, s) in self.windows.as_mut_slice().iter_mut().zip(specs) {
-            if s.calendar {
-                w.roll(t.wall, margin, s.window_ns);
+            moved |= if s.calendar {
+                w.roll(t.wall, margin, s.window_ns)
             } else {
-                w.purge(now, s.window_ns.saturating_add(margin));
-            }
+                w.purge(now, s.window_ns.saturating_add(margin))
+            };
+            moved |= w.learned_limit().is_some();
         }
-        Now { now, wall: t.wall }
+        (Now { now, wall: t.wall }, moved)
     }
 
-    /// Checks every window for an admission of `costs[i]` units to quota `i` at `now` and,
-    /// if all admit, records it. Otherwise returns the earliest time at which all would admit
-    /// (absent other admissions), or that a cost can never fit.
+    /// [`decide`](Self::decide)'s decision alone.
+    #[cfg(test)]
     pub(crate) fn acquire(
         &mut self,
         specs: &[QuotaSpec],
@@ -388,14 +417,31 @@ impl KeyWindows {
         t: impl Into<Now>,
         margin: u64,
     ) -> Decision {
-        let t = self.advance(specs, t.into(), margin);
+        self.decide(specs, costs, t.into(), margin).0
+    }
+
+    /// Checks every window for an admission of `costs[i]` units to quota `i` at `now` and,
+    /// if all admit, records it. Otherwise returns the earliest time at which all would admit
+    /// (absent other admissions), or that a cost can never fit. Also says whether the key's
+    /// [`expiry`](Self::expiry) may have moved: not after a refusal that changed nothing it
+    /// reads, so that a refusal need not recompute it (the expiry stored before still
+    /// holds).
+    #[inline]
+    pub(crate) fn decide(
+        &mut self,
+        specs: &[QuotaSpec],
+        costs: &[u64],
+        t: Now,
+        margin: u64,
+    ) -> (Decision, bool) {
+        let (t, moved) = self.advance_moved(specs, t, margin);
         let now = t.now;
         let mut at = now.max(self.blocked_until);
         let windows = self.windows.as_mut_slice();
         for (i, ((w, s), &cost)) in windows.iter().zip(specs).zip(costs).enumerate() {
             let limit = w.limit(s);
             if cost > limit {
-                return Decision::Exceeds { quota: i, limit };
+                return (Decision::Exceeds { quota: i, limit }, moved);
             }
             let t = if s.calendar {
                 if w.used.saturating_add(cost) <= limit {
@@ -409,7 +455,7 @@ impl KeyWindows {
             at = at.max(t);
         }
         if at > now {
-            return Decision::NotBefore(at);
+            return (Decision::NotBefore(at), moved);
         }
         for ((w, s), &cost) in windows.iter_mut().zip(specs).zip(costs) {
             if s.calendar {
@@ -419,7 +465,7 @@ impl KeyWindows {
                 w.record(now, cost, s.granularity_ns, window);
             }
         }
-        Decision::Admitted
+        (Decision::Admitted, true)
     }
 
     /// Applies what a response taught.
@@ -560,6 +606,7 @@ impl KeyWindows {
     /// over the windows, reading no log: what a store keeps of a key after each operation.
     /// As of the operation at `t` that just ran with `specs` and `margin`, which purged each
     /// rolling log with its window plus `margin` (the window a sweep compacts it with).
+    #[inline]
     pub(crate) fn expiry(&self, specs: &[QuotaSpec], t: Now, margin: u64) -> (u64, u64) {
         let mut idle = self.blocked_until;
         let mut logs = 0;

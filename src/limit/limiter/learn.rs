@@ -424,6 +424,7 @@ const MAX_LEARNED_KEYS: usize = 100_000;
 impl Learned {
     /// The tier in force for `store_key`: the learned one, else `configured`.
     /// Whether no tier was learned for any key (the common case: one atomic read).
+    #[inline]
     pub(super) fn none(&self) -> bool {
         !self.any.load(Ordering::Acquire)
     }

@@ -131,6 +131,7 @@ pub struct Limiter {
 const REPLICAS: usize = 16;
 
 /// This thread's number, given as it first refuses (from 1; 0: none yet).
+#[inline]
 fn thread_slot() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(1);
     thread_local! {
@@ -316,6 +317,7 @@ impl Limiter {
         Duration::from_nanos(self.margin_ns(tier))
     }
 
+    #[inline]
     fn margin_ns(&self, tier: &Tier) -> u64 {
         self.shared.margin.get(tier.shortest_window_ns())
     }
@@ -370,6 +372,7 @@ impl Limiter {
 
     /// Both clocks now; the wall clock is read only when `tier` has a calendar window (a
     /// rolling window needs no wall time: the store's `wall` then equals `now`).
+    #[inline]
     fn times(&self, tier: &Tier, at: Instant) -> Now {
         let now = self.to_ns(at);
         let wall = if tier.has_calendar() {
@@ -380,12 +383,14 @@ impl Limiter {
         Now { now, wall }
     }
 
+    #[inline]
     fn wall_ns(&self) -> u64 {
         self.now_wall()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, dur_ns)
     }
 
+    #[inline]
     fn to_ns(&self, t: Instant) -> u64 {
         let s = &self.shared;
         s.wall_epoch
@@ -399,6 +404,7 @@ impl Limiter {
     }
 
     /// Asks a store that answers at once; `None` for a network store.
+    #[inline]
     fn ask_now(
         &self,
         tier: &Tier,
@@ -450,6 +456,7 @@ impl Limiter {
     /// The refusal in reject mode of `key` under `tier`, at `now` (the store's clock, read
     /// once for the decision), admissible at `at`: computed from the store's nanoseconds,
     /// not from instants.
+    #[inline]
     fn refused(&self, key: Key, tier: &Tier, at: u64, now: u64) -> AcquireError {
         let retry_after = Duration::from_nanos(at.saturating_sub(now));
         refusal(
@@ -463,6 +470,7 @@ impl Limiter {
 
     /// The tier a refusal under `tier` holds: the calling thread's replica of the configured
     /// tier (see `Shared::replicas`), or `tier` itself.
+    #[inline]
     fn refusal_tier<'a>(&'a self, tier: &'a Tier) -> &'a Tier {
         let s = &*self.shared;
         if Tier::ptr_eq(tier, &s.config.tier) {
@@ -575,6 +583,7 @@ fn limited(
     refusal(key, tier, reason, available_at, retry_after)
 }
 
+#[inline]
 fn refusal(
     key: Key,
     tier: &Tier,

@@ -153,21 +153,24 @@ impl MemoryStore {
             .sum()
     }
 
+    #[inline]
     fn shard(&self, key: Key) -> MutexGuard<'_, Shard> {
         lock(&self.shards[key.shard(SHARDS)])
     }
 
+    #[inline]
     fn per_shard(&self) -> usize {
         self.max_keys.div_ceil(SHARDS)
     }
 
+    #[inline]
     fn with_key<T>(
         &self,
         key: Key,
         quotas: &[QuotaSpec],
         t: Now,
         margin: u64,
-        f: impl FnOnce(&mut KeyWindows) -> T,
+        f: impl FnOnce(&mut KeyWindows) -> (T, bool),
     ) -> T {
         let mut guard = self.shard(key);
         let shard = &mut *guard;
@@ -182,12 +185,14 @@ impl MemoryStore {
             }
         };
         let windows = &mut shard.slots[i].windows;
-        let out = f(windows);
-        let (idle_at, compact_at) = windows.expiry(quotas, t, margin);
-        shard.times[i] = Times {
-            idle_at,
-            compact_at,
-        };
+        let (out, moved) = f(windows);
+        if moved {
+            let (idle_at, compact_at) = windows.expiry(quotas, t, margin);
+            shard.times[i] = Times {
+                idle_at,
+                compact_at,
+            };
+        }
         shard.marks[i / 64] |= 1 << (i % 64);
         out
     }
@@ -245,6 +250,7 @@ impl Shard {
     /// Moves the hand until it has dropped `n` idle keys or passed `2n` live ones (dropping
     /// the expired log entries of those): a dropped key's place goes to the last one, often
     /// a new key, which the hand passes next.
+    #[inline]
     fn step(&mut self, now: u64, n: usize) {
         let (mut dropped, mut passed) = (0, 0);
         while dropped < n && passed < (2 * n).min(self.slots.len()) {
@@ -302,6 +308,7 @@ impl Shard {
     }
 }
 
+#[inline]
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves consistent window state (no invariant spans an
     // unwind point), so a poisoned lock is still usable.
@@ -328,6 +335,7 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(self.decide(&req))))
     }
 
+    #[inline]
     fn acquire_now(&self, req: &AcquireRequest<'_>) -> Option<Result<Decision, StoreError>> {
         Some(Ok(self.decide(req)))
     }
@@ -346,6 +354,7 @@ impl Store for MemoryStore {
             for &u in req.updates {
                 w.update(req.quotas, u, t, req.margin);
             }
+            ((), true)
         });
         true
     }
@@ -367,13 +376,14 @@ impl Store for MemoryStore {
 }
 
 impl MemoryStore {
+    #[inline]
     fn decide(&self, req: &AcquireRequest<'_>) -> Decision {
         let t = Now {
             now: req.now,
             wall: req.wall,
         };
         self.with_key(req.key, req.quotas, t, req.margin, |w| {
-            w.acquire(req.quotas, req.costs, t, req.margin)
+            w.decide(req.quotas, req.costs, t, req.margin)
         })
     }
 }
@@ -381,6 +391,72 @@ impl MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::store::Update;
+    use proptest::prelude::*;
+
+    /// One operation on a key of a rolling-and-calendar tier.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Acquire { cost: u64 },
+        Remaining(u64),
+        Limit(u64),
+        Block(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..4u64).prop_map(|cost| Op::Acquire { cost }),
+            1 => (0..4u64).prop_map(Op::Remaining),
+            1 => (1..6u64).prop_map(Op::Limit),
+            1 => (0..2_000u64).prop_map(Op::Block),
+        ]
+    }
+
+    proptest! {
+        /// A refusal that changes nothing the key's expiry reads keeps the times stored
+        /// with it rather than recomputing them: after every operation, the touched key's
+        /// stored times are what a recomputation gives (a stale idle time would drop a key
+        /// that still counts).
+        #[test]
+        fn stored_times_are_the_keys_expiry(
+            ops in proptest::collection::vec((0..3u64, 0..400u64, op()), 1..120),
+            margin in prop_oneof![Just(0u64), 1..50u64],
+        ) {
+            let store = MemoryStore::new();
+            let specs = [QuotaSpec::rolling(1, 3, 1_000), QuotaSpec::calendar(2, 5, 5_000)];
+            let mut now = 0u64;
+            for (key, dt, op) in ops {
+                now += dt;
+                let key = Key(key << 32 | key);
+                match op {
+                    Op::Acquire { cost } => {
+                        let costs = [1, cost];
+                        let req = AcquireRequest::new(key, &specs, &costs, now).with_margin(margin);
+                        store.decide(&req);
+                    }
+                    Op::Remaining(left) => {
+                        let u = [Update::Remaining { quota: 0, remaining: left, reset: Some(700) }];
+                        store.update_now(&UpdateRequest::new(key, &specs, &u, now).with_margin(margin));
+                    }
+                    Op::Limit(limit) => {
+                        let u = [Update::Limit { quota: 0, limit }];
+                        store.update_now(&UpdateRequest::new(key, &specs, &u, now).with_margin(margin));
+                    }
+                    Op::Block(d) => {
+                        let u = [Update::BlockUntil(now + d)];
+                        store.update_now(&UpdateRequest::new(key, &specs, &u, now).with_margin(margin));
+                    }
+                }
+                let shard = store.shard(key);
+                let Some(&i) = shard.index.get(&key.0) else { continue };
+                let i = i as usize;
+                let t = Now::from(now);
+                let (idle_at, compact_at) = shard.slots[i].windows.expiry(&specs, t, margin);
+                prop_assert_eq!(shard.times[i].idle_at, idle_at);
+                prop_assert_eq!(shard.times[i].compact_at, compact_at);
+            }
+        }
+    }
 
     #[test]
     fn the_hand_drops_idle_keys() {
