@@ -102,7 +102,7 @@ use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
 use crate::classify::{self, Auto, Classification, Classify, PeekBody, QuotaClassifyLayer};
-use crate::limit::{AcquireError, Limiter, RateLimitLayer, RequestHead, Tier, UsageHook};
+use crate::limit::{AcquireError, Foreseen, Limiter, RateLimitLayer, RequestHead, Tier, UsageHook};
 use crate::retry::attempts::{Attempts, Then};
 use crate::retry::{Decide, Shared, Standard};
 use crate::QuotaLayer;
@@ -227,8 +227,13 @@ where
             };
             let then = 'attempt: {
                 let learn = match self.rate_limit.policy.admission(&head) {
-                    Some((admit, learn)) => match admit.decide().await {
-                        Ok(()) => learn,
+                    Some((admit, mut learn)) => match admit.decide().await {
+                        Ok(()) => {
+                            if let Some(learn) = &mut learn {
+                                learn.waited();
+                            }
+                            learn
+                        }
                         Err(e) => break 'attempt run.error(acquire_error(e), replayable),
                     },
                     None => None,
@@ -244,12 +249,17 @@ where
                 let hook = learn.as_ref().and_then(|l| l.hook.clone());
                 let (response, at) = self.classify(response, hook).await;
                 url = Some(at);
+                let mut response = response;
                 if let Some(learn) = learn {
                     let classification = response
                         .extensions()
                         .get::<Classification>()
                         .expect("the classifier attached one");
-                    if let Some(pending) = learn.observe(Some(admitted), classification) {
+                    let observed = learn.observe(Some(admitted), classification);
+                    if observed.foreseen {
+                        response.extensions_mut().insert(Foreseen);
+                    }
+                    if let Some(pending) = observed.learning {
                         pending.await;
                     }
                 }

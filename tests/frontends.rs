@@ -415,3 +415,151 @@ async fn the_timings_are_the_servers() {
     let refused_retry = through_tower(find("limiter refuses a retry")).await;
     assert_eq!(refused_retry.calls, 1);
 }
+
+// === Refusals foreseen ===
+
+/// A server answering each of two requests (`x-id: a` or `b`) from its own script, in order
+/// (the last answer repeats), the first answers after 10 ms (`a`) and 100 ms (`b`): `a`'s
+/// 429 comes back, and teaches the limiter its cooldown, while `b` is still on the wire.
+#[derive(Clone)]
+struct TwoScripts {
+    a: &'static [Answer],
+    b: &'static [Answer],
+    calls: Arc<[AtomicUsize; 2]>,
+}
+
+impl TwoScripts {
+    fn new(a: &'static [Answer], b: &'static [Answer]) -> TwoScripts {
+        TwoScripts {
+            a,
+            b,
+            calls: Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
+        }
+    }
+
+    async fn answer(&self, id: &str) -> http::Response<Bytes> {
+        let (i, script) = if id == "b" { (1, self.b) } else { (0, self.a) };
+        let n = self.calls[i].fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            // Both first calls are on the wire together; `b`'s answer comes back last.
+            tokio::time::sleep(Duration::from_millis(if i == 1 { 100 } else { 10 })).await;
+        }
+        match script[n.min(script.len() - 1)] {
+            Answer::Http(status, headers, body) => answering::response(status, headers, body),
+            Answer::Io(kind) => panic!("no transport errors here: {kind:?}"),
+        }
+    }
+
+    fn calls(&self) -> [usize; 2] {
+        [0, 1].map(|i| self.calls[i].load(Ordering::SeqCst))
+    }
+}
+
+/// The scripted server as the last reqwest middleware.
+struct AnsweringTwo(TwoScripts);
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for AnsweringTwo {
+    async fn handle(
+        &self,
+        req: reqwest::Request,
+        _extensions: &mut Extensions,
+        _next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let id = req.headers()["x-id"].to_str().unwrap().to_owned();
+        Ok(reqwest::Response::from(self.0.answer(&id).await))
+    }
+}
+
+fn two_attempts() -> QuotaLayer {
+    QuotaLayer::new(tier(100)).with_retry(RetryAfterLayer::new().with_seed(7).with_max_attempts(2))
+}
+
+const LIMITED_1S: Answer = Answer::Http(
+    429,
+    &[("retry-after", "1")],
+    r#"{"error":{"message":"Rate limit exceeded","code":429}}"#,
+);
+
+/// Sends `a` and `b` at once through the tower stack; what each saw, and the calls of each.
+async fn two_through_tower(server: &TwoScripts) -> ([Seen; 2], [usize; 2]) {
+    let client = two_attempts().layer(tower::service_fn({
+        let server = server.clone();
+        move |req: http::Request<ReplayBody<Full<Bytes>>>| {
+            let server = server.clone();
+            async move {
+                let id = req.headers()["x-id"].to_str().unwrap().to_owned();
+                Ok::<_, io::Error>(server.answer(&id).await.map(Full::new))
+            }
+        }
+    }));
+    let send = |id: &'static str| {
+        let client = client.clone();
+        async move {
+            let request = http::Request::post("http://router.test/v1/chat/completions")
+                .header("x-id", id)
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap();
+            let response = client.oneshot(request).await.unwrap();
+            seen_response(response.status().as_u16(), response.extensions())
+        }
+    };
+    let (a, b) = tokio::join!(send("a"), send("b"));
+    ([a, b], server.calls())
+}
+
+/// The same through the reqwest middleware.
+async fn two_through_reqwest(server: &TwoScripts) -> ([Seen; 2], [usize; 2]) {
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(QuotaMiddleware::from(two_attempts()))
+        .with(AnsweringTwo(server.clone()))
+        .build();
+    let send = |id: &'static str| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .post("http://router.test/v1/chat/completions")
+                .header("x-id", id)
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            seen_response(response.status().as_u16(), response.extensions())
+        }
+    };
+    let (a, b) = tokio::join!(send("a"), send("b"));
+    ([a, b], server.calls())
+}
+
+/// Two requests on one key, two attempts each allowed. `a`'s 429 (retry after 1 s) puts the
+/// key in a cooldown while `b` is on the wire; `b`'s 429, sent before anyone knew, is a
+/// foreseen refusal and is not counted: `b` gets its two attempts after it, and succeeds on
+/// its third call. A 429 of an attempt sent after the cooldown is news, and counts: `b`,
+/// refused again, stops at its second counted attempt. Both front ends alike.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_foreseen_on_the_wire_does_not_use_up_an_attempt() {
+    const A: &[Answer] = &[LIMITED_1S, OK];
+    let success_after = |attempts| Seen::Response {
+        status: 200,
+        class: QuotaClass::Success,
+        info: Some((attempts, StopReason::Success)),
+    };
+    for (b, expect_b, calls_b) in [
+        (&[LIMITED_1S, LIMITED_1S, OK][..], success_after(3), 3),
+        (
+            &[LIMITED_1S, LIMITED_1S, LIMITED_1S][..],
+            Seen::Response {
+                status: 429,
+                class: QuotaClass::RateLimited,
+                info: Some((3, StopReason::MaxAttempts)),
+            },
+            3,
+        ),
+    ] {
+        let b: &'static [Answer] = b.to_vec().leak();
+        let tower = two_through_tower(&TwoScripts::new(A, b)).await;
+        let reqwest = two_through_reqwest(&TwoScripts::new(A, b)).await;
+        assert_eq!(tower, ([success_after(2), expect_b], [2, calls_b]));
+        assert_eq!(reqwest, tower);
+    }
+}

@@ -131,10 +131,10 @@ async fn d_upstream_429s_honoured() {
 }
 
 /// (d) on the far network: every request succeeds. Each upstream 429 also refuses the requests
-/// of the same burst already on the wire, and a request caught in five bursts is out of
-/// attempts.
+/// of the same burst already on the wire; those refusals were foreseen (the cooldown was
+/// learned while they were on the wire) and do not use up their requests' attempts. Before
+/// that: 97/100.
 #[tokio::test(start_paused = true)]
-#[ignore = "measured 97/100 succeeded, 94 429s on the far network: bursts of 16 at a window's start meet each upstream 429 on the wire"]
 async fn d_upstream_429s_every_request_succeeds() {
     let (_, f) = tower_quota(Scenario::d()).await;
     assert_eq!(f.succeeded, f.requests);
@@ -427,4 +427,23 @@ async fn usage_counted_after_the_response_is_held_from_the_answers_end() {
     run.sim.check_invariants().unwrap();
     assert_eq!(run.sim.stats().count(429), 0);
     assert!(run.done.iter().all(|d| d.reply.ok()));
+}
+
+/// (d) on the far network over 30 seeds (3 000 requests): none sent early, and at most two
+/// fail. Measured: 1 failed (74 when the refusals caught on the wire counted as attempts).
+#[tokio::test(start_paused = true)]
+async fn d_upstream_429s_across_seeds() {
+    let mut failed = 0;
+    for seed in 1..=30 {
+        let mut sc = Scenario::d();
+        sc.seed = seed;
+        let run = run(&sc, Strategy::TowerQuota).await;
+        run.sim.check_invariants().unwrap();
+        let f = run.figures();
+        assert_eq!(f.early, 0, "seed {seed}");
+        assert_eq!(run.sim.stats().early_retries(), 0, "seed {seed}");
+        failed += f.requests - f.succeeded;
+    }
+    eprintln!("d_upstream_429s_across_seeds: {failed} of 3000 failed");
+    assert!(failed <= 2, "{failed} of 3000 failed");
 }

@@ -15,11 +15,11 @@ use tower::util::Oneshot;
 
 use super::key::Key;
 use super::layer::Policy;
-use super::limiter::{Acquire, Learning, Limiter};
+use super::limiter::{Acquire, Foreseen, Learning, Limiter};
 use super::quota::Tier;
 use super::reconcile::UsageHook;
 use super::BoxError;
-use crate::classify::{Classification, Classify, Generic};
+use crate::classify::{Classification, Classify, Generic, QuotaClass};
 
 /// What a front end needs to learn from an admitted attempt's response: made with the
 /// admission (`Policy::admission`), used once by [`observe`](Learn::observe).
@@ -33,6 +33,9 @@ pub(crate) struct Learn {
     pub(crate) tier: Option<Tier>,
     /// For a token cost: the reservation to correct to the response's usage.
     pub(crate) hook: Option<UsageHook>,
+    /// The number of the latest block learned when the attempt was admitted
+    /// ([`Limiter::blocks_learned`]): whether its refusal was foreseen.
+    pub(crate) blocks: u64,
 }
 
 impl Learn {
@@ -59,6 +62,19 @@ impl Learn {
             hook.admitted(at);
         }
     }
+
+    /// The request was admitted after a wait: what was learned while it waited held it
+    /// back, and only what is learned from now on finds it on the wire.
+    pub(crate) fn waited(&mut self) {
+        self.blocks = self.limiter().blocks_learned();
+    }
+}
+
+/// What a response taught: the store write still to finish, and whether the response was a
+/// [`Foreseen`](super::Foreseen) refusal.
+pub(crate) struct Observed {
+    pub(crate) learning: Option<Learning>,
+    pub(crate) foreseen: bool,
 }
 
 impl Learn {
@@ -67,20 +83,26 @@ impl Learn {
     /// key's cooldowns, pauses and learned limits. The returned [`Learning`], when there is
     /// one, finishes writing to the store (bounded by the limiter's learn timeout); a front
     /// end awaits it before it returns the response or retries.
+    ///
+    /// A rate-limited response is first checked against what was learned while it was on
+    /// the wire (before it teaches anything itself): [`Observed::foreseen`].
     pub(crate) fn observe(
         self,
         admitted: Option<Instant>,
         classification: &Classification,
-    ) -> Option<Learning> {
+    ) -> Observed {
         if let Some(at) = admitted {
             self.limiter().observe_round_trip(at);
         }
-        self.limiter().learn(
+        let foreseen = classification.class() == QuotaClass::RateLimited
+            && self.limiter().foresaw(self.key, self.tier(), self.blocks);
+        let learning = self.limiter().learn(
             self.key,
             self.tier(),
             classification,
             self.policy.learn_options(),
-        )
+        );
+        Observed { learning, foreseen }
     }
 }
 
@@ -236,8 +258,9 @@ where
 
                     let now = Instant::now();
                     *this.admitted = Some(now);
-                    if let Some(l) = this.learn.as_ref() {
+                    if let Some(l) = this.learn.as_mut() {
                         l.admitted(now);
+                        l.waited();
                     }
                     // Only now, admitted, does the request reserve the inner service's
                     // readiness: a wait never holds a slot of a `Buffer` or a pool.
@@ -276,11 +299,14 @@ where
 fn learn_from<RB>(
     learn: Learn,
     admitted: Option<Instant>,
-    resp: Response<RB>,
+    mut resp: Response<RB>,
 ) -> (Response<RB>, Option<Learning>) {
     if let Some(c) = resp.extensions().get::<Classification>() {
-        let pending = learn.observe(admitted, c);
-        return (resp, pending);
+        let observed = learn.observe(admitted, c);
+        if observed.foreseen {
+            resp.extensions_mut().insert(Foreseen);
+        }
+        return (resp, observed.learning);
     }
     // Nothing to learn from a success that carries no rate-limit header (the common case):
     // skip classifying it.
@@ -292,10 +318,13 @@ fn learn_from<RB>(
         }
         return (resp, None);
     }
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
     let c = Generic.classify_at(&parts, &[], learn.limiter().now_wall());
-    let pending = learn.observe(admitted, &c);
-    (Response::from_parts(parts, body), pending)
+    let observed = learn.observe(admitted, &c);
+    if observed.foreseen {
+        parts.extensions.insert(Foreseen);
+    }
+    (Response::from_parts(parts, body), observed.learning)
 }
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>

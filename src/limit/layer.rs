@@ -92,6 +92,7 @@ impl Policy {
         // Nothing to learn from a request that is not sent.
         let sent = !matches!(admit, Admit::Now(Err(_)));
         let learn = (self.learn && sent).then(|| Learn {
+            blocks: self.limiter.blocks_learned(),
             policy: Arc::clone(self),
             key,
             tier: selected,

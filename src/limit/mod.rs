@@ -107,7 +107,7 @@ pub use future::ResponseFuture;
 pub use key::{Key, KeyBy, KeySecret, Model, RequestHead, ShortSecret};
 pub use layer::RateLimitLayer;
 pub use limiter::{
-    Acquire, LearnOptions, Learning, Limiter, Mode, Snapshot, WindowSnapshot,
+    Acquire, Foreseen, LearnOptions, Learning, Limiter, Mode, Snapshot, WindowSnapshot,
     DEFAULT_LEARN_TIMEOUT, DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT,
 };
 pub use quota::{Quota, Tier, Window};

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::policy::{is_limiter_refusal, Decide, Outcome, RetryInfo, Step, StopReason};
 use super::service::Shared;
 use crate::classify::{Classification, Classify, Generic};
+use crate::limit::Foreseen;
 
 /// What a front end does after an attempt.
 #[derive(Debug)]
@@ -39,7 +40,11 @@ pub(crate) enum Then<T> {
 /// One request through every attempt: see the [module docs](self).
 pub(crate) struct Attempts<D, B> {
     shared: Arc<Shared<D>>,
+    /// Attempts begun, foreseen ones included.
     attempts: u32,
+    /// Attempts answered by a [`Foreseen`] refusal: not held against the bound, up to the
+    /// bound again.
+    foreseen: u32,
     // When the request entered; read only with a deadline.
     start: Option<Instant>,
     // The response of the last attempt that reached the server, held while a retry is
@@ -56,6 +61,7 @@ impl<D, B> Attempts<D, B> {
         Attempts {
             shared,
             attempts: 0,
+            foreseen: 0,
             start,
             last: None,
         }
@@ -72,15 +78,22 @@ impl<D, B> Attempts<D, B> {
         self.shared.limits.max_attempts > 1
     }
 
-    /// Counts an attempt about to be sent; `true` when it is the last one allowed.
+    /// Counts an attempt about to be sent; `true` when it is the last one allowed (a front
+    /// end then sends its copy of the request, keeping none: even a foreseen refusal of it
+    /// is not let off).
     pub(crate) fn begin(&mut self) -> bool {
         self.attempts += 1;
-        self.attempts >= self.shared.limits.max_attempts
+        self.counted() >= self.shared.limits.max_attempts
     }
 
     /// The attempts begun so far.
     pub(crate) fn attempts(&self) -> u32 {
         self.attempts
+    }
+
+    /// The attempts held against the bound: those begun, less the foreseen refusals let off.
+    fn counted(&self) -> u32 {
+        self.attempts - self.foreseen
     }
 
     /// After a response: return it (with a [`RetryInfo`] when it was retried or is not a
@@ -112,6 +125,21 @@ impl<D, B> Attempts<D, B> {
             .as_ref()
             .or_else(|| response.extensions().get::<Classification>())
             .unwrap_or(&self.shared.success);
+        // A refusal foreseen (see `Foreseen`) is let off, up to the bound again, unless the
+        // attempt was the last (`begin`).
+        let max = self.shared.limits.max_attempts;
+        if !response.status().is_success()
+            && self.counted() < max
+            && self.foreseen < max
+            && response.extensions().get::<Foreseen>().is_some()
+        {
+            self.foreseen += 1;
+            tracing::debug!(
+                attempts = self.attempts,
+                foreseen = self.foreseen,
+                "a refusal foreseen: not counted against the attempts"
+            );
+        }
         let outcome = Outcome::Response {
             status: response.status(),
             headers: response.headers(),
@@ -119,7 +147,7 @@ impl<D, B> Attempts<D, B> {
         };
         match self
             .shared
-            .next_step(self.attempts, self.start, outcome, replayable)
+            .next_step(self.counted(), self.start, outcome, replayable)
         {
             Step::Retry(delay) => {
                 self.last = Some(Box::new(response));
@@ -154,7 +182,7 @@ impl<D, B> Attempts<D, B> {
         let outcome = Outcome::Error(&error);
         match self
             .shared
-            .next_step(self.attempts, self.start, outcome, replayable)
+            .next_step(self.counted(), self.start, outcome, replayable)
         {
             Step::Retry(delay) => Then::RetryAt(retry_at(delay)),
             Step::Stop(_) => Then::Done(Err(error)),
@@ -262,6 +290,66 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(!attempts(1).may_retry());
+    }
+
+    fn foreseen(code: u16) -> http::Response<()> {
+        let mut r = status(code);
+        r.extensions_mut().insert(Foreseen);
+        r
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn foreseen_refusals_are_let_off_up_to_the_bound_again_but_never_the_last() {
+        let mut a = attempts(2);
+        // Two foreseen refusals are let off: the third attempt is still the first counted.
+        for _ in 0..2 {
+            assert!(!a.begin());
+            let Then::RetryAt(_) = a.response::<std::io::Error>(foreseen(429), true) else {
+                panic!("a foreseen refusal is retried")
+            };
+        }
+        // The bound again is reached: a third foreseen refusal counts.
+        assert!(!a.begin());
+        let Then::RetryAt(_) = a.response::<std::io::Error>(foreseen(429), true) else {
+            panic!("one counted attempt of two")
+        };
+        // The last attempt: counted whatever it gets.
+        assert!(a.begin());
+        match a.response::<std::io::Error>(foreseen(429), true) {
+            Then::Done(Ok(r)) => {
+                let info = RetryInfo::get(r.extensions());
+                assert_eq!((info.attempts, info.stopped), (4, StopReason::MaxAttempts));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_foreseen_refusal_of_the_last_attempt_is_not_let_off() {
+        let mut a = attempts(2);
+        assert!(!a.begin());
+        let Then::RetryAt(_) = a.response::<std::io::Error>(status(429), true) else {
+            panic!("retried")
+        };
+        // The last attempt was sent without a copy kept: nothing could be sent again.
+        assert!(a.begin());
+        match a.response::<std::io::Error>(foreseen(429), true) {
+            Then::Done(Ok(r)) => {
+                let info = RetryInfo::get(r.extensions());
+                assert_eq!((info.attempts, info.stopped), (2, StopReason::MaxAttempts));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_foreseen_mark_on_a_success_changes_nothing() {
+        let mut a = attempts(1);
+        assert!(a.begin());
+        let Then::Done(Ok(r)) = a.response::<std::io::Error>(foreseen(200), true) else {
+            panic!("a success is returned")
+        };
+        assert_eq!(RetryInfo::get(r.extensions()).attempts, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -65,6 +65,10 @@ impl Default for RetryAfterLayer {
 
 impl<D> RetryAfterLayer<D> {
     /// Sets the number of attempts in all, the first included (at least 1: `1` never retries).
+    /// An attempt refused for a reason this process learned while it was on the wire (a
+    /// [`Foreseen`](crate::limit::Foreseen) refusal) is not counted, unless it was the last;
+    /// up to `attempts` of them are let off, so a request is sent at most twice `attempts`
+    /// times.
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.limits.max_attempts = attempts.max(1);
         self

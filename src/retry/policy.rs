@@ -407,7 +407,8 @@ impl fmt::Display for StopReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryInfo {
-    /// Attempts made, the first included (1 when the first response was returned).
+    /// Attempts made, the first included (1 when the first response was returned), and
+    /// any [`Foreseen`](crate::limit::Foreseen) refusals let off the bound among them.
     pub attempts: u32,
     /// Why no further attempt was made.
     pub stopped: StopReason,

@@ -19,6 +19,9 @@ impl Limiter {
         tracing::info!(key = %key, tier = tier.name(), delay_ms = delay.as_millis() as u64, "rate limit: cooling down");
         let store_key = key.with_tier(tier.id());
         let tier = self.shared.learned.in_force(store_key, tier.clone());
+        self.shared
+            .blocks
+            .learned(store_key.0, until, self.now_ns());
         match self.apply(store_key, &tier, vec![Update::BlockUntil(until)]) {
             Some(fut) => fut.await,
             None => Ok(()),
@@ -77,6 +80,15 @@ impl Limiter {
         let updates = self.updates(key, tier, &in_force, classification, options);
         if updates.is_empty() {
             return None;
+        }
+        let blocks = updates.iter().filter_map(|u| match *u {
+            Update::BlockUntil(until) => Some(until),
+            _ => None,
+        });
+        if let Some(until) = blocks.max() {
+            self.shared
+                .blocks
+                .learned(store_key.0, until, self.now_ns());
         }
         let fut = self.apply(store_key, &in_force, updates)?;
         Some(self.learning(fut))

@@ -35,10 +35,12 @@ use crate::clock::WallClock;
 use crate::headers::RateLimitWindow;
 
 mod acquire;
+mod foresee;
 mod learn;
 mod snapshot;
 
 pub use acquire::Acquire;
+pub use foresee::Foreseen;
 use learn::Learned;
 
 pub use learn::{LearnOptions, Learning};
@@ -93,6 +95,8 @@ struct Shared {
     /// Quotas learned from servers, per store key: the tier in force is the configured one
     /// plus these.
     learned: Learned,
+    /// The blocks learned, numbered: which refusals were foreseen.
+    blocks: foresee::Blocks,
     /// The limiter's clock: `wall_epoch + (tokio::time::Instant::now() - epoch)`, in
     /// nanoseconds since the Unix epoch. Monotonic and follows tokio's paused clock; every
     /// time that crosses the store is on it. Calendar periods read the wall clock itself,
@@ -178,6 +182,7 @@ impl Limiter {
                     config.learn_margin && config.mode == Mode::Wait,
                 ),
                 learned: Learned::default(),
+                blocks: foresee::Blocks::default(),
                 replicas: (0..REPLICAS).map(|_| config.tier.replica()).collect(),
                 config,
                 gates: Gates::new(),
@@ -357,6 +362,26 @@ impl Limiter {
     /// the store as `now`.
     pub fn now_ns(&self) -> u64 {
         self.to_ns(Instant::now())
+    }
+
+    /// The number of the latest block (cooldown, pause) learned on any key: what an attempt
+    /// reads as it is admitted, for [`foresaw`](Self::foresaw).
+    #[inline]
+    pub(crate) fn blocks_learned(&self) -> u64 {
+        self.shared.blocks.latest()
+    }
+
+    /// Whether a refusal of `key` under `tier` now, answering an attempt admitted when
+    /// [`blocks_learned`](Self::blocks_learned) said `admitted`, was foreseen: a block of
+    /// the key was learned (from another response) after the attempt was admitted, and it
+    /// still holds.
+    pub(crate) fn foresaw(&self, key: Key, tier: &Tier, admitted: u64) -> bool {
+        let s = &self.shared;
+        if s.blocks.latest() <= admitted {
+            return false;
+        }
+        s.blocks
+            .foresaw(key.with_tier(tier.id()).0, admitted, self.now_ns())
     }
 
     /// The wall clock as it is now (the configured [`WallClock`]).
