@@ -390,6 +390,66 @@ async fn custom_tiers_enforce_every_limit() {
     sim.check_invariants().unwrap();
 }
 
+/// Anthropic's request limit: a bucket of 60 that refills one a second. A burst of 60 is
+/// admitted, the 61st refused with Anthropic's error, `retry-after: 1` and the bucket's
+/// state (`remaining` 0, full again in 60 s); a token is back a second later, and half a
+/// minute refills 30.
+#[tokio::test(start_paused = true)]
+async fn an_anthropic_request_bucket_refills_continuously() {
+    let sim = Simulator::builder()
+        .key("k", Tier::anthropic(60, 100_000_000, 100_000_000))
+        .start_wall_time(ten_am())
+        .build();
+    for _ in 0..60 {
+        assert_eq!(send(&sim, completion("k", PAID)).await.status, 200);
+    }
+    let refused = send(&sim, completion("k", PAID)).await;
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.body["error"]["type"], "rate_limit_error");
+    assert_eq!(header(&refused, "retry-after"), Some("1"));
+    assert_eq!(
+        header(&refused, "anthropic-ratelimit-requests-limit"),
+        Some("60")
+    );
+    assert_eq!(
+        header(&refused, "anthropic-ratelimit-requests-remaining"),
+        Some("0")
+    );
+    assert_eq!(
+        header(&refused, "anthropic-ratelimit-requests-reset"),
+        Some("2026-11-22T10:01:00Z")
+    );
+    sleep(Duration::from_secs(1)).await;
+    let back = send(&sim, completion("k", PAID)).await;
+    assert_eq!(back.status, 200);
+    assert_eq!(send(&sim, completion("k", PAID)).await.status, 429);
+    sleep(Duration::from_secs(30)).await;
+    let mut admitted = 0;
+    while send(&sim, completion("k", PAID)).await.status == 200 {
+        admitted += 1;
+    }
+    assert_eq!(admitted, 30);
+    sim.check_invariants().unwrap();
+}
+
+/// A bucket that holds 2 of its 60 a minute refuses the third of a burst, however much of
+/// the minute's figure is left.
+#[tokio::test(start_paused = true)]
+async fn a_bucket_with_a_small_burst_refuses_bursts() {
+    let tier = Tier::new("burst")
+        .with_limit(Limit::bucket(Models::All, 60, Duration::from_secs(60)).with_burst(2));
+    let sim = Simulator::builder().key("k", tier).build();
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send(&sim, completion("k", PAID)).await.status.as_u16());
+    }
+    sleep(Duration::from_millis(1_500)).await;
+    statuses.push(send(&sim, completion("k", PAID)).await.status.as_u16());
+    statuses.push(send(&sim, completion("k", PAID)).await.status.as_u16());
+    assert_eq!(statuses, [200, 200, 429, 429, 200, 429]);
+    sim.check_invariants().unwrap();
+}
+
 /// A run with every fault and latency, one request every 100 ms: (status, latency in ms).
 async fn faulty_run(seed: u64) -> Vec<(u16, u128)> {
     let sim = Simulator::builder()

@@ -240,7 +240,8 @@ async fn anthropic_counts_input_on_arrival_and_adjusts_output_at_the_end() {
     );
     assert_eq!(c.number("anthropic-ratelimit-input-tokens-limit"), 30_000);
     assert_eq!(c.number("anthropic-ratelimit-requests-limit"), 50);
-    assert_eq!(c.number("anthropic-ratelimit-requests-remaining"), 47);
+    // The request bucket (50 a minute, one back every 1.2 s) is full again by 3 s: 50 − 1.
+    assert_eq!(c.number("anthropic-ratelimit-requests-remaining"), 49);
     // Resets are RFC 3339 times, a minute after the newest charge (decided at 3 s).
     assert_eq!(
         c.header("anthropic-ratelimit-output-tokens-reset"),

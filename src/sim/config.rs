@@ -80,13 +80,19 @@ pub enum Period {
     /// starts at the opener's arrival truncated to a whole second — of the scaled clock —,
     /// and every request that reaches the check counts, refused ones too).
     Anchored(Duration),
+    /// A token bucket of N that refills continuously, N per this length, and starts full
+    /// (Anthropic): a request takes one token, and is refused when none is left. It admits
+    /// up to 2N in the first length, and never more than N plus the refill in any interval.
+    Bucket(Duration),
 }
 
 impl Period {
     /// The window's length; `None` for a calendar day.
     pub fn window(&self) -> Option<Duration> {
         match *self {
-            Period::Rolling(w) | Period::Clock(w) | Period::Anchored(w) => Some(w),
+            Period::Rolling(w) | Period::Clock(w) | Period::Anchored(w) | Period::Bucket(w) => {
+                Some(w)
+            }
             Period::UtcDay => None,
         }
     }
@@ -112,6 +118,8 @@ pub struct Limit {
     pub(crate) second: Duration,
     pub(crate) name: String,
     pub(crate) message: Option<String>,
+    /// For a token bucket: how many tokens it holds when full (`None`: `admits`).
+    pub(crate) burst: Option<u32>,
 }
 
 impl Limit {
@@ -165,6 +173,26 @@ impl Limit {
         limit
     }
 
+    /// A token bucket of `requests` that refills `requests` per `window` continuously, as
+    /// Anthropic counts an organisation's requests. Named `…-per-bucket-min` for a 60 s
+    /// window.
+    ///
+    /// Its 429 and its 200s carry the tier's style of headers (Anthropic's
+    /// `anthropic-ratelimit-requests-{limit,remaining,reset}`, the reset being when the
+    /// bucket is full again) and a `retry-after` in whole seconds until a token is back.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_quota::sim::{Limit, Models, Period};
+    ///
+    /// let rpm = Limit::bucket(Models::All, 50, Duration::from_secs(60));
+    /// assert_eq!(rpm.period(), Period::Bucket(Duration::from_secs(60)));
+    /// assert_eq!(rpm.name(), "requests-per-bucket-min");
+    /// ```
+    pub fn bucket(models: Models, requests: u32, window: Duration) -> Self {
+        Limit::with_period(models, requests, Period::Bucket(window), "bucket-")
+    }
+
     /// At most `requests` admissions of `models` per UTC day, reset at UTC midnight.
     pub fn daily(models: Models, requests: u32) -> Self {
         Limit {
@@ -175,6 +203,7 @@ impl Limit {
             second: Duration::from_secs(1),
             name: format!("{}-per-day", models.prefix()),
             message: None,
+            burst: None,
         }
     }
 
@@ -199,6 +228,7 @@ impl Limit {
             second: Duration::from_secs(1),
             name: format!("{}-{}", models.prefix(), per),
             message: None,
+            burst: None,
         }
     }
 
@@ -207,6 +237,29 @@ impl Limit {
     pub fn admitting(mut self, admits: u32) -> Self {
         self.admits = admits;
         self
+    }
+
+    /// For a [token bucket](Self::bucket): holds at most `tokens` (refilling at the same
+    /// rate), so that a burst larger than that is refused even when the minute's figure
+    /// allows it — Anthropic's "a rate of 60 requests per minute may be enforced as 1
+    /// request per second". Other limits ignore it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_quota::sim::{Limit, Models};
+    ///
+    /// let rpm = Limit::bucket(Models::All, 60, Duration::from_secs(60)).with_burst(1);
+    /// assert_eq!(rpm.burst(), 1);
+    /// ```
+    pub fn with_burst(mut self, tokens: u32) -> Self {
+        self.burst = Some(tokens);
+        self
+    }
+
+    /// The most tokens a token bucket holds ([`with_burst`](Self::with_burst), else what it
+    /// admits per window).
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.admits)
     }
 
     /// Replaces the name shown in the 429 message (`Rate limit exceeded: {name}. `).
@@ -261,6 +314,7 @@ impl Limit {
             Period::Rolling(w) => Period::Rolling(scale(w, minute)),
             Period::Clock(w) => Period::Clock(scale(w, minute)),
             Period::Anchored(w) => Period::Anchored(scale(w, minute)),
+            Period::Bucket(w) => Period::Bucket(scale(w, minute)),
             Period::UtcDay => Period::UtcDay,
         };
         self.second = scale(self.second, minute);
@@ -328,13 +382,15 @@ impl Tier {
             .with_style(Style::OpenAi)
     }
 
-    /// An Anthropic organisation's limits for one model class: `rpm` requests, `itpm` input
-    /// tokens (counted on arrival) and `otpm` output tokens (estimated from `max_tokens` on
-    /// arrival, adjusted to the real count at the end, [`Counting::ReserveThenAdjust`]) per
-    /// rolling minute, answered with Anthropic's headers ([`Style::Anthropic`]).
+    /// An Anthropic organisation's limits for one model class: `rpm` requests in a token
+    /// bucket that refills continuously ([`Limit::bucket`], as Anthropic counts), `itpm`
+    /// input tokens (counted on arrival) and `otpm` output tokens (estimated from
+    /// `max_tokens` on arrival, adjusted to the real count at the end,
+    /// [`Counting::ReserveThenAdjust`]) per rolling minute, answered with Anthropic's
+    /// headers ([`Style::Anthropic`]).
     pub fn anthropic(rpm: u32, itpm: u64, otpm: u64) -> Self {
         Tier::new("anthropic")
-            .with_limit(Limit::rolling(Models::All, rpm, Duration::from_secs(60)))
+            .with_limit(Limit::bucket(Models::All, rpm, Duration::from_secs(60)))
             .with_token_limit(TokenLimit::per_minute(TokenKind::Input, itpm))
             .with_token_limit(
                 TokenLimit::per_minute(TokenKind::Output, otpm)

@@ -505,8 +505,10 @@ impl Simulator {
                         self.litellm_clock_429(limit, used.unwrap_or(0), wait)
                     }
                     Period::Anchored(w) => self.litellm_anchored_429(key, limit, wall, w),
-                    Period::Rolling(_) if account.tier.style != Style::OpenRouter => {
-                        let used = state.accounts[i].rolling_use(limit, now).0;
+                    Period::Rolling(_) | Period::Bucket(_)
+                        if account.tier.style != Style::OpenRouter =>
+                    {
+                        let used = state.accounts[i].requests_used(limits, l, now);
                         let mut answer = self.styled_429(
                             account.tier.style,
                             model,
@@ -525,7 +527,7 @@ impl Simulator {
                         ));
                         answer
                     }
-                    Period::Rolling(_) | Period::UtcDay => {
+                    Period::Rolling(_) | Period::Bucket(_) | Period::UtcDay => {
                         let reset_ms = epoch_ms_ceil(wall + wait);
                         let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                         let mut answer = self.platform_429(account, limit, reset_ms);
@@ -809,17 +811,19 @@ impl Simulator {
         wall: SystemTime,
     ) -> Vec<(&'static str, String)> {
         let mut headers = Vec::new();
-        let requests = tier
-            .limits
-            .iter()
-            .find(|l| matches!(l.period, Period::Rolling(_)) && l.models.matches(free));
-        let request_state = requests.map(|l| {
-            let (used, full) = state.rolling_use(l, now);
-            (
-                u64::from(l.requests),
-                u64::from(l.admits).saturating_sub(used),
-                full - now,
-            )
+        let requests = tier.limits.iter().position(|l| {
+            matches!(l.period, Period::Rolling(_) | Period::Bucket(_)) && l.models.matches(free)
+        });
+        let request_state = requests.map(|i| {
+            let l = &tier.limits[i];
+            let (left, full) = match l.period {
+                Period::Bucket(_) => state.bucket_use(&tier.limits, i, now),
+                _ => {
+                    let (used, full) = state.rolling_use(l, now);
+                    (u64::from(l.admits).saturating_sub(used), full - now)
+                }
+            };
+            (u64::from(l.requests), left, full)
         });
         let token_state = |l: usize| {
             let limit = &tier.token_limits[l];
@@ -1045,7 +1049,7 @@ impl Simulator {
                     headers.push(("x-ratelimit-api_key-limit-requests", n.to_string()));
                     headers.push(("x-ratelimit-api_key-remaining-requests", remaining));
                 }
-                Period::Rolling(_) | Period::UtcDay => {}
+                Period::Rolling(_) | Period::UtcDay | Period::Bucket(_) => {}
             }
         }
         headers

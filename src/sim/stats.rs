@@ -338,6 +338,32 @@ pub(crate) fn check_limit(
             }
             per_bucket(per_window)
         }
+        Period::Bucket(window) => {
+            // Replayed as a debt, in quanta (one request is the window's nanoseconds, paid
+            // off at `admits` quanta a nanosecond): the peak debt, in whole requests, is
+            // what the bucket had lent out at once, and may not pass its size.
+            let (rate, token) = (u128::from(limit.admits), window.as_nanos().max(1));
+            let mut times: Vec<Instant> = matching.map(|a| a.at).collect();
+            times.sort_unstable();
+            let mut debt: u128 = 0;
+            let mut peak: u128 = 0;
+            for (k, &at) in times.iter().enumerate() {
+                let since = k.checked_sub(1).map_or(Duration::ZERO, |p| at - times[p]);
+                debt = debt.saturating_sub(rate * since.as_nanos()) + token;
+                peak = peak.max(debt);
+            }
+            // Compared with the bucket's size, not its rate.
+            let in_use = usize::try_from(peak.div_ceil(token)).unwrap_or(usize::MAX);
+            if in_use > limit.burst() as usize {
+                return Err(InvariantViolation {
+                    account: account.to_string(),
+                    limit: limit.name.clone(),
+                    allowed: limit.burst(),
+                    admitted: in_use,
+                });
+            }
+            0
+        }
         Period::Anchored(window) => {
             // Each arrival that reached the check opens a window when none is open; count the
             // admissions in each.
@@ -493,9 +519,44 @@ impl fmt::Debug for Admission {
     }
 }
 
+/// Admissions of `account` at `times` (paid models, no tokens): for tests of the checks.
+#[cfg(test)]
+pub(crate) fn admissions_at(account: &str, times: &[Instant]) -> Vec<Admission> {
+    let wall = std::time::UNIX_EPOCH;
+    times
+        .iter()
+        .enumerate()
+        .map(|(seq, &at)| Admission {
+            seq: seq as u64,
+            at,
+            wall,
+            account: account.to_string(),
+            key: String::new(),
+            model: String::new(),
+            free: false,
+            tokens: Tokens::default(),
+            done: at,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_overdrawn_is_a_violation() {
+        let limit = Limit::bucket(crate::sim::Models::All, 2, Duration::from_secs(2));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Two at once, a third once one token is back (1 s), a fourth 1 s later: fits.
+        let fits = admissions_at("a", &[at(0), at(0), at(1000), at(2000)]);
+        assert!(check_limit("a", &limit, &fits, &[]).is_ok());
+        // A third 1 ns early overdraws it.
+        let early = admissions_at("a", &[at(0), at(0), at(1000) - Duration::from_nanos(1)]);
+        let e = check_limit("a", &limit, &early, &[]).unwrap_err();
+        assert_eq!((e.allowed, e.admitted), (2, 3));
+    }
 
     #[test]
     fn window_maximum() {

@@ -59,8 +59,9 @@ impl TokenKind {
 ///   "OTPM rate limits are estimated based on `max_tokens` at the beginning of each request,
 ///   and adjusted at the end of the request to reflect the actual number of output tokens
 ///   used" (docs.anthropic.com, *Rate limits*): [`Counting::ReserveThenAdjust`]. (Anthropic
-///   refills a token bucket; the simulator counts a rolling window, which is stricter: a
-///   client that never trips it never trips the bucket.)
+///   refills its token limits as buckets; the simulator counts them in a rolling window,
+///   which is stricter: a client that never trips it never trips the bucket. Its request
+///   limit is a bucket, [`Limit::bucket`](super::Limit::bucket).)
 /// - **LiteLLM** (`tpm` of a key, user, team or deployment): the pre-call hook refuses a
 ///   request when the tokens already counted in the window reach the limit
 ///   (`current_tpm >= tpm_limit`, `parallel_request_limiter.py`), and the success callback
