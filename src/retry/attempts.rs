@@ -292,6 +292,17 @@ mod tests {
         assert!(!attempts(1).may_retry());
     }
 
+    /// The `RetryInfo` of a response returned.
+    fn returned(then: Then<Result<http::Response<()>, std::io::Error>>) -> (u32, StopReason) {
+        match then {
+            Then::Done(Ok(r)) => {
+                let info = RetryInfo::get(r.extensions());
+                (info.attempts, info.stopped)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn foreseen(code: u16) -> http::Response<()> {
         let mut r = status(code);
         r.extensions_mut().insert(Foreseen);
@@ -315,13 +326,8 @@ mod tests {
         };
         // The last attempt: counted whatever it gets.
         assert!(a.begin());
-        match a.response::<std::io::Error>(foreseen(429), true) {
-            Then::Done(Ok(r)) => {
-                let info = RetryInfo::get(r.extensions());
-                assert_eq!((info.attempts, info.stopped), (4, StopReason::MaxAttempts));
-            }
-            other => panic!("{other:?}"),
-        }
+        let then = a.response(foreseen(429), true);
+        assert_eq!(returned(then), (4, StopReason::MaxAttempts));
     }
 
     #[tokio::test(start_paused = true)]
@@ -333,13 +339,8 @@ mod tests {
         };
         // The last attempt was sent without a copy kept: nothing could be sent again.
         assert!(a.begin());
-        match a.response::<std::io::Error>(foreseen(429), true) {
-            Then::Done(Ok(r)) => {
-                let info = RetryInfo::get(r.extensions());
-                assert_eq!((info.attempts, info.stopped), (2, StopReason::MaxAttempts));
-            }
-            other => panic!("{other:?}"),
-        }
+        let then = a.response(foreseen(429), true);
+        assert_eq!(returned(then), (2, StopReason::MaxAttempts));
     }
 
     #[tokio::test(start_paused = true)]
