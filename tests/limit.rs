@@ -583,7 +583,9 @@ async fn an_async_store_paces_and_learns_the_same() {
     }
     assert_eq!(
         done,
-        vec![(0, 30 * SEC), (1, 30 * SEC), (2, 40 * SEC), (3, 40 * SEC)]
+        // The 429 was not predicted by the windows: after its cooldown the key is paced,
+        // one request per 5 s (10 s ÷ 2), for a window.
+        vec![(0, 30 * SEC), (1, 35 * SEC), (2, 40 * SEC), (3, 45 * SEC)]
     );
 }
 
@@ -787,4 +789,83 @@ fn a_refusal_carries_the_configured_tier_on_every_thread() {
             .collect::<Vec<_>>(),
         [r#""minute";q=1;w=60, "utc-day";q=5;w=86400"#]
     );
+}
+
+/// When each of `n` acquisitions on `key` is admitted, from `start`.
+async fn admissions(limiter: &Limiter, key: Key, n: usize, start: Instant) -> Vec<Duration> {
+    let mut at = Vec::new();
+    for _ in 0..n {
+        limiter.acquire(key, 1).await.unwrap();
+        at.push(start.elapsed());
+    }
+    at
+}
+
+/// A 429 the windows did not predict (60 a minute allow far more) and that teaches no
+/// quota: after its cooldown the key is paced, one request a second (60 s ÷ 60), for a
+/// window; then bursts come back. A refusal foreseen on the wire, or one that teaches a
+/// quota, paces nothing.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_the_windows_did_not_predict_paces_the_key_for_a_window() {
+    use tower_quota::limit::LearnOptions;
+    let refusal = Classification::new(QuotaClass::RateLimited)
+        .with_scope(Scope::Account)
+        .with_retry_after(SEC);
+    let limiter = Limiter::new(tier(60, Duration::from_secs(60)));
+    let key = Key::of("k");
+    let start = Instant::now();
+    limiter.acquire(key, 1).await.unwrap();
+    assert!(limiter
+        .learn(key, limiter.tier(), &refusal, LearnOptions::default())
+        .is_none());
+    // The cooldown (1 s), then one a second, each plus the margin the surprise taught.
+    let paced = admissions(&limiter, key, 3, start).await;
+    let margin = limiter.learned_margin();
+    assert!(margin < Duration::from_millis(100), "{margin:?}");
+    assert_eq!(
+        paced,
+        [SEC + margin, 2 * (SEC + margin), 3 * (SEC + margin)]
+    );
+    // A window after the refusal, bursts again.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let now = Instant::now();
+    let burst = admissions(&limiter, key, 3, now).await;
+    assert_eq!(burst, [Duration::ZERO; 3]);
+    // Refused again soon after the pace ended: paced for two windows this time, so still
+    // paced 70 s after the cooldown.
+    assert!(limiter
+        .learn(key, limiter.tier(), &refusal, LearnOptions::default())
+        .is_none());
+    tokio::time::sleep(Duration::from_secs(71)).await;
+    let now = Instant::now();
+    let paced = admissions(&limiter, key, 2, now).await;
+    let margin = limiter.learned_margin();
+    assert_eq!(paced[1] - paced[0], SEC + margin);
+
+    // A refusal that teaches a quota (the server's 30 a minute, with `learn_limits`) is
+    // explained by it: the learned window paces nothing, the key bursts.
+    let mut window = RateLimitWindow::new(Dimension::Requests);
+    window.limit = Some(30);
+    window.remaining = Some(29);
+    window.reset = Some(Duration::from_secs(60));
+    let teaching = Classification::new(QuotaClass::RateLimited)
+        .with_scope(Scope::Account)
+        .with_rate_limit(RateLimitInfo::from_windows(vec![window]));
+    let learning = Limiter::new(Tier::new("unknown").with_quota(Quota::per_minute(1000)));
+    let key = Key::of("learning");
+    assert!(learning
+        .learn(
+            key,
+            learning.tier(),
+            &teaching,
+            LearnOptions::default().with_learn_limits(true)
+        )
+        .is_none());
+    // The server's limit is adopted before what remains of it is counted: 1 used of 30
+    // (not 971 of the configured 1 000, which would block the key for a window).
+    let snap = learning.snapshot(key).await.unwrap();
+    assert_eq!((snap.windows[0].limit, snap.windows[0].used), (30, 1));
+    let now = Instant::now();
+    let burst = admissions(&learning, key, 3, now).await;
+    assert_eq!(burst, [Duration::ZERO; 3]);
 }

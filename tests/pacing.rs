@@ -471,11 +471,12 @@ async fn an_anthropic_request_bucket_is_never_tripped_by_its_rolling_window() {
 
 /// A bucket that holds one request (50 a minute, one back every 1.2 s): Anthropic's "a rate of
 /// 60 requests per minute may be enforced as 1 request per second". A tier of 50/min alone
-/// bursts into it (measured: 113/200 succeed, 1 244 429s); with a second quota spacing
-/// requests by a refill and the jitter (1 per 1.4 s), every request succeeds and none is
-/// refused. The limiter does not learn such a burst by itself: the tier has to say it.
+/// bursts into it; the refusals its windows did not predict pace the key (one request per
+/// 1.2 s, for longer as they keep coming): every request succeeds, with 50 429s (1 244 and
+/// 113/200 successes before the pace). With a second quota spacing requests by a refill and
+/// the jitter (1 per 1.4 s), none is refused at all.
 #[tokio::test(start_paused = true)]
-async fn a_bucket_that_holds_one_request_needs_a_spacing_quota() {
+async fn a_bucket_that_holds_one_request_is_paced_after_its_first_refusals() {
     let scenario = |client: tower_quota::Tier| Scenario {
         sim_tier: tower_quota::sim::Tier::new("anthropic")
             .with_limit(
@@ -493,21 +494,18 @@ async fn a_bucket_that_holds_one_request_needs_a_spacing_quota() {
     };
     let per_minute =
         tower_quota::Tier::new("anthropic").with_quota(tower_quota::Quota::per_minute(50));
-    let bursting = run(&scenario(per_minute.clone()), Strategy::TowerQuota).await;
-    bursting.sim.check_invariants().unwrap();
-    let f = bursting.figures();
-    eprintln!("{}", harness::markdown(std::slice::from_ref(&bursting)));
-    assert!(
-        f.rate_limited > 100,
-        "{} 429s: the burst is refused",
-        f.rate_limited
-    );
-
-    let spaced = per_minute.with_quota(tower_quota::Quota::new(1, Duration::from_millis(1400)));
-    let paced = run(&scenario(spaced), Strategy::TowerQuota).await;
+    let paced = run(&scenario(per_minute.clone()), Strategy::TowerQuota).await;
     paced.sim.check_invariants().unwrap();
     let f = paced.figures();
     eprintln!("{}", harness::markdown(std::slice::from_ref(&paced)));
+    assert_eq!(f.succeeded, f.requests);
+    assert!(f.rate_limited <= 75, "{} 429s", f.rate_limited);
+
+    let spaced = per_minute.with_quota(tower_quota::Quota::new(1, Duration::from_millis(1400)));
+    let spaced = run(&scenario(spaced), Strategy::TowerQuota).await;
+    spaced.sim.check_invariants().unwrap();
+    let f = spaced.figures();
+    eprintln!("{}", harness::markdown(std::slice::from_ref(&spaced)));
     assert_eq!(f.succeeded, f.requests);
     assert_eq!(f.rate_limited, 0);
 }

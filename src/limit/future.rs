@@ -96,11 +96,12 @@ impl Learn {
         }
         let foreseen = classification.class() == QuotaClass::RateLimited
             && self.limiter().foresaw(self.key, self.tier(), self.blocks);
-        let learning = self.limiter().learn(
+        let learning = self.limiter().learn_answer(
             self.key,
             self.tier(),
             classification,
             self.policy.learn_options(),
+            foreseen,
         );
         Observed { learning, foreseen }
     }

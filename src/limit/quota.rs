@@ -367,6 +367,31 @@ impl Tier {
         }
     }
 
+    /// The even pace of the tier's requests: the widest spacing (window ÷ limit) among its
+    /// rolling request quotas of an hour or less, and that quota's window; `None` without
+    /// one.
+    pub(crate) fn request_pace(&self) -> Option<(Duration, Duration)> {
+        self.inner
+            .quotas
+            .iter()
+            .filter(|q| q.dimension() == &Dimension::Requests && q.limit() > 0)
+            .filter_map(|q| match q.window() {
+                Window::Rolling(w) if w <= Duration::from_secs(3600) => {
+                    Some((w / u32::try_from(q.limit()).unwrap_or(u32::MAX), w))
+                }
+                _ => None,
+            })
+            .filter(|(spacing, _)| !spacing.is_zero())
+            .max()
+    }
+
+    /// This tier with one more quota, one request per `spacing`: the pace a limiter keeps
+    /// for a while after a refusal its windows did not predict. Like every window, the
+    /// spacing bounds the learned margin (a twentieth of it, at most), which is added to it.
+    pub(crate) fn paced(&self, spacing: Duration) -> Tier {
+        self.clone().with_quota(Quota::new(1, spacing))
+    }
+
     /// Adds a quota; every quota of a tier is enforced at once.
     pub fn with_quota(self, quota: Quota) -> Tier {
         let mut quotas = self.inner.quotas.clone();

@@ -65,6 +65,11 @@ impl Limiter {
     /// Everything one response taught goes to the store as one batch. Returns `None` when
     /// the store applied it at once, else a [`Learning`] future to drive: it is bounded by
     /// the learn timeout and never fails (a store error or a timeout is logged as a warning).
+    ///
+    /// A refusal the windows did not predict, and that taught no quota, also paces the key
+    /// for one window of its request quota: one request per window ÷ limit, instead of
+    /// bursts (the server counts differently: shorter intervals, a bucket smaller than the
+    /// window).
     pub fn learn(
         &self,
         key: Key,
@@ -72,20 +77,51 @@ impl Limiter {
         classification: &Classification,
         options: LearnOptions,
     ) -> Option<Learning> {
+        self.learn_answer(key, tier, classification, options, false)
+    }
+
+    /// [`learn`](Self::learn), told whether the answer was a [`Foreseen`] refusal: the
+    /// refusal of an attempt on the wire when its key's block was learned says nothing new,
+    /// and does not pace the key.
+    pub(crate) fn learn_answer(
+        &self,
+        key: Key,
+        tier: &Tier,
+        classification: &Classification,
+        options: LearnOptions,
+        foreseen: bool,
+    ) -> Option<Learning> {
         let store_key = key.with_tier(tier.id());
         let mut in_force = self.shared.learned.in_force(store_key, tier.clone());
-        if let Some(grown) = self.learn_quotas(key, &in_force, classification, options) {
+        let grown = self.learn_quotas(key, &in_force, classification, options);
+        let taught = grown.is_some();
+        if let Some(grown) = grown {
             in_force = self.shared.learned.set(store_key, tier, grown);
         }
         let updates = self.updates(key, tier, &in_force, classification, options);
+        let block = updates
+            .iter()
+            .filter_map(|u| match *u {
+                Update::BlockUntil(until) => Some(until),
+                _ => None,
+            })
+            .max();
+        // A limit learned or adopted explains the refusal: the windows were wrong, not the
+        // way they count.
+        let taught = taught || updates.iter().any(|u| matches!(u, Update::Limit { .. }));
+        if !foreseen
+            && !taught
+            && classification.class() == QuotaClass::RateLimited
+            && matches!(classification.scope(), Scope::Account | Scope::Unknown)
+        {
+            let now = Instant::now();
+            let from = block.map_or(now, |b| self.to_instant(b).max(now));
+            self.pace(key, store_key, tier, from);
+        }
         if updates.is_empty() {
             return None;
         }
-        let blocks = updates.iter().filter_map(|u| match *u {
-            Update::BlockUntil(until) => Some(until),
-            _ => None,
-        });
-        if let Some(until) = blocks.max() {
+        if let Some(until) = block {
             self.shared
                 .blocks
                 .learned(store_key.0, until, self.now_ns());
@@ -221,6 +257,27 @@ impl Limiter {
         }
     }
 
+    /// After a refusal the windows did not predict, paces `key` from `from` (when the
+    /// cooldown it taught ends) for one window of its request quota: one request per window
+    /// ÷ limit (plus the margin), however much of the window is left. The server counts
+    /// differently from the windows (shorter intervals, a bucket smaller than the window,
+    /// arrivals bunched on the way), and requests spaced at the quota's mean rate suit every
+    /// such count; a burst after the cooldown would be refused again. A refusal while paced
+    /// doubles the windows (up to 8); without one, bursts come back. A tier without a rolling
+    /// request quota of an hour or less is not paced.
+    fn pace(&self, key: Key, store_key: Key, configured: &Tier, from: Instant) {
+        let own = self.shared.learned.own(store_key, configured);
+        let Some((spacing, window)) = own.request_pace() else {
+            return;
+        };
+        let margin = Duration::from_nanos(self.margin_ns(&own));
+        let windows = self
+            .shared
+            .learned
+            .pace(store_key, configured, spacing, window, from, margin);
+        tracing::info!(key = %key, tier = own.name(), spacing_ms = spacing.as_millis() as u64, windows, window_ms = window.as_millis() as u64, "rate limit: a refusal the windows did not predict, pacing the key");
+    }
+
     /// The tier in force grown by the windows the server announced that it has no quota for
     /// (an empty tier learns its quotas so), or `None` when nothing is new.
     fn learn_quotas(
@@ -313,15 +370,9 @@ impl Limiter {
             let Some(quota) = match_quota(tier.quotas(), w) else {
                 continue;
             };
-            if let Some(remaining) = w.remaining {
-                out.push(Update::Remaining {
-                    quota,
-                    remaining,
-                    reset: w.reset.map(dur_ns),
-                });
-            }
             // The server's limit is adopted when asked, when it is tighter than the one
-            // configured, and always for a quota learned from the server.
+            // configured, and always for a quota learned from the server: before what it
+            // says remains, which is of that limit.
             if let Some(limit) = w.limit.filter(|&l| l > 0) {
                 let configured_limit = configured
                     .quotas()
@@ -340,6 +391,13 @@ impl Limiter {
                     }
                     out.push(Update::Limit { quota, limit });
                 }
+            }
+            if let Some(remaining) = w.remaining {
+                out.push(Update::Remaining {
+                    quota,
+                    remaining,
+                    reset: w.reset.map(dur_ns),
+                });
             }
         }
         out
@@ -421,17 +479,52 @@ fn infer_window(w: &RateLimitWindow, wall: SystemTime) -> Option<Window> {
         .map(Window::Rolling)
 }
 
-/// The quotas learned per store key, beside the configured tier.
-#[derive(Default)]
+/// The quotas learned per store key, beside the configured tier, and the keys paced for a
+/// while after a refusal their windows did not predict.
 pub(super) struct Learned {
-    tiers: Mutex<HashMap<u64, Tier, BuildHasherDefault<KeyHasher>>>,
-    /// Whether any tier was learned: the common case reads one atomic.
+    /// Sharded by key: once a key is paced or has learned a tier, every admission looks here.
+    shards: Box<[Mutex<LearnedMaps>]>,
+    /// Whether any tier was learned or any key paced: the common case reads one atomic.
     any: AtomicBool,
 }
 
-/// The most keys whose quotas are learned; past it, no new key learns any (cooldowns and
-/// pauses still apply).
+#[derive(Default)]
+struct LearnedMaps {
+    tiers: HashMap<u64, Tier, BuildHasherDefault<KeyHasher>>,
+    paced: HashMap<u64, Paced, BuildHasherDefault<KeyHasher>>,
+}
+
+/// A key paced: the tier in force until `until`, its own (learned or configured) plus one
+/// request per spacing, for `windows` windows (`hold`). Kept for as long again after it
+/// ends: a refusal then holds the next pace longer.
+struct Paced {
+    tier: Tier,
+    until: Instant,
+    hold: Duration,
+    windows: u32,
+}
+
+/// The longest a key is paced after refusals that keep coming, in windows.
+const MAX_PACED_WINDOWS: u32 = 8;
+
+/// The most keys whose quotas are learned (and, apart, the most keys paced); past it, no new
+/// key learns any (cooldowns and pauses still apply).
 const MAX_LEARNED_KEYS: usize = 100_000;
+
+/// The shards of [`Learned`].
+const LEARNED_SHARDS: usize = 16;
+
+/// The most keys of one shard.
+const MAX_SHARD_KEYS: usize = MAX_LEARNED_KEYS / LEARNED_SHARDS;
+
+impl Default for Learned {
+    fn default() -> Learned {
+        Learned {
+            shards: (0..LEARNED_SHARDS).map(|_| Mutex::default()).collect(),
+            any: AtomicBool::new(false),
+        }
+    }
+}
 
 impl Learned {
     /// The tier in force for `store_key`: the learned one, else `configured`.
@@ -445,22 +538,92 @@ impl Learned {
         if !self.any.load(Ordering::Acquire) {
             return configured;
         }
-        let tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
-        tiers.get(&store_key.0).cloned().unwrap_or(configured)
+        let maps = self.lock(store_key);
+        if let Some(p) = maps.paced.get(&store_key.0) {
+            if p.until > Instant::now() {
+                return p.tier.clone();
+            }
+        }
+        maps.tiers.get(&store_key.0).cloned().unwrap_or(configured)
     }
 
-    /// Records `grown` for `store_key` (within the bound) and returns the tier in force.
+    fn lock(&self, store_key: Key) -> std::sync::MutexGuard<'_, LearnedMaps> {
+        self.shards[store_key.shard(LEARNED_SHARDS)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `grown` for `store_key` (within the bound) and returns the tier in force. A
+    /// pace kept for the key ends: it was made from the tier before.
     fn set(&self, store_key: Key, configured: &Tier, grown: Tier) -> Tier {
-        let mut tiers = self.tiers.lock().unwrap_or_else(|e| e.into_inner());
-        if tiers.len() >= MAX_LEARNED_KEYS && !tiers.contains_key(&store_key.0) {
-            return tiers
+        let mut maps = self.lock(store_key);
+        maps.paced.remove(&store_key.0);
+        if maps.tiers.len() >= MAX_SHARD_KEYS && !maps.tiers.contains_key(&store_key.0) {
+            return maps
+                .tiers
                 .get(&store_key.0)
                 .cloned()
                 .unwrap_or_else(|| configured.clone());
         }
-        tiers.insert(store_key.0, grown.clone());
+        maps.tiers.insert(store_key.0, grown.clone());
         self.any.store(true, Ordering::Release);
         grown
+    }
+
+    /// Paces `store_key` from `from`: its tier (learned, else `configured`) plus one request
+    /// per `spacing`, for one `window` (plus `margin`), or twice as many windows as the last
+    /// time (up to [`MAX_PACED_WINDOWS`]) when the last pace ended no longer ago than it
+    /// lasted: refusals that keep coming hold it longer. Within the bound on keys. Returns
+    /// the windows.
+    fn pace(
+        &self,
+        store_key: Key,
+        configured: &Tier,
+        spacing: Duration,
+        window: Duration,
+        from: Instant,
+        margin: Duration,
+    ) -> u32 {
+        let mut maps = self.lock(store_key);
+        let now = Instant::now();
+        let recent = |p: &Paced| p.until.checked_add(p.hold).is_none_or(|end| end > now);
+        if maps.paced.len() >= MAX_SHARD_KEYS && !maps.paced.contains_key(&store_key.0) {
+            maps.paced.retain(|_, p| recent(p));
+            if maps.paced.len() >= MAX_SHARD_KEYS {
+                return 0;
+            }
+        }
+        let windows = match maps.paced.get(&store_key.0) {
+            Some(p) if recent(p) => (p.windows * 2).min(MAX_PACED_WINDOWS),
+            _ => 1,
+        };
+        let hold = window.saturating_mul(windows).saturating_add(margin);
+        let until = from.checked_add(hold).unwrap_or_else(far_future);
+        let own = maps.tiers.get(&store_key.0).unwrap_or(configured);
+        let tier = own.paced(spacing);
+        maps.paced.insert(
+            store_key.0,
+            Paced {
+                tier,
+                until,
+                hold,
+                windows,
+            },
+        );
+        self.any.store(true, Ordering::Release);
+        windows
+    }
+
+    /// The key's own tier (learned, else `configured`), without a pace.
+    fn own(&self, store_key: Key, configured: &Tier) -> Tier {
+        if !self.any.load(Ordering::Acquire) {
+            return configured.clone();
+        }
+        let maps = self.lock(store_key);
+        maps.tiers
+            .get(&store_key.0)
+            .cloned()
+            .unwrap_or_else(|| configured.clone())
     }
 }
 
