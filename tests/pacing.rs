@@ -472,7 +472,7 @@ async fn an_anthropic_request_bucket_is_never_tripped_by_its_rolling_window() {
 /// A bucket that holds one request (50 a minute, one back every 1.2 s): Anthropic's "a rate of
 /// 60 requests per minute may be enforced as 1 request per second". A tier of 50/min alone
 /// bursts into it; the refusals its windows did not predict pace the key (one request per
-/// 1.2 s, for longer as they keep coming): every request succeeds, with 50 429s (1 244 and
+/// 1.2 s, for longer as they keep coming): every request succeeds, with 64 429s (1 244 and
 /// 113/200 successes before the pace). With a second quota spacing requests by a refill and
 /// the jitter (1 per 1.4 s), none is refused at all.
 #[tokio::test(start_paused = true)]

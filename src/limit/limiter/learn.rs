@@ -66,10 +66,10 @@ impl Limiter {
     /// the store applied it at once, else a [`Learning`] future to drive: it is bounded by
     /// the learn timeout and never fails (a store error or a timeout is logged as a warning).
     ///
-    /// A refusal the windows did not predict, and that taught no quota, also paces the key
-    /// for one window of its request quota: one request per window ÷ limit, instead of
-    /// bursts (the server counts differently: shorter intervals, a bucket smaller than the
-    /// window).
+    /// A second refusal the windows did not predict, and that taught no quota, within a
+    /// window of the first's cooldown, also paces the key for one window of its request
+    /// quota: one request per window ÷ limit, instead of bursts (the server counts
+    /// differently: shorter intervals, a bucket smaller than the window).
     pub fn learn(
         &self,
         key: Key,
@@ -257,14 +257,16 @@ impl Limiter {
         }
     }
 
-    /// After a refusal the windows did not predict, paces `key` from `from` (when the
-    /// cooldown it taught ends) for one window of its request quota: one request per window
-    /// ÷ limit (plus the margin), however much of the window is left. The server counts
-    /// differently from the windows (shorter intervals, a bucket smaller than the window,
-    /// arrivals bunched on the way), and requests spaced at the quota's mean rate suit every
-    /// such count; a burst after the cooldown would be refused again. A refusal while paced
-    /// doubles the windows (up to 8); without one, bursts come back. A tier without a rolling
-    /// request quota of an hour or less is not paced.
+    /// After a second refusal the windows did not predict, within a window of the first's
+    /// cooldown, paces `key` from `from` (when the cooldown ends) for one window of its
+    /// request quota: one request per window ÷ limit (plus the margin), however much of the
+    /// window is left. The server counts differently from the windows (shorter intervals, a
+    /// bucket smaller than the window, arrivals bunched on the way), and requests spaced at
+    /// the quota's mean rate suit every such count; the burst after each cooldown would be
+    /// refused again. One refusal alone (a request's arrival late at a window's edge) paces
+    /// nothing. A refusal soon after a pace doubles the next (up to 8 windows); without one,
+    /// bursts come back. A tier without a rolling request quota of an hour or less is not
+    /// paced.
     fn pace(&self, key: Key, store_key: Key, configured: &Tier, from: Instant) {
         let own = self.shared.learned.own(store_key, configured);
         let Some((spacing, window)) = own.request_pace() else {
@@ -275,7 +277,9 @@ impl Limiter {
             .shared
             .learned
             .pace(store_key, configured, spacing, window, from, margin);
-        tracing::info!(key = %key, tier = own.name(), spacing_ms = spacing.as_millis() as u64, windows, window_ms = window.as_millis() as u64, "rate limit: a refusal the windows did not predict, pacing the key");
+        if windows > 0 {
+            tracing::info!(key = %key, tier = own.name(), spacing_ms = spacing.as_millis() as u64, windows, window_ms = window.as_millis() as u64, "rate limit: refusals the windows did not predict, pacing the key");
+        }
     }
 
     /// The tier in force grown by the windows the server announced that it has no quota for
@@ -496,9 +500,10 @@ struct LearnedMaps {
 
 /// A key paced: the tier in force until `until`, its own (learned or configured) plus one
 /// request per spacing, for `windows` windows (`hold`). Kept for as long again after it
-/// ends: a refusal then holds the next pace longer.
+/// ends: a refusal then holds the next pace longer. With no tier (`windows` 0), a first
+/// refusal watched for until `until`: a second one in that time starts the pace.
 struct Paced {
-    tier: Tier,
+    tier: Option<Tier>,
     until: Instant,
     hold: Duration,
     windows: u32,
@@ -539,9 +544,14 @@ impl Learned {
             return configured;
         }
         let maps = self.lock(store_key);
-        if let Some(p) = maps.paced.get(&store_key.0) {
-            if p.until > Instant::now() {
-                return p.tier.clone();
+        if let Some(Paced {
+            tier: Some(tier),
+            until,
+            ..
+        }) = maps.paced.get(&store_key.0)
+        {
+            if *until > Instant::now() {
+                return tier.clone();
             }
         }
         maps.tiers.get(&store_key.0).cloned().unwrap_or(configured)
@@ -570,11 +580,12 @@ impl Learned {
         grown
     }
 
-    /// Paces `store_key` from `from`: its tier (learned, else `configured`) plus one request
-    /// per `spacing`, for one `window` (plus `margin`), or twice as many windows as the last
-    /// time (up to [`MAX_PACED_WINDOWS`]) when the last pace ended no longer ago than it
-    /// lasted: refusals that keep coming hold it longer. Within the bound on keys. Returns
-    /// the windows.
+    /// A refusal the windows did not predict, on `store_key`, whose cooldown ends at
+    /// `from`. The first is only watched for a `window` (plus `margin`) after `from`; a
+    /// second within that time paces the key from `from`: its tier (learned, else
+    /// `configured`) plus one request per `spacing`, for one window; and a refusal within
+    /// as long again after a pace ended doubles the windows (up to [`MAX_PACED_WINDOWS`]).
+    /// Within the bound on keys. Returns the windows paced (0: none).
     fn pace(
         &self,
         store_key: Key,
@@ -594,13 +605,17 @@ impl Learned {
             }
         }
         let windows = match maps.paced.get(&store_key.0) {
-            Some(p) if recent(p) => (p.windows * 2).min(MAX_PACED_WINDOWS),
-            _ => 1,
+            Some(p) if recent(p) => (p.windows * 2).clamp(1, MAX_PACED_WINDOWS),
+            _ => 0,
         };
-        let hold = window.saturating_mul(windows).saturating_add(margin);
+        let hold = window.saturating_mul(windows.max(1)).saturating_add(margin);
         let until = from.checked_add(hold).unwrap_or_else(far_future);
-        let own = maps.tiers.get(&store_key.0).unwrap_or(configured);
-        let tier = own.paced(spacing);
+        let (tier, hold) = if windows == 0 {
+            (None, Duration::ZERO)
+        } else {
+            let own = maps.tiers.get(&store_key.0).unwrap_or(configured);
+            (Some(own.paced(spacing)), hold)
+        };
         maps.paced.insert(
             store_key.0,
             Paced {
