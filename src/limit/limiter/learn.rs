@@ -682,3 +682,53 @@ impl fmt::Debug for Learning {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The keys paced (and watched) are bounded per shard: while every one is recent a new
+    /// key is not recorded, and once they are past, they make room.
+    #[tokio::test(start_paused = true)]
+    async fn the_keys_paced_are_bounded() {
+        let learned = Learned::default();
+        let tier = Tier::new("t").with_quota(Quota::per_minute(60));
+        let (spacing, window) = (Duration::from_secs(1), Duration::from_secs(60));
+        let now = Instant::now();
+        // Keys of one shard: the shard is picked from the hash's upper half, 0 here.
+        let in_shard: Vec<Key> = (1..=MAX_SHARD_KEYS as u64 + 1).map(Key).collect();
+        assert!(in_shard.iter().all(|k| k.shard(LEARNED_SHARDS) == 0));
+        for &k in &in_shard[..MAX_SHARD_KEYS] {
+            // Twice: the first is watched, the second paces.
+            learned.pace(k, &tier, spacing, window, now, Duration::ZERO);
+            assert_eq!(
+                learned.pace(k, &tier, spacing, window, now, Duration::ZERO),
+                1
+            );
+        }
+        let extra = in_shard[MAX_SHARD_KEYS];
+        assert_eq!(
+            learned.pace(extra, &tier, spacing, window, now, Duration::ZERO),
+            0
+        );
+        assert_eq!(learned.lock(extra).paced.len(), MAX_SHARD_KEYS);
+        // Two windows later every pace is past its end and its hold: room again.
+        tokio::time::sleep(3 * window).await;
+        learned.pace(
+            extra,
+            &tier,
+            spacing,
+            window,
+            Instant::now(),
+            Duration::ZERO,
+        );
+        assert_eq!(learned.lock(extra).paced.len(), 1);
+        // A paced key's tier is its own plus the pace; a watched one's is its own.
+        let paced = in_shard[0];
+        let t = Instant::now();
+        learned.pace(paced, &tier, spacing, window, t, Duration::ZERO);
+        assert_eq!(learned.in_force(paced, tier.clone()).quotas().len(), 1);
+        learned.pace(paced, &tier, spacing, window, t, Duration::ZERO);
+        assert_eq!(learned.in_force(paced, tier.clone()).quotas().len(), 2);
+    }
+}
