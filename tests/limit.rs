@@ -877,3 +877,28 @@ async fn refusals_the_windows_did_not_predict_pace_the_key() {
     let burst = admissions(&learning, key, 3, now).await;
     assert_eq!(burst, [Duration::ZERO; 3]);
 }
+
+/// With `learn_limits`, a 429 that repeats the limit the tier already has teaches nothing: two
+/// of them pace the key as two bare ones do.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_repeating_the_tiers_own_limit_still_paces() {
+    use tower_quota::limit::LearnOptions;
+    let mut window = RateLimitWindow::new(Dimension::Requests);
+    window.limit = Some(60);
+    let refusal = Classification::new(QuotaClass::RateLimited)
+        .with_scope(Scope::Account)
+        .with_retry_after(SEC)
+        .with_rate_limit(RateLimitInfo::from_windows(vec![window]));
+    let limiter = Limiter::new(tier(60, Duration::from_secs(60)));
+    let key = Key::of("k");
+    let options = LearnOptions::default().with_learn_limits(true);
+    for _ in 0..2 {
+        assert!(limiter
+            .learn(key, limiter.tier(), &refusal, options)
+            .is_none());
+    }
+    let start = Instant::now();
+    let paced = admissions(&limiter, key, 2, start).await;
+    let gap = paced[1] - paced[0];
+    assert!(gap >= SEC, "{gap:?}");
+}

@@ -106,9 +106,16 @@ impl Limiter {
                 _ => None,
             })
             .max();
-        // A limit learned or adopted explains the refusal: the windows were wrong, not the
-        // way they count.
-        let taught = taught || updates.iter().any(|u| matches!(u, Update::Limit { .. }));
+        // A limit learned, or adopted in place of the tier's, explains the refusal: the
+        // windows were wrong, not the way they count.
+        let taught = taught
+            || updates.iter().any(|u| match *u {
+                Update::Limit { quota, limit } => in_force
+                    .quotas()
+                    .get(quota)
+                    .is_none_or(|q| q.limit() != limit),
+                _ => false,
+            });
         if !foreseen
             && !taught
             && classification.class() == QuotaClass::RateLimited
