@@ -102,7 +102,7 @@ fn fields(e: &RateLimited, snapshot: Option<&Snapshot>, now: Instant) -> HeaderM
             .map(|t| t.saturating_duration_since(now))
     });
     if let Some(d) = retry_after {
-        h.insert(RETRY_AFTER, HeaderValue::from(ceil_secs(d)));
+        h.insert(RETRY_AFTER, secs_value(ceil_secs(d)));
     }
 
     // The limits in force: the configured ones (the tier's field, made once) unless a
@@ -173,6 +173,67 @@ fn join(items: &[String]) -> Option<HeaderValue> {
     HeaderValue::from_str(&items.join(", ")).ok()
 }
 
+/// The most seconds [`secs_value`] takes from its table.
+const TABLE_SECS: usize = 3600;
+
+/// The decimal digits of 0 to [`TABLE_SECS`], one after the other.
+static DIGITS: ([u8; digits_len(TABLE_SECS)], [u16; TABLE_SECS + 2]) = digits();
+
+/// The bytes the decimals of 0 ..= `max` take.
+const fn digits_len(max: usize) -> usize {
+    let (mut n, mut len) = (0, 0);
+    while n <= max {
+        len += decimal_len(n);
+        n += 1;
+    }
+    len
+}
+
+const fn decimal_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 10 {
+        n /= 10;
+        len += 1;
+    }
+    len
+}
+
+/// [`DIGITS`]: the decimals, and where each starts (the last entry: the end).
+const fn digits() -> ([u8; digits_len(TABLE_SECS)], [u16; TABLE_SECS + 2]) {
+    let mut bytes = [0u8; digits_len(TABLE_SECS)];
+    let mut starts = [0u16; TABLE_SECS + 2];
+    let (mut n, mut at) = (0, 0);
+    while n <= TABLE_SECS {
+        starts[n] = at as u16;
+        let len = decimal_len(n);
+        let (mut i, mut v) = (len, n);
+        while i > 0 {
+            bytes[at + i - 1] = b'0' + (v % 10) as u8;
+            v /= 10;
+            i -= 1;
+        }
+        at += len;
+        n += 1;
+    }
+    starts[TABLE_SECS + 1] = at as u16;
+    (bytes, starts)
+}
+
+/// `secs` as a header value: from a static table up to an hour (a `429` under a flood of
+/// refusals allocates nothing for it), formatted beyond.
+fn secs_value(secs: u64) -> HeaderValue {
+    match usize::try_from(secs) {
+        Ok(n) if n <= TABLE_SECS => {
+            let (bytes, starts) = &DIGITS;
+            let digits = &bytes[usize::from(starts[n])..usize::from(starts[n + 1])];
+            // ASCII digits: always a valid value.
+            HeaderValue::from_maybe_shared(bytes::Bytes::from_static(digits))
+                .unwrap_or_else(|_| HeaderValue::from(secs))
+        }
+        _ => HeaderValue::from(secs),
+    }
+}
+
 /// Whole seconds, rounded up.
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -227,6 +288,13 @@ fn window_name(window: Window) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn seconds_from_the_table_and_beyond_are_their_decimals() {
+        for n in (0..=TABLE_SECS as u64 + 2).chain([86_400, u64::MAX]) {
+            assert_eq!(secs_value(n), n.to_string().as_str(), "{n}");
+        }
+    }
+
     use std::time::{Duration, SystemTime};
 
     use super::*;
