@@ -102,7 +102,7 @@ use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
 use crate::classify::{self, Auto, Classification, Classify, PeekBody, QuotaClassifyLayer};
-use crate::limit::{AcquireError, Foreseen, Limiter, RateLimitLayer, RequestHead, Tier, UsageHook};
+use crate::limit::{AcquireError, Limiter, RateLimitLayer, RequestHead, Tier, UsageHook};
 use crate::retry::attempts::{Attempts, Then};
 use crate::retry::{Decide, Shared, Standard};
 use crate::QuotaLayer;
@@ -247,19 +247,15 @@ where
                     Err(e) => break 'attempt run.error(e, replayable),
                 };
                 let hook = learn.as_ref().and_then(|l| l.hook.clone());
-                let (response, at) = self.classify(response, hook).await;
+                let (mut response, at) = self.classify(response, hook).await;
                 url = Some(at);
-                let mut response = response;
                 if let Some(learn) = learn {
                     let classification = response
                         .extensions()
                         .get::<Classification>()
                         .expect("the classifier attached one");
                     let observed = learn.observe(Some(admitted), classification);
-                    if observed.foreseen {
-                        response.extensions_mut().insert(Foreseen);
-                    }
-                    if let Some(pending) = observed.learning {
+                    if let Some(pending) = observed.mark(response.extensions_mut()) {
                         pending.await;
                     }
                 }

@@ -71,10 +71,22 @@ impl Learn {
 }
 
 /// What a response taught: the store write still to finish, and whether the response was a
-/// [`Foreseen`](super::Foreseen) refusal.
+/// [`Foreseen`] refusal.
+#[must_use]
 pub(crate) struct Observed {
-    pub(crate) learning: Option<Learning>,
-    pub(crate) foreseen: bool,
+    learning: Option<Learning>,
+    foreseen: bool,
+}
+
+impl Observed {
+    /// Marks the response (its `extensions`) [`Foreseen`] when it was, and returns the store
+    /// write still to finish: what every front end does with an observation.
+    pub(crate) fn mark(self, extensions: &mut http::Extensions) -> Option<Learning> {
+        if self.foreseen {
+            extensions.insert(Foreseen);
+        }
+        self.learning
+    }
 }
 
 impl Learn {
@@ -85,7 +97,8 @@ impl Learn {
     /// end awaits it before it returns the response or retries.
     ///
     /// A rate-limited response is first checked against what was learned while it was on
-    /// the wire (before it teaches anything itself): [`Observed::foreseen`].
+    /// the wire (before it teaches anything itself): a [`Foreseen`] refusal, which
+    /// [`Observed::mark`] marks.
     pub(crate) fn observe(
         self,
         admitted: Option<Instant>,
@@ -303,11 +316,8 @@ fn learn_from<RB>(
     mut resp: Response<RB>,
 ) -> (Response<RB>, Option<Learning>) {
     if let Some(c) = resp.extensions().get::<Classification>() {
-        let observed = learn.observe(admitted, c);
-        if observed.foreseen {
-            resp.extensions_mut().insert(Foreseen);
-        }
-        return (resp, observed.learning);
+        let pending = learn.observe(admitted, c).mark(resp.extensions_mut());
+        return (resp, pending);
     }
     // Nothing to learn from a success that carries no rate-limit header (the common case):
     // skip classifying it.
@@ -321,11 +331,8 @@ fn learn_from<RB>(
     }
     let (mut parts, body) = resp.into_parts();
     let c = Generic.classify_at(&parts, &[], learn.limiter().now_wall());
-    let observed = learn.observe(admitted, &c);
-    if observed.foreseen {
-        parts.extensions.insert(Foreseen);
-    }
-    (Response::from_parts(parts, body), observed.learning)
+    let pending = learn.observe(admitted, &c).mark(&mut parts.extensions);
+    (Response::from_parts(parts, body), pending)
 }
 
 impl<S, B> fmt::Debug for ResponseFuture<S, B>

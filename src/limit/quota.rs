@@ -823,3 +823,34 @@ pub(crate) mod serde_impl {
         }
     }
 }
+
+#[cfg(test)]
+mod pace_tests {
+    use super::*;
+
+    #[test]
+    fn a_tiers_pace_is_its_widest_request_spacing_of_an_hour_or_less() {
+        let secs = Duration::from_secs;
+        // 20 a minute and 50 a day: the minute's 3 s (a day is too long to pace by).
+        let free = Tier::new("t")
+            .with_quota(Quota::per_minute(20))
+            .with_quota(Quota::per_utc_day(50));
+        assert_eq!(free.request_pace(), Some((secs(3), secs(60))));
+        // 1000 a second and 1 a minute: the minute's 60 s.
+        let both = Tier::new("t")
+            .with_quota(Quota::per_second(1000))
+            .with_quota(Quota::per_minute(1));
+        assert_eq!(both.request_pace(), Some((secs(60), secs(60))));
+        // Nothing to pace by: tokens only, a limit of 0, a limit too large to space, none.
+        let tokens = Tier::new("t").with_quota(Quota::tokens_per_minute(30_000));
+        let zero = Tier::new("t").with_quota(Quota::per_minute(0));
+        let huge = Tier::new("t").with_quota(Quota::per_second(u64::MAX / 4));
+        for tier in [tokens, zero, huge, Tier::new("t")] {
+            assert_eq!(tier.request_pace(), None, "{tier:?}");
+        }
+        // The pace is one more quota, one request per spacing.
+        let paced = free.paced(secs(3));
+        assert_eq!(paced.quotas().len(), 3);
+        assert_eq!(paced.quotas()[2], Quota::new(1, secs(3)));
+    }
+}

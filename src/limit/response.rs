@@ -288,19 +288,19 @@ fn window_name(window: Window) -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn seconds_from_the_table_and_beyond_are_their_decimals() {
-        for n in (0..=TABLE_SECS as u64 + 2).chain([86_400, u64::MAX]) {
-            assert_eq!(secs_value(n), n.to_string().as_str(), "{n}");
-        }
-    }
-
     use std::time::{Duration, SystemTime};
 
     use super::*;
     use crate::headers::{Dimension, RateLimitInfo};
     use crate::limit::{AcquireError, Key, Mode};
     use crate::Tier;
+
+    #[test]
+    fn seconds_from_the_table_and_beyond_are_their_decimals() {
+        for n in (0..=TABLE_SECS as u64 + 2).chain([86_400, u64::MAX]) {
+            assert_eq!(secs_value(n), n.to_string().as_str(), "{n}");
+        }
+    }
 
     fn limited(r: Result<(), AcquireError>) -> RateLimited {
         match r {

