@@ -161,6 +161,12 @@ pub mod openrouter {
         /// The key's free-model tier: the daily cap from `free_model_daily_requests.limit`
         /// when present (it follows the credits purchased), else from `is_free_tier` (no
         /// credits purchased: 50, else 1000).
+        ///
+        /// Without the cap, `is_free_tier: false` does not say whether the credits bought
+        /// reach 10, so the guess errs where the server corrects it: a key with fewer gets
+        /// one refusal on its 51st request (`free-models-per-day`, whose reset the limiter
+        /// learns, pausing the key until the UTC midnight), where guessing 50 would cost a
+        /// key with more 950 requests a day with no refusal to learn from.
         pub fn tier(&self) -> Tier {
             let per_day = match (self.free_model_daily_requests, self.is_free_tier) {
                 (Some(d), _) => d.limit,

@@ -108,7 +108,7 @@ const CASES: &[Case] = &[
     case("or 402 in-flight budget with Retry-After is transient", Or, 402, RateLimited)
         .h(&[("Retry-After", "3")])
         .b(r#"{"error":{"message":"Too many requests in flight for your credit balance","code":402,"metadata":{"limit_source":"openrouter_in_flight_budget"}}}"#)
-        .delay(3.0).scope(Scope::Account).retry(),
+        .delay(3.0).scope(Scope::InFlight).retry(),
     case("or upstream 429 with body delay", Or, 429, RateLimited)
         .b(r#"{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"deepseek/deepseek-chat-v3-0324:free is temporarily rate-limited upstream. Please retry shortly, or add your own key to accumulate your rate limits: https://openrouter.ai/settings/integrations","provider_name":"Chutes","is_byok":false,"retry_after_seconds":29,"headers":{"Retry-After":"29"}}}}"#)
         .delay(29.0).scope(Scope::Upstream).retry(),
@@ -132,8 +132,11 @@ const CASES: &[Case] = &[
     case("or availability free_variant_ended is final", Or, 400, InvalidRequest)
         .b(r#"{"error":{"message":"The free variant has ended","code":400,"availability":{"code":"free_variant_ended","retryable":false}}}"#),
     case("or 503 no provider", Or, 503, Unavailable)
-        .b(r#"{"error":{"message":"No endpoints found matching your data policy","code":503}}"#)
+        .b(r#"{"error":{"message":"No endpoints available that match your routing requirements","code":503}}"#)
         .retry(),
+    // The account's privacy settings exclude every provider: no retry changes that.
+    case("or 503 no provider for the data policy is final", Or, 503, Forbidden)
+        .b(r#"{"error":{"message":"No endpoints found matching your data policy (Free model training). Configure: https://openrouter.ai/settings/privacy","code":503}}"#),
     case("or 503 provider_overloaded", Or, 503, Overloaded)
         .b(r#"{"error":{"message":"Provider overloaded","code":503,"metadata":{"error_type":"provider_overloaded","provider_name":"Together"}}}"#)
         .scope(Scope::Upstream).retry(),
@@ -200,6 +203,16 @@ const CASES: &[Case] = &[
     case("openai requests per day, delay only in the message", Oai, 429, RateLimited)
         .b(r#"{"error":{"message":"Rate limit reached for gpt-4o-mini in organization org-x on requests per day (RPD): Limit 200, Used 200, Requested 1. Please try again in 7m12s. Visit https://platform.openai.com/account/rate-limits to learn more.","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#)
         .delay(432.0).scope(Scope::Model).retry(),
+    case("openai credit balance exhausted", Oai, 429, QuotaExhausted)
+        .b(r#"{"error":{"message":"You have run out of credits.","type":"insufficient_quota","param":null,"code":"credit_balance_exhausted"}}"#)
+        .scope(Scope::Account),
+    case("openai fractional retry-after-ms", Oai, 429, RateLimited)
+        .h(&[("retry-after-ms", "1500.5"), ("retry-after", "2")])
+        .b(r#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#)
+        .delay(1.5005).scope(Scope::Account).retry(),
+    case("fractional Retry-After seconds", Gen, 429, RateLimited)
+        .h(&[("retry-after", "1.5")])
+        .delay(1.5).retry(),
     case("xai credits gone (error as a string)", Oai, 429, QuotaExhausted)
         .b(r#"{"code":"Some resource has been exhausted","error":"Your team 0f1e has either used all available credits or reached its monthly spending limit. To continue making API requests, please purchase more credits or raise your spending limit."}"#)
         .scope(Scope::Account),
@@ -230,6 +243,13 @@ const CASES: &[Case] = &[
         .h(&[("anthropic-ratelimit-tokens-remaining", "0"), ("anthropic-ratelimit-tokens-reset", "2024-11-21T22:00:45.000Z")])
         .b(r#"{"type":"error","error":{"type":"rate_limit_error","message":"rate limited"}}"#)
         .delay(45.0).scope(Scope::Account).reset(45).retry(),
+    case("anthropic input tokens exhausted, no retry-after", Ant, 429, RateLimited)
+        .h(&[("anthropic-ratelimit-input-tokens-remaining", "0"), ("anthropic-ratelimit-input-tokens-reset", "2024-11-21T22:00:15Z")])
+        .b(r#"{"type":"error","error":{"type":"rate_limit_error","message":"rate limited"}}"#)
+        .delay(15.0).scope(Scope::Account).reset(15).retry(),
+    case("anthropic overloaded 529 with x-should-retry: false", Ant, 529, Overloaded)
+        .h(&[("x-should-retry", "false")])
+        .b(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":null}"#),
     case("anthropic overloaded 529", Ant, 529, Overloaded)
         .b(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"request_id":null}"#)
         .retry(),
@@ -263,6 +283,28 @@ const CASES: &[Case] = &[
         .h(&[("retry-after", "60")])
         .b(r#"{"error":{"message":"LiteLLM Rate Limit Handler for rate limit type = key. Crossed TPM / RPM / Max Parallel Request Limit. current rpm: 11, rpm limit: 10","type":"None","param":"None","code":"429"}}"#)
         .delay(60.0).scope(Scope::Account).retry(),
+    case("litellm v3 per-model descriptor", Lite, 429, RateLimited)
+        .h(&[("retry-after", "60"), ("rate_limit_type", "requests")])
+        .b(r#"{"error":{"message":"Rate limit exceeded for model_per_key: k:gpt-4o. Limit type: requests. Current limit: 2, Remaining: 0. Limit resets at: 2024-11-21 22:01:00 UTC","type":"throttling_error","param":null,"code":"429"}}"#)
+        .delay(60.0).scope(Scope::Model).retry(),
+    case("litellm v3 team limit", Lite, 429, RateLimited)
+        .h(&[("retry-after", "60"), ("rate_limit_type", "requests")])
+        .b(r#"{"error":{"message":"Rate limit exceeded for team: t1. Limit type: requests. Current limit: 2, Remaining: 0. Limit resets at: 2024-11-21 22:01:00 UTC","type":"throttling_error","param":null,"code":"429"}}"#)
+        .delay(60.0).scope(Scope::Account).retry(),
+    // A slot frees when a request ends: the window's constant `retry-after` is no delay.
+    case("litellm v3 max parallel requests", Lite, 429, RateLimited)
+        .h(&[("retry-after", "60"), ("rate_limit_type", "max_parallel_requests")])
+        .b(r#"{"error":{"message":"Rate limit exceeded for api_key: 6770. Limit type: max_parallel_requests. Current limit: 1, Remaining: 0. Limit resets at: 2024-11-21 22:01:00 UTC","type":"throttling_error","param":null,"code":"429"}}"#)
+        .scope(Scope::InFlight).retry(),
+    case("litellm older parallel request limit reached", Lite, 429, RateLimited)
+        .b(r#"{"error":{"message":"Max parallel request limit reached. Hit limit for api_key: 6770. Current max_parallel_requests: 1","type":"None","param":"None","code":"429"}}"#)
+        .scope(Scope::InFlight).retry(),
+    case("litellm legacy limit with both rpm and parallel full is the rpm", Lite, 429, RateLimited)
+        .h(&[("retry-after", "18")])
+        .b(r#"{"error":{"message":"LiteLLM Rate Limit Handler for rate limit type = key. Crossed TPM / RPM / Max Parallel Request Limit. current rpm: 2, rpm limit: 2, current tpm: 0, tpm limit: 9223372036854775807, current max_parallel_requests: 1, max_parallel_requests: 1","type":"throttling_error","param":null,"code":"429"}}"#)
+        .delay(18.0).scope(Scope::Account).retry(),
+    case("litellm permission denied", Lite, 403, Forbidden)
+        .b(r#"{"error":{"message":"litellm.PermissionDeniedError: no access","type":null,"param":null,"code":"403"}}"#),
     case("litellm upstream rate limit", Lite, 429, RateLimited)
         .h(&[("retry-after", "7"), ("x-litellm-attempted-retries", "2")])
         .b(r#"{"error":{"message":"litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached for gpt-4o in organization org-x on requests per min (RPM).","type":"throttling_error","param":null,"code":"429"}}"#)

@@ -64,3 +64,35 @@ async fn the_key_limiters_headers_fill_the_local_window() {
         other => panic!("the window is full: {other:?}"),
     }
 }
+
+/// A refusal of the key's parallel requests is no window's: a slot frees when a request
+/// ends. The limiter neither blocks the key for the constant `retry-after: 60` beside it,
+/// nor widens its margin, nor paces the key, however many come; the retry layer backs off.
+#[tokio::test(start_paused = true)]
+async fn a_parallel_request_refusal_leaves_the_windows_alone() {
+    for name in ["key_parallel_chat", "legacy_parallel_chat"] {
+        let f = Fixture::load(name).expect("fixture");
+        for (who, c) in f.classify() {
+            assert_eq!(c.class(), QuotaClass::RateLimited, "[{name}] {who}");
+            assert_eq!(c.retry_after(), None, "[{name}] {who}");
+            let tier = Tier::new("litellm-key").with_quota(Quota::per_minute(60));
+            let limiter = Limiter::new(tier.clone()).with_mode(Mode::Reject);
+            let key = Key::of("sk-parallel");
+            for _ in 0..5 {
+                limiter.acquire(key, 1).await.unwrap();
+                if let Some(learning) = limiter.learn(key, &tier, &c, LearnOptions::default()) {
+                    learning.await;
+                }
+                tokio::time::advance(Duration::from_millis(200)).await;
+            }
+            // Neither blocked nor paced: the rest of the minute's 60 go at once.
+            for i in 5..60 {
+                assert!(
+                    limiter.try_acquire(key, 1).is_ok(),
+                    "[{name}] {who}: request {i} refused"
+                );
+            }
+            assert_eq!(limiter.learned_margin(), Duration::ZERO, "[{name}] {who}");
+        }
+    }
+}

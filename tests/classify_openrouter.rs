@@ -110,6 +110,7 @@ const ERROR_TYPE: &str =
     "PROVIDERS.md § OpenRouter: `metadata.error_type` values (docs, errors and debugging)";
 const AVAILABILITY: &str =
     "PROVIDERS.md § OpenRouter: `error.availability` codes, `retryable` decides (docs)";
+const AFTER_START: &str = "PROVIDERS.md § OpenRouter: status equals `error.code` only before generation starts; after, an HTTP 200 with the error in the body";
 const RETRY_AFTER_DOC: &str =
     "PROVIDERS.md § OpenRouter: docs (2026), 429 and 503 may carry a standard Retry-After";
 
@@ -152,10 +153,13 @@ const ROWS: &[Row] = &[
     row("limit_source openrouter_in_flight_budget, 402 with Retry-After", IN_FLIGHT, 402, RateLimited)
         .h(&[("retry-after", "2")])
         .b(r#"{"error":{"message":"Too many requests in flight for your balance","code":402,"metadata":{"limit_source":"openrouter_in_flight_budget"}}}"#)
-        .scope(Scope::Account).delay(2.0).retry().code("openrouter_in_flight_budget"),
+        .scope(Scope::InFlight).delay(2.0).retry().code("openrouter_in_flight_budget"),
+    row("limit_source openrouter_in_flight_budget, the delay only in the body", IN_FLIGHT, 402, RateLimited)
+        .b(r#"{"error":{"code":402,"message":"Too many requests in flight","metadata":{"limit_source":"openrouter_in_flight_budget","retry_after_seconds":2}}}"#)
+        .scope(Scope::InFlight).delay(2.0).retry().code("openrouter_in_flight_budget"),
     row("limit_source openrouter_in_flight_budget without a delay is final", IN_FLIGHT, 402, QuotaExhausted)
         .b(r#"{"error":{"message":"Too many requests in flight for your balance","code":402,"metadata":{"limit_source":"openrouter_in_flight_budget"}}}"#)
-        .scope(Scope::Account).code("openrouter_in_flight_budget"),
+        .scope(Scope::InFlight).code("openrouter_in_flight_budget"),
     // === the daily free-model cap ===
     row("free-models-per-day-high-balance", DAILY_CAP, 429, QuotaExhausted)
         .h(&[("x-ratelimit-limit", "1000"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", MIDNIGHT_MS)])
@@ -190,6 +194,18 @@ const ROWS: &[Row] = &[
     row("529 provider_overloaded", SDK_529, 529, Overloaded)
         .b(r#"{"error":{"code":529,"message":"Provider returned error","metadata":{"error_type":"provider_overloaded","provider_name":"Anthropic","raw":"{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}"}}}"#)
         .scope(Scope::Upstream).retry().code("provider_overloaded"),
+    // Once generation has started, OpenRouter answers HTTP 200: an error then comes in the
+    // body, its `code` the status it stands for (when the body is read).
+    row("200 with an error body after generation started", AFTER_START, 200, Unavailable)
+        .b(r#"{"error":{"code":502,"message":"Provider returned error","metadata":{"provider_name":"Novita","raw":"upstream connect error"}}}"#)
+        .retry(),
+    row("200 with a 402 error body", AFTER_START, 200, QuotaExhausted)
+        .b(r#"{"error":{"code":402,"message":"Insufficient credits"}}"#)
+        .scope(Scope::Account),
+    row("200 with a rate-limit error body", AFTER_START, 200, RateLimited)
+        .h(&[("retry-after", "3")])
+        .b(r#"{"error":{"code":429,"message":"Rate limit exceeded: free-models-per-min."}}"#)
+        .scope(Scope::Account).delay(3.0).retry().code("free-models-per-min"),
     row("502 provider returned error, JSON in raw", SDK_502, 502, Unavailable)
         .b(r#"{"error":{"code":502,"message":"Provider returned error","metadata":{"provider_name":"Novita","raw":"{\"error\":{\"message\":\"upstream connect error\",\"code\":502}}"}}}"#)
         .retry(),

@@ -51,7 +51,14 @@ impl Classify for Auto {
             grpc::refine(&mut c, &parts.headers);
             return generic::finish(c);
         }
-        let recognised = match json::parse(body) {
+        let v = json::parse(body);
+        if let Some(status) = v
+            .as_ref()
+            .and_then(|v| generic::error_status_in_success(parts, v))
+        {
+            c = generic::base_as(parts, status, now);
+        }
+        let recognised = match v {
             Some(v) if litellm::matches(parts, &v) => litellm::refine(&mut c, parts, &v),
             Some(v) => refine_provider(&mut c, parts, &v),
             None => false,

@@ -146,6 +146,11 @@ pub enum Scope {
     Model,
     /// One upstream provider behind a router (OpenRouter's "temporarily rate-limited upstream").
     Upstream,
+    /// The requests in flight at once: a concurrency limit (LiteLLM's
+    /// `max_parallel_requests`, OpenRouter's in-flight budget). A slot frees when a request
+    /// ends, not at a time, so the refusal says nothing of the windows: a limiter neither
+    /// paces the key nor widens its margin for it, and applies only a delay the server gave.
+    InFlight,
 }
 
 impl Scope {
@@ -156,6 +161,7 @@ impl Scope {
             Scope::Account => "account",
             Scope::Model => "model",
             Scope::Upstream => "upstream",
+            Scope::InFlight => "in_flight",
         }
     }
 }

@@ -82,8 +82,14 @@ pub(crate) fn has_rate_limit_header(headers: &http::HeaderMap) -> bool {
 /// The classification every provider classifier starts from and refines: class from the
 /// status, explicit delay and verdict from the headers, rate-limit state.
 pub(crate) fn base(parts: &Parts, now: SystemTime) -> Classification {
+    base_as(parts, parts.status, now)
+}
+
+/// [`base`], as if the response's status were `status`: an error body in a 2xx stands for
+/// the status it names (see [`error_status_in_success`]).
+pub(crate) fn base_as(parts: &Parts, status: http::StatusCode, now: SystemTime) -> Classification {
     let h = &parts.headers;
-    let mut c = Classification::new_at(QuotaClass::from_status(parts.status), now);
+    let mut c = Classification::new_at(QuotaClass::from_status(status), now);
     // A success says nothing about retrying — unless it is gRPC, whose errors arrive as
     // HTTP 200. Only the rate-limit state is read (the limiter learns from successes).
     if c.class().is_success() && !h.contains_key(GRPC_STATUS) {
@@ -106,6 +112,24 @@ pub(crate) fn base(parts: &Parts, now: SystemTime) -> Classification {
         c.set_class(QuotaClass::RateLimited);
     }
     c.with_rate_limit(RateLimitInfo::from_headers(h, now))
+}
+
+/// The error status a 2xx's body names: OpenRouter answers HTTP 200 once generation has
+/// started, with `{"error": {"code": 502, …}}` in the body when it fails after all. `None`
+/// for an error status (the status says it), or a body without an error `code` of 400–599.
+pub(crate) fn error_status_in_success(
+    parts: &Parts,
+    v: &serde_json::Value,
+) -> Option<http::StatusCode> {
+    if !parts.status.is_success() {
+        return None;
+    }
+    let code = v.get("error")?.get("code")?;
+    let code = code
+        .as_u64()
+        .or_else(|| code.as_str().and_then(|s| s.trim().parse().ok()))?;
+    let status = http::StatusCode::from_u16(u16::try_from(code).ok()?).ok()?;
+    (status.is_client_error() || status.is_server_error()).then_some(status)
 }
 
 /// Derives what follows from the final class: a rate-limited response without an explicit

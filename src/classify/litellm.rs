@@ -21,7 +21,10 @@ use crate::headers::{Dimension, RateLimitInfo, RateLimitWindow};
 ///   budget is a model's or a deployment's, else [`Scope::Account`];
 /// - the key limiter's 429s ("Rate limit exceeded for api_key: …", the legacy "Crossed TPM /
 ///   RPM / Max Parallel Request Limit") are [`QuotaClass::RateLimited`] for the
-///   [`Scope::Account`] ([`Scope::Model`] for a per-model descriptor);
+///   [`Scope::Account`] ([`Scope::Model`] for a per-model descriptor); a refusal of its
+///   `max_parallel_requests` is [`Scope::InFlight`], with no delay (its `retry-after` is the
+///   limiter's window, while a slot frees when a request ends): retried after a backoff,
+///   and the limiter's windows are left alone;
 /// - a router with no deployment left ("No deployments available for selected model",
 ///   deployment `rpm` reached, or all in cooldown: "Try again in 7 seconds") is
 ///   [`QuotaClass::RateLimited`] for the [`Scope::Model`].
@@ -171,11 +174,20 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         router_refusal = true;
     } else if KEY_LIMIT_MARKERS.iter().any(|m| contains_ci(message, m)) {
         c.set_class(QuotaClass::RateLimited);
-        c.set_scope(if contains_ci(message, "for model_per_") {
+        c.set_scope(if in_flight(parts, message) {
+            Scope::InFlight
+        } else if contains_ci(message, "for model_per_") {
             Scope::Model
         } else {
             Scope::Account
         });
+    }
+    if c.scope() == Scope::InFlight {
+        // A slot frees when one of the key's requests ends. The `retry-after` beside it is
+        // the limiter's window (v3: a constant; legacy: the clock minute's end), not when.
+        c.set_retry_after(None);
+        c.set_reset_after(None);
+        return true;
     }
     if c.retry_after().is_none() && c.class() == QuotaClass::RateLimited {
         let now = c.classified_at();
@@ -209,18 +221,6 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
 /// token limit (`None`, `inf`, or the limiter's "no limit" `i64::MAX`), no parallel request
 /// at its limit, one deployment.
 fn admitted_rpm(message: &str) -> Option<u64> {
-    /// The number (or "no limit") after `marker`.
-    fn after(message: &str, marker: &str) -> Option<Option<u64>> {
-        let at = message.find(marker)? + marker.len();
-        let rest = &message[at..];
-        let end = rest
-            .find(|ch: char| !ch.is_ascii_alphanumeric())
-            .unwrap_or(rest.len());
-        Some(match &rest[..end] {
-            "None" | "inf" => None,
-            n => n.parse::<u64>().ok().filter(|&n| n < 1 << 53),
-        })
-    }
     let (current, limit, tpm_limit) = if message.contains("'current_rpm': ") {
         if message.matches("'current_rpm': ").count() != 1 {
             return None;
@@ -248,6 +248,51 @@ fn admitted_rpm(message: &str) -> Option<u64> {
         (Some(current), Some(limit), None) if current >= 1 && current < limit => Some(current),
         _ => None,
     }
+}
+
+/// The number (or "no limit": `None`) after `marker` in `message`; `None` without one.
+fn after(message: &str, marker: &str) -> Option<Option<u64>> {
+    let at = message.find(marker)? + marker.len();
+    let rest = &message[at..];
+    let end = rest
+        .find(|ch: char| !ch.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
+    Some(match &rest[..end] {
+        "None" | "inf" => None,
+        n => n.parse::<u64>().ok().filter(|&n| n < 1 << 53),
+    })
+}
+
+/// Whether a key limiter's refusal is of its `max_parallel_requests`: the v3 limiter's
+/// `rate_limit_type` header or "Limit type: max_parallel_requests", the older "parallel
+/// request limit reached", or the legacy limiter's counts with the parallel requests at
+/// their limit and the rpm and tpm below theirs.
+fn in_flight(parts: &Parts, message: &str) -> bool {
+    let header = parts
+        .headers
+        .get("rate_limit_type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("max_parallel_requests"));
+    if header
+        || contains_ci(message, "limit type: max_parallel_requests")
+        || contains_ci(message, "parallel request limit reached")
+    {
+        return true;
+    }
+    let below = |current: &str, limit: &str| match (after(message, current), after(message, limit))
+    {
+        (Some(Some(current)), Some(Some(limit))) => current < limit,
+        (Some(_), Some(None)) => true,
+        _ => false,
+    };
+    matches!(
+        (
+            after(message, "current max_parallel_requests: "),
+            after(message, ", max_parallel_requests: "),
+        ),
+        (Some(Some(now)), Some(Some(max))) if now >= max
+    ) && below("current rpm: ", "rpm limit: ")
+        && below("current tpm: ", "tpm limit: ")
 }
 
 /// The key limiter's "Limit resets at: 2026-11-28 19:05:29 UTC", as a delay from `now`: on

@@ -23,7 +23,11 @@
 //! untouched) and nothing is read after the head:
 //!
 //! - an error OpenRouter sends *after* generation started: an HTTP 200 whose body holds an
-//!   `error` object, or an SSE chunk with `finish_reason: "error"` — classified a success;
+//!   `error` object, or an SSE chunk with `finish_reason: "error"` — classified a success.
+//!   Given such a body (a classifier called with it, or one whose
+//!   [`wants_body`](Classify::wants_body) selects JSON successes), every classifier reads
+//!   the error's `code` as the status: `{"error": {"code": 502, …}}` in a 200 is
+//!   [`QuotaClass::Unavailable`];
 //! - a gRPC status sent in the trailers of a streamed response (only a trailers-only
 //!   response carries `grpc-status` in its head) — classified from the head.
 //!
@@ -107,7 +111,12 @@ fn classify_with(
     refine: fn(&mut Classification, &Parts, &Value) -> bool,
 ) -> Classification {
     let mut c = generic::base(parts, now);
-    let recognised = json::parse(body).is_some_and(|v| refine(&mut c, parts, &v));
+    let recognised = json::parse(body).is_some_and(|v| {
+        if let Some(status) = generic::error_status_in_success(parts, &v) {
+            c = generic::base_as(parts, status, now);
+        }
+        refine(&mut c, parts, &v)
+    });
     if !recognised {
         auto::refine_text(&mut c, body);
     }

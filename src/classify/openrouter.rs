@@ -21,7 +21,7 @@ use crate::headers::{self, Dimension, RateLimitInfo, RateLimitWindow};
 /// [`Scope::Upstream`], never the account's limit; the daily free-model cap is
 /// [`QuotaClass::QuotaExhausted`] with its reset (the `X-RateLimit-Reset` header, else the next
 /// UTC midnight); a 402 is an exhausted credit balance unless it carries a delay
-/// (`openrouter_in_flight_budget`).
+/// (`openrouter_in_flight_budget`, [`Scope::InFlight`]: too many requests in flight).
 ///
 /// One model's limits (`High demand for <model>:free on OpenRouter - limited to 8 requests
 /// per minute`, and the per-day `limit_rpd` form) are [`Scope::Model`]: rate-limited per
@@ -170,7 +170,7 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
                 c.set_scope(Scope::Account);
             }
             "openrouter_in_flight_budget" => {
-                c.set_scope(Scope::Account);
+                c.set_scope(Scope::InFlight);
                 c.set_class(if c.retry_after().is_some() {
                     QuotaClass::RateLimited
                 } else {
@@ -181,7 +181,13 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         }
     }
 
-    if contains_ci(message, "free-models-per-day") {
+    if contains_ci(message, "matching your data policy") {
+        // The account's privacy settings leave no provider (`privacy_restricted`, whatever
+        // the status): no retry changes that.
+        c.set_code("privacy_restricted");
+        c.set_class(QuotaClass::Forbidden);
+        c.set_retryable(Some(false));
+    } else if contains_ci(message, "free-models-per-day") {
         c.set_code(
             if contains_ci(message, "free-models-per-day-high-balance") {
                 "free-models-per-day-high-balance"
@@ -207,7 +213,10 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         c.set_scope(Scope::Account);
     }
 
-    let status = parts.status.as_u16();
+    // A 200 with an error body stands for the error's code.
+    let status = super::generic::error_status_in_success(parts, v)
+        .unwrap_or(parts.status)
+        .as_u16();
     // OpenRouter's own refusals carry `"provider_name": null`: only a name is an upstream.
     let upstream = str_at(meta, "provider_name").is_some() || contains_ci(&raw, "upstream");
     if c.class() == QuotaClass::RateLimited && c.scope() == Scope::Unknown {
@@ -220,8 +229,11 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         c.set_scope(Scope::Upstream);
     }
     if status == 402 {
-        // Credits: a 402 is transient only when the server gave a delay.
-        c.set_scope(Scope::Account);
+        // Credits: a 402 is transient only when the server gave a delay. The in-flight
+        // budget is the account's too, but a concurrency limit.
+        if c.scope() != Scope::InFlight {
+            c.set_scope(Scope::Account);
+        }
         c.set_class(if c.retry_after().is_some() {
             QuotaClass::RateLimited
         } else {

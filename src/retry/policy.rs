@@ -505,8 +505,12 @@ pub(crate) fn plan(limits: &Limits, facts: Facts, verdict: Verdict, rand: u64) -
         (None, Some(server)) if server > limits.max_delay => {
             return Step::Stop(StopReason::DelayTooLong { requested: server })
         }
-        (None, Some(server)) => backoff::server_delay(server, rand),
-        (None, None) => limits.backoff.delay(facts.attempts, rand),
+        // A zero delay (`Retry-After: 0`, a reset already past by this clock, the server's
+        // running ahead) is no delay: back to back, the retries would only use up the
+        // attempts against a server that has not moved on. The backoff decides, as in
+        // OpenAI's SDK (which uses a server delay only when it is above zero).
+        (None, Some(server)) if !server.is_zero() => backoff::server_delay(server, rand),
+        (None, _) => limits.backoff.delay(facts.attempts, rand),
     };
     if let Some(deadline) = limits.deadline {
         if facts.elapsed.saturating_add(delay) > deadline {
@@ -718,10 +722,11 @@ mod tests {
                 Verdict::Retry,
                 Step::Retry(secs(7)),
             ),
+            // A zero delay is none: the backoff's first step.
             (
                 facts(1, rl, Some(Duration::ZERO)),
                 Verdict::Retry,
-                Step::Retry(Duration::ZERO),
+                Step::Retry(ms(500)),
             ),
             // Within max_delay, beyond the 30 s deadline.
             (
@@ -779,6 +784,25 @@ mod tests {
             plan(&limits, f, Verdict::Retry, u64::MAX),
             Step::Stop(StopReason::Deadline)
         );
+    }
+
+    /// A zero server delay is no delay: the backoff's step, as without one.
+    #[test]
+    fn a_zero_server_delay_backs_off() {
+        let limits = Limits::default();
+        for attempts in 1..4 {
+            for rand in [0, u64::MAX / 3, u64::MAX] {
+                let zero = facts(
+                    attempts,
+                    Some(QuotaClass::RateLimited),
+                    Some(Duration::ZERO),
+                );
+                let none = facts(attempts, Some(QuotaClass::RateLimited), None);
+                let step = plan(&limits, zero, Verdict::Retry, rand);
+                assert_eq!(step, plan(&limits, none, Verdict::Retry, rand));
+                assert!(matches!(step, Step::Retry(d) if d >= ms(250)), "{step:?}");
+            }
+        }
     }
 
     #[test]
