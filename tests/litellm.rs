@@ -88,7 +88,11 @@ async fn litellm_proxy() {
         startup.as_secs_f64()
     );
 
-    let (captures, paced) = tokio::join!(capture_all(&raw, &a, &b), pace_all(&a, &b));
+    let (captures, paced, in_flight) = tokio::join!(
+        capture_all(&raw, &a, &b),
+        pace_all(&a, &b),
+        in_flight_all(&a, &b)
+    );
     let version = captures
         .iter()
         .flat_map(|c| &c.headers)
@@ -126,7 +130,7 @@ async fn litellm_proxy() {
         eprintln!("  {:<32} {} {}", c.name, c.status.as_u16(), verdict);
     }
     eprintln!("upstream calls: {hits:?}");
-    for p in &paced {
+    for p in paced.iter().chain(&in_flight) {
         eprintln!(
             "pacing {:<22} {} requests: {:?} in {:.1} s",
             p.name,
@@ -174,6 +178,27 @@ async fn litellm_proxy() {
         assert!(
             p.elapsed >= Duration::from_secs(60),
             "{}: the burst crossed a window ({:?})",
+            p.name,
+            p.elapsed
+        );
+    }
+    for p in &in_flight {
+        assert_eq!(
+            p.ok, p.burst,
+            "{}: every request succeeds in the end",
+            p.name
+        );
+        assert!(
+            p.statuses.get(&429).copied().unwrap_or(0) >= 1,
+            "{}: the proxy refused none ({:?}): the test proves nothing",
+            p.name,
+            p.statuses
+        );
+        // Serially, 3 × 1.5 s upstream; the backoff's steps on top. A key blocked for the
+        // `retry-after: 60` would take a minute.
+        assert!(
+            p.elapsed < Duration::from_secs(40),
+            "{}: {:?}: the parallel limit held the key for its window",
             p.name,
             p.elapsed
         );
@@ -1007,6 +1032,24 @@ async fn pace(
     tier: Tier,
     burst: usize,
 ) -> Paced {
+    let layer = QuotaLayer::new(tier)
+        .key_by(KeyBy::ApiKeyAndModel)
+        .with_margin(Duration::from_secs(1))
+        .with_max_wait(Duration::from_secs(120))
+        .with_max_delay(Duration::from_secs(70));
+    burst_through(name, proxy, key, model, layer, burst).await
+}
+
+/// Sends a burst of `burst` requests at once through `layer` over hyper-util's client;
+/// counts every status the proxy answered.
+async fn burst_through(
+    name: &'static str,
+    proxy: &Proxy,
+    key: &str,
+    model: &str,
+    layer: QuotaLayer,
+    burst: usize,
+) -> Paced {
     let statuses: Arc<Mutex<BTreeMap<u16, usize>>> = Arc::default();
     let seen = statuses.clone();
     let hyper_client: Client<HttpConnector, ReplayBody<Full<Bytes>>> =
@@ -1021,11 +1064,6 @@ async fn pace(
             resp
         })
         .service(hyper_client);
-    let layer = QuotaLayer::new(tier)
-        .key_by(KeyBy::ApiKeyAndModel)
-        .with_margin(Duration::from_secs(1))
-        .with_max_wait(Duration::from_secs(120))
-        .with_max_delay(Duration::from_secs(70));
     let client = ServiceBuilder::new().layer(layer).service(counted);
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -1092,4 +1130,36 @@ async fn pace_all(a: &Proxy, b: &Proxy) -> Vec<Paced> {
         pace("key legacy rpm 5 (B)", b, "sk-pace", "ok", per_minute(4), 6),
     );
     vec![router_a, router_b, key_a, key_b]
+}
+
+/// Three slow requests (1.5 s upstream) at once on a key with `max_parallel_requests: 1`,
+/// through the stack with a tier of 60 a minute, on each limiter: the proxy refuses the
+/// ones over its parallel limit with `retry-after: 60` (its window, not when a slot frees).
+/// They are retried after the backoff, and the key is not blocked for that minute.
+async fn in_flight_all(a: &Proxy, b: &Proxy) -> Vec<Paced> {
+    let layer = || {
+        QuotaLayer::new(Tier::new("litellm-60-per-minute").with_quota(Quota::per_minute(60)))
+            .key_by(KeyBy::ApiKeyAndModel)
+            .with_max_attempts(8)
+            .with_max_delay(Duration::from_secs(70))
+    };
+    let (v3, legacy) = tokio::join!(
+        burst_through(
+            "key v3 parallel 1 (A)",
+            a,
+            "sk-parallel-pace",
+            "slow",
+            layer(),
+            3
+        ),
+        burst_through(
+            "key legacy parallel 1 (B)",
+            b,
+            "sk-parallel-pace",
+            "slow",
+            layer(),
+            3
+        ),
+    );
+    vec![v3, legacy]
 }

@@ -14,6 +14,7 @@ KEYS = {
     "sk-rpm-messages": {"rpm_limit": 2},
     "sk-tpm": {"tpm_limit": 10},
     "sk-parallel": {"max_parallel_requests": 1},
+    "sk-parallel-pace": {"max_parallel_requests": 1},
     "sk-pace": {"rpm_limit": 5},
     # Budgets: a key already over its budget, and a key with a budget for one model.
     "sk-budget": {"max_budget": 0.001, "spend": 1.0},
