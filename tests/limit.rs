@@ -799,6 +799,75 @@ async fn admissions(limiter: &Limiter, key: Key, n: usize, start: Instant) -> Ve
     at
 }
 
+/// A server that counts in a bucket far smaller than its window (Anthropic's "60 per
+/// minute may be enforced as 1 per second") says so in every answer: nothing left of 50 a
+/// minute, and full again in 1.2 s, is a bucket of one request. After three such answers in
+/// a window the key is paced to one request per 1.2 s (plus the margin), for a window from
+/// the last; then bursts come back. Two such answers alone pace nothing, nor do answers of a
+/// window counted otherwise (45 left and full again in 50 s: 86 at most, more than the
+/// limit), nor those of a full bucket (49 left, full in 1.2 s: 50).
+#[tokio::test(start_paused = true)]
+async fn a_bucket_smaller_than_its_window_paces_the_key() {
+    use tower_quota::limit::LearnOptions;
+    let answer = |remaining: u64, reset_ms: u64| {
+        let mut w = RateLimitWindow::new(Dimension::Requests);
+        w.limit = Some(50);
+        w.remaining = Some(remaining);
+        w.reset = Some(Duration::from_millis(reset_ms));
+        Classification::new(QuotaClass::Success)
+            .with_rate_limit(RateLimitInfo::from_windows(vec![w]))
+    };
+    let limiter = Limiter::new(Tier::new("anthropic").with_quota(Quota::per_minute(50)))
+        .with_mode(Mode::Reject);
+    let learn = |key: Key, c: &Classification| {
+        assert!(limiter
+            .learn(key, limiter.tier(), c, LearnOptions::default())
+            .is_none());
+    };
+    // Whether three requests of `key` are admitted at once, after the pauses the answers
+    // asked for (until the reset of a window with nothing left).
+    let bursts = |key: Key| (0..3).all(|_| limiter.try_acquire(key, 1).is_ok());
+    let settle = || tokio::time::sleep(Duration::from_secs(2));
+
+    let small = Key::of("bucket of one");
+    learn(small, &answer(0, 1200));
+    learn(small, &answer(0, 1200));
+    settle().await;
+    assert!(bursts(small), "two answers alone pace nothing");
+    learn(small, &answer(0, 1200));
+    settle().await;
+    assert!(limiter.try_acquire(small, 1).is_ok());
+    assert!(
+        limiter.try_acquire(small, 1).is_err(),
+        "paced to the bucket"
+    );
+    let margin = limiter.learned_margin();
+    tokio::time::sleep(Duration::from_millis(1200) + margin).await;
+    assert!(limiter.try_acquire(small, 1).is_ok());
+    assert!(limiter.try_acquire(small, 1).is_err());
+    // A window after the last answer, bursts again.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(bursts(small));
+
+    let fixed = Key::of("a fixed window");
+    learn(fixed, &answer(45, 50_000));
+    for _ in 0..3 {
+        learn(fixed, &answer(0, 1000));
+    }
+    settle().await;
+    assert!(bursts(fixed), "a window counted otherwise paces nothing");
+
+    let full = Key::of("a full bucket");
+    for _ in 0..4 {
+        learn(full, &answer(49, 1200));
+    }
+    settle().await;
+    assert!(
+        bursts(full),
+        "a bucket as large as the window paces nothing"
+    );
+}
+
 /// 429s the windows did not predict (60 a minute allow far more) and that teach no quota.
 /// One alone paces nothing: after its cooldown the key bursts. A second within a window of
 /// that cooldown paces the key after its own, one request a second (60 s ÷ 60), for a

@@ -70,6 +70,12 @@ impl Limiter {
     /// window of the first's cooldown, also paces the key for one window of its request
     /// quota: one request per window ÷ limit, instead of bursts (the server counts
     /// differently: shorter intervals, a bucket smaller than the window).
+    ///
+    /// A server that counts in a token bucket says how small it is: what remains of the
+    /// request window and when it is full again (Anthropic's and OpenAI's reset) bound what
+    /// it holds. When three answers of a window or more say it holds no more than three
+    /// quarters of the limit, the key is paced for a window to bursts of that size, at the
+    /// window's rate.
     pub fn learn(
         &self,
         key: Key,
@@ -97,6 +103,9 @@ impl Limiter {
         let taught = grown.is_some();
         if let Some(grown) = grown {
             in_force = self.shared.learned.set(store_key, tier, grown);
+        }
+        if !taught {
+            self.watch_bucket(key, store_key, tier, classification, options);
         }
         let updates = self.updates(key, tier, &in_force, classification, options);
         let block = updates
@@ -286,6 +295,71 @@ impl Limiter {
             .pace(store_key, &own, spacing, window, from, margin);
         if windows > 0 {
             tracing::info!(key = %key, tier = own.name(), spacing_ms = spacing.as_millis() as u64, windows, window_ms = window.as_millis() as u64, "rate limit: refusals the windows did not predict, pacing the key");
+        }
+    }
+
+    /// What a response's request window says of the server's count. A server that counts
+    /// in a token bucket refilled at L per window (Anthropic, and OpenAI's "time until fully
+    /// replenished") says how much of it is left (R) and when it is full again (T): it holds
+    /// R + T·L/W at most. A bucket far smaller than the window's limit admits the window's
+    /// rate, but not its bursts ("60 per minute may be enforced as 1 per second"). When
+    /// every response of a window (three at least) says so, the key is paced for a window
+    /// from the last: its tier plus a quota of that capacity per capacity × W/L — the same
+    /// rate, in bursts the bucket holds. A window counted otherwise (fixed, rolling) says
+    /// more than L early in it, which ends the watch.
+    fn watch_bucket(
+        &self,
+        key: Key,
+        store_key: Key,
+        configured: &Tier,
+        c: &Classification,
+        options: LearnOptions,
+    ) {
+        match c.scope() {
+            Scope::InFlight => return,
+            Scope::Model | Scope::Upstream if !options.keys_model => return,
+            _ => {}
+        }
+        let Some(w) = c.rate_limit().requests() else {
+            return;
+        };
+        let (Some(remaining), Some(reset)) = (w.remaining, w.reset) else {
+            return;
+        };
+        let own = self.shared.learned.own(store_key, configured);
+        let Some(quota) = match_quota(own.quotas(), w).map(|i| &own.quotas()[i]) else {
+            return;
+        };
+        let Window::Rolling(window) = quota.window() else {
+            return;
+        };
+        let limit = w.limit.filter(|&l| l > 0).unwrap_or(quota.limit());
+        if window > Duration::from_secs(3600) || window.is_zero() || limit < 2 {
+            return;
+        }
+        let refill = reset.as_nanos().saturating_mul(u128::from(limit)) / window.as_nanos();
+        let holds = remaining.saturating_add(u64::try_from(refill).unwrap_or(u64::MAX));
+        let now = Instant::now();
+        let Some(capacity) = self
+            .shared
+            .learned
+            .bucket_seen(store_key, holds, limit, window, now)
+        else {
+            return;
+        };
+        let spacing = window
+            .checked_mul(u32::try_from(capacity).unwrap_or(u32::MAX))
+            .map_or(window, |d| d / u32::try_from(limit).unwrap_or(u32::MAX));
+        if spacing.is_zero() {
+            return;
+        }
+        let bucket = Quota::new(capacity, spacing);
+        if self
+            .shared
+            .learned
+            .bucket_pace(store_key, &own, bucket, now + window)
+        {
+            tracing::info!(key = %key, tier = own.name(), capacity, limit, spacing_ms = spacing.as_millis() as u64, "rate limit: the server counts in a bucket smaller than its window, pacing the key");
         }
     }
 
@@ -503,7 +577,20 @@ pub(super) struct Learned {
 struct LearnedMaps {
     tiers: HashMap<u64, Tier, BuildHasherDefault<KeyHasher>>,
     paced: HashMap<u64, Paced, BuildHasherDefault<KeyHasher>>,
+    buckets: HashMap<u64, BucketWatch, BuildHasherDefault<KeyHasher>>,
 }
+
+/// What a key's responses of one window said of the server's bucket: the most any said it
+/// holds, and how many said so since `since`.
+struct BucketWatch {
+    since: Instant,
+    window: Duration,
+    most: u64,
+    seen: u32,
+}
+
+/// The responses of a window that must say the bucket is small before the key is paced.
+const BUCKET_WITNESSES: u32 = 3;
 
 /// A key paced: the tier in force until `until`, its own (learned or configured) plus one
 /// request per spacing, for `windows` windows (`hold`). Kept for as long again after it
@@ -514,6 +601,8 @@ struct Paced {
     until: Instant,
     hold: Duration,
     windows: u32,
+    /// Paced to the server's bucket (see `Limiter::watch_bucket`), not after refusals.
+    bucket: bool,
 }
 
 /// The longest a key is paced after refusals that keep coming, in windows.
@@ -629,10 +718,87 @@ impl Learned {
                 until,
                 hold,
                 windows,
+                bucket: false,
             },
         );
         self.any.store(true, Ordering::Release);
         windows
+    }
+
+    /// A response of `store_key` said the server's bucket holds `holds` requests at most,
+    /// of `limit` per `window`. Returns the capacity to pace the key to when every response
+    /// of the current watch (a window long, [`BUCKET_WITNESSES`] at least) said the bucket
+    /// holds no more than three quarters of the limit: the most any said, at least one.
+    /// Within the bound on keys.
+    fn bucket_seen(
+        &self,
+        store_key: Key,
+        holds: u64,
+        limit: u64,
+        window: Duration,
+        now: Instant,
+    ) -> Option<u64> {
+        let mut maps = self.lock(store_key);
+        let current = |w: &BucketWatch| w.since + w.window > now;
+        if maps.buckets.len() >= MAX_SHARD_KEYS && !maps.buckets.contains_key(&store_key.0) {
+            maps.buckets.retain(|_, w| current(w));
+            if maps.buckets.len() >= MAX_SHARD_KEYS {
+                return None;
+            }
+        }
+        let watch = maps
+            .buckets
+            .entry(store_key.0)
+            .and_modify(|w| {
+                if current(w) && w.window == window {
+                    w.most = w.most.max(holds);
+                    w.seen = w.seen.saturating_add(1);
+                } else {
+                    *w = BucketWatch {
+                        since: now,
+                        window,
+                        most: holds,
+                        seen: 1,
+                    };
+                }
+            })
+            .or_insert(BucketWatch {
+                since: now,
+                window,
+                most: holds,
+                seen: 1,
+            });
+        let small = u128::from(watch.most) * 4 <= u128::from(limit) * 3;
+        (watch.seen >= BUCKET_WITNESSES && small).then_some(watch.most.max(1))
+    }
+
+    /// Paces `store_key` to the server's bucket until `until`: `own` plus `bucket`. A pace
+    /// after refusals still in force is left as it is (one request per spacing: no
+    /// burstier than any bucket). Returns whether the key was not paced to a bucket before.
+    fn bucket_pace(&self, store_key: Key, own: &Tier, bucket: Quota, until: Instant) -> bool {
+        let mut maps = self.lock(store_key);
+        let now = Instant::now();
+        let fresh = match maps.paced.get(&store_key.0) {
+            Some(p) if p.tier.is_some() && p.until > now && !p.bucket => return false,
+            Some(p) => !(p.bucket && p.until > now),
+            None => true,
+        };
+        if fresh && maps.paced.len() >= MAX_SHARD_KEYS && !maps.paced.contains_key(&store_key.0) {
+            return false;
+        }
+        let hold = until.saturating_duration_since(now);
+        maps.paced.insert(
+            store_key.0,
+            Paced {
+                tier: Some(own.clone().with_quota(bucket)),
+                until,
+                hold,
+                windows: 1,
+                bucket: true,
+            },
+        );
+        self.any.store(true, Ordering::Release);
+        fresh
     }
 
     /// The key's own tier (learned, else `configured`), without a pace.
@@ -692,6 +858,47 @@ impl fmt::Debug for Learning {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys watched for a bucket are bounded per shard, like the keys paced.
+    #[tokio::test(start_paused = true)]
+    async fn the_keys_watched_for_a_bucket_are_bounded() {
+        let learned = Learned::default();
+        let window = Duration::from_secs(60);
+        let now = Instant::now();
+        let in_shard: Vec<Key> = (1..=MAX_SHARD_KEYS as u64 + 1).map(Key).collect();
+        for &k in &in_shard[..MAX_SHARD_KEYS] {
+            for seen in 1..=BUCKET_WITNESSES {
+                let capacity = learned.bucket_seen(k, 1, 50, window, now);
+                assert_eq!(capacity, (seen == BUCKET_WITNESSES).then_some(1));
+            }
+        }
+        let extra = in_shard[MAX_SHARD_KEYS];
+        for _ in 0..BUCKET_WITNESSES {
+            assert_eq!(learned.bucket_seen(extra, 1, 50, window, now), None);
+        }
+        assert_eq!(learned.lock(extra).buckets.len(), MAX_SHARD_KEYS);
+        // A window later every watch is over: room again.
+        tokio::time::sleep(window).await;
+        let now = Instant::now();
+        for _ in 0..BUCKET_WITNESSES {
+            learned.bucket_seen(extra, 1, 50, window, now);
+        }
+        assert_eq!(learned.lock(extra).buckets.len(), 1);
+        // The most any response said is the capacity; three quarters of the limit is the
+        // most that counts as small.
+        let k = in_shard[0];
+        assert_eq!(learned.bucket_seen(k, 0, 50, window, now), None);
+        assert_eq!(learned.bucket_seen(k, 2, 50, window, now), None);
+        assert_eq!(learned.bucket_seen(k, 1, 50, window, now), Some(2));
+        assert_eq!(learned.bucket_seen(k, 37, 50, window, now), Some(37));
+        assert_eq!(learned.bucket_seen(k, 38, 50, window, now), None);
+        assert_eq!(learned.bucket_seen(k, 1, 50, window, now), None);
+        // A response of another window length starts the watch over.
+        let k = in_shard[1];
+        learned.bucket_seen(k, 1, 50, window, now);
+        learned.bucket_seen(k, 1, 50, window, now);
+        assert_eq!(learned.bucket_seen(k, 1, 50, 2 * window, now), None);
+    }
 
     /// The keys paced (and watched) are bounded per shard: while every one is recent a new
     /// key is not recorded, and once they are past, they make room.
