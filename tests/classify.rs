@@ -234,6 +234,27 @@ const CASES: &[Case] = &[
         .retry(),
     case("gemini bad key", Goo, 400, InvalidRequest)
         .b(r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT"}}"#),
+    // === the server's clock: absolute times measured from its `Date` when ours is off ===
+    case("epoch reset from the server's Date (our clock 90 s ahead)", Or, 429, RateLimited)
+        .h(&[("date", "Thu, 21 Nov 2024 21:58:30 GMT"), ("x-ratelimit-limit", "20"), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1732226340000")])
+        .b(r#"{"error":{"message":"Rate limit exceeded: free-models-per-min. ","code":429,"metadata":{"headers":{"X-RateLimit-Limit":"20","X-RateLimit-Remaining":"0","X-RateLimit-Reset":"1732226340000"},"provider_name":null}}}"#)
+        .delay(30.0).scope(Scope::Account).reset(30).retry(),
+    case("RFC 3339 reset from the server's Date (our clock 60 s behind)", Ant, 429, RateLimited)
+        .h(&[("date", "Thu, 21 Nov 2024 22:01:00 GMT"), ("anthropic-ratelimit-requests-remaining", "0"), ("anthropic-ratelimit-requests-reset", "2024-11-21T22:01:15Z")])
+        .b(r#"{"type":"error","error":{"type":"rate_limit_error","message":"rate limited"}}"#)
+        .delay(15.0).scope(Scope::Account).reset(15).retry(),
+    case("HTTP-date Retry-After from the server's Date", Gen, 503, Unavailable)
+        .h(&[("date", "Thu, 21 Nov 2024 21:58:30 GMT"), ("retry-after", "Thu, 21 Nov 2024 21:58:40 GMT")])
+        .delay(10.0).retry(),
+    case("a Date within 2 s is our clock", Gen, 503, Unavailable)
+        .h(&[("date", "Thu, 21 Nov 2024 21:59:59 GMT"), ("retry-after", "Thu, 21 Nov 2024 22:00:10 GMT")])
+        .delay(10.0).retry(),
+    case("a Date that is no date is ignored", Gen, 503, Unavailable)
+        .h(&[("date", "yesterday"), ("retry-after", "Thu, 21 Nov 2024 22:00:10 GMT")])
+        .delay(10.0).retry(),
+    case("a Date days away is ignored", Gen, 503, Unavailable)
+        .h(&[("date", "Mon, 18 Nov 2024 22:00:00 GMT"), ("retry-after", "Thu, 21 Nov 2024 22:00:10 GMT")])
+        .delay(10.0).retry(),
     // === Anthropic ===
     case("anthropic rate limit", Ant, 429, RateLimited)
         .h(&[("retry-after", "20"), ("anthropic-ratelimit-requests-limit", "50"), ("anthropic-ratelimit-requests-remaining", "0"), ("anthropic-ratelimit-requests-reset", "2024-11-21T22:00:20Z")])

@@ -112,9 +112,17 @@ fn client(
     sim: &Simulator,
     tier: Tier,
 ) -> impl Service<Request<Full<Bytes>>, Response = Resp, Error = BoxError, Future: Send> + Clone {
+    client_on(sim, tier, WallClock::from_fn(sim.wall_clock()))
+}
+
+/// [`client`], on the wall clock `clock`.
+fn client_on(
+    sim: &Simulator,
+    tier: Tier,
+    clock: WallClock,
+) -> impl Service<Request<Full<Bytes>>, Response = Resp, Error = BoxError, Future: Send> + Clone {
     let hyper_client: Client<SimConnector, ReplayBody<Full<Bytes>>> =
         Client::builder(TokioExecutor::new()).build(SimConnector(sim.clone()));
-    let clock = WallClock::from_fn(sim.wall_clock());
     ServiceBuilder::new()
         .layer(RetryAfterLayer::new().with_clock(clock.clone()))
         .layer(
@@ -332,4 +340,55 @@ async fn the_daily_cap_arrives_at_once_and_the_next_request_fails_fast() {
     let limited = err.downcast_ref::<RateLimited>().expect("a RateLimited");
     assert_eq!(limited.retry_after(), Some(Duration::from_secs(14 * 3600)));
     assert_eq!(sim.stats().requests, 6, "nothing more reached the server");
+}
+
+/// The client's clock runs 90 s ahead of the server's (a container's, a laptop's after
+/// sleep), or 90 s behind. The server's resets are on its own clock, as its `Date` says:
+/// the daily cap still resets 14 hours from the refusal, not 14 hours less 90 s (the
+/// requests of those 90 s would be refused), nor more.
+#[tokio::test(start_paused = true)]
+async fn resets_are_read_on_the_servers_clock_whatever_ours_says() {
+    for (ahead, skew) in [(true, 90), (false, 90)] {
+        let sim = Simulator::builder()
+            .key(
+                "sk-or-v1-a",
+                SimTier::new("used up").with_limit(Limit::daily(Models::Free, 1).with_message(
+                    "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day",
+                )),
+            )
+            .start_wall_time(ten_am())
+            .build();
+        let theirs = sim.wall_clock();
+        let skew = Duration::from_secs(skew);
+        let ours = WallClock::from_fn(move || {
+            if ahead {
+                theirs() + skew
+            } else {
+                theirs() - skew
+            }
+        });
+        let client = client_on(&sim, tiers::openrouter::free(), ours);
+        let start = Instant::now();
+        assert_eq!(
+            send(client.clone(), completion("sk-or-v1-a", FREE), start)
+                .await
+                .status,
+            200
+        );
+        let a = send(client.clone(), completion("sk-or-v1-a", FREE), start).await;
+        assert_eq!(a.class, QuotaClass::QuotaExhausted);
+        assert_eq!(
+            a.classification.reset_after(),
+            Some(Duration::from_secs(14 * 3600)),
+            "ours {} by {skew:?}",
+            if ahead { "ahead" } else { "behind" }
+        );
+        let err = client
+            .clone()
+            .oneshot(completion("sk-or-v1-a", FREE))
+            .await
+            .unwrap_err();
+        let limited = err.downcast_ref::<RateLimited>().expect("a RateLimited");
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(14 * 3600)));
+    }
 }

@@ -199,6 +199,10 @@ pub struct Classification {
     retry_after: Option<Duration>,
     reset_after: Option<Duration>,
     at: SystemTime,
+    /// How far the server's clock runs ahead of `at` (behind: negative), in whole
+    /// milliseconds rounded down, as its `Date` says (see `headers::server_now`): absolute
+    /// times in the response are measured from `at` plus this. Within a day.
+    skew_ms: i32,
     scope: Scope,
     retryable: Option<bool>,
     rate_limit: RateLimitInfo,
@@ -227,6 +231,7 @@ impl Classification {
             retry_after: None,
             reset_after: None,
             at,
+            skew_ms: 0,
             scope: Scope::Unknown,
             retryable: None,
             rate_limit: RateLimitInfo::default(),
@@ -407,6 +412,34 @@ impl Classification {
     }
 
     // === in-place setters for classifiers ===
+
+    /// The server's clock when the response was classified: what its absolute times are
+    /// measured from.
+    pub(crate) fn server_now(&self) -> SystemTime {
+        let d = Duration::from_millis(u64::from(self.skew_ms.unsigned_abs()));
+        if self.skew_ms >= 0 {
+            self.at.checked_add(d)
+        } else {
+            self.at.checked_sub(d)
+        }
+        .unwrap_or(self.at)
+    }
+
+    /// Records the server's clock at the classification (within a day of it: see
+    /// `headers::server_now`), never later than `theirs`.
+    pub(crate) fn set_server_now(&mut self, theirs: SystemTime) {
+        let ms = match theirs.duration_since(self.at) {
+            Ok(ahead) => i128::try_from(ahead.as_millis()).unwrap_or(i128::MAX),
+            Err(behind) => {
+                let d = behind.duration();
+                // Rounded down: a part of a millisecond behind is a whole one.
+                -i128::try_from(d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0))
+                    .unwrap_or(i128::MAX)
+            }
+        };
+        self.skew_ms =
+            i32::try_from(ms.clamp(i128::from(i32::MIN), i128::from(i32::MAX))).unwrap_or(0);
+    }
 
     pub(crate) fn set_class(&mut self, class: QuotaClass) {
         self.class = class;

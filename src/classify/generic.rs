@@ -98,8 +98,13 @@ pub(crate) fn base_as(parts: &Parts, status: http::StatusCode, now: SystemTime) 
         if !has_rate_limit_header(h) {
             return c;
         }
-        return c.with_rate_limit(RateLimitInfo::from_headers(h, now));
+        let theirs = headers::server_now(h, now);
+        c.set_server_now(theirs);
+        return c.with_rate_limit(RateLimitInfo::from_headers(h, theirs));
     }
+    // Absolute times (HTTP-dates, epoch and RFC 3339 resets) from the server's clock.
+    let now = headers::server_now(h, now);
+    c.set_server_now(now);
     // The proxy's own delay, else the upstream's as the proxy relayed it.
     let delay = headers::retry_after(h, now).or_else(|| headers::relayed_retry_after(h, now));
     c.set_retry_after(delay);

@@ -190,7 +190,7 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         return true;
     }
     if c.retry_after().is_none() && c.class() == QuotaClass::RateLimited {
-        let now = c.classified_at();
+        let now = c.server_now();
         c.set_retry_after(json::delay_in_message(message).or_else(|| resets_at(message, now)));
         // A router refusal that names no delay is a deployment's `rpm`/`tpm` (its cooldowns
         // say "Try again in N seconds"), which counts per UTC clock minute: nothing is

@@ -36,7 +36,9 @@
 //!
 //! Every classifier reads the headers the same way: the delay from
 //! [`headers::retry_after`](crate::headers::retry_after), the explicit verdict from
-//! `x-should-retry`, the rate-limit state from [`RateLimitInfo`](crate::headers::RateLimitInfo).
+//! `x-should-retry`, the rate-limit state from [`RateLimitInfo`](crate::headers::RateLimitInfo),
+//! absolute times (HTTP-dates, epoch and RFC 3339 resets) from the server's clock when its
+//! `Date` is more than 2 s from ours ([`headers::server_now`](crate::headers::server_now)).
 //!
 //! A classifier of your own refines one of these:
 //!

@@ -72,7 +72,7 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
     let Some((err, message)) = json::error_object(c, v, "openrouter") else {
         return false;
     };
-    let now = c.classified_at();
+    let now = c.server_now();
     let empty = Value::Null;
     let meta = err.get("metadata").unwrap_or(&empty);
     let raw = match meta.get("raw") {
@@ -259,7 +259,7 @@ fn exhausted_for_the_day(c: &mut Classification, scope: Scope) {
         .rate_limit()
         .requests()
         .and_then(|w| w.reset)
-        .unwrap_or_else(|| json::until_next_utc_midnight(c.classified_at()));
+        .unwrap_or_else(|| json::until_next_utc_midnight(c.server_now()));
     c.set_reset_after(Some(reset));
 }
 

@@ -128,6 +128,54 @@ pub fn relayed_retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durat
     retry_after(&relayed, now)
 }
 
+/// How far the server's clock may seem from ours before its `Date` is believed: its one-second
+/// resolution and the answer's way back.
+const CLOCK_TOLERANCE: Duration = Duration::from_secs(2);
+
+/// How far a `Date` may be from our clock and still be a clock (a day): past it, the
+/// header is wrong, not the clocks.
+const CLOCK_SKEW_MAX: Duration = Duration::from_secs(86_400);
+
+/// The time to measure the response's absolute times from (an HTTP-date `Retry-After`,
+/// epoch and RFC 3339 resets): the server's clock as its `Date` header gives it, when that
+/// is more than 2 s from `now` (our clock, which may run ahead or behind: a container or
+/// a WSL clock drifts by minutes); else `now`. A reset the server named 30 s ahead of its own
+/// clock is 30 s away whatever our clock says. `Date` is the time the answer was made,
+/// truncated to the second, so the delays measured from it are never shorter than the
+/// server meant. A `Date` a day or more away, or unparseable, is ignored.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use http::HeaderMap;
+/// use tower_quota::headers::{retry_after, server_now};
+///
+/// let ours = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_090); // 90 s ahead
+/// let mut h = HeaderMap::new();
+/// h.insert("date", "Tue, 14 Nov 2023 22:13:20 GMT".parse().unwrap());
+/// h.insert("retry-after", "Tue, 14 Nov 2023 22:13:50 GMT".parse().unwrap());
+/// let theirs = server_now(&h, ours);
+/// assert_eq!(theirs, SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+/// assert_eq!(retry_after(&h, theirs), Some(Duration::from_secs(30)));
+/// ```
+pub fn server_now(headers: &HeaderMap, now: SystemTime) -> SystemTime {
+    let Some(date) = headers
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v.trim()).ok())
+    else {
+        return now;
+    };
+    let skew = match date.duration_since(now) {
+        Ok(behind) => behind,
+        Err(ahead) => ahead.duration(),
+    };
+    if skew > CLOCK_TOLERANCE && skew < CLOCK_SKEW_MAX {
+        date
+    } else {
+        now
+    }
+}
+
 /// The largest value of a header that `parse` accepts.
 fn largest(
     headers: &HeaderMap,

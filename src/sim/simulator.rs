@@ -373,6 +373,11 @@ impl Simulator {
         let (answer, record) = self.decide(&parts.method, path, key, route, legs);
         let delay = answer.delay + legs.outbound;
         let mut response = answer.into_response();
+        // The server's clock, as every HTTP server sends it (hyper's own would read the
+        // system clock, not the simulation's): its absolute resets are on it.
+        if let Ok(date) = http::HeaderValue::from_str(&httpdate::fmt_http_date(self.now_wall())) {
+            response.headers_mut().insert(http::header::DATE, date);
+        }
         response.extensions_mut().insert(record);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;

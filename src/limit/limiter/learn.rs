@@ -390,7 +390,7 @@ impl Limiter {
                 continue;
             }
             let (Some(limit), Some(window)) =
-                (w.limit.filter(|&l| l > 0), infer_window(w, self.now_wall()))
+                (w.limit.filter(|&l| l > 0), infer_window(w, c.server_now()))
             else {
                 continue;
             };
@@ -536,7 +536,7 @@ fn match_quota(quotas: &[Quota], w: &RateLimitWindow) -> Option<usize> {
 
 /// The window a server-reported window describes: its own length when it said (IETF `w`);
 /// else, from the time until it resets, a UTC day when it resets at a UTC midnight hours
-/// away, else the shortest common window (1 s, 10 s, 1 min, 1 h, 1 day) that reset fits in
+/// away (on the server's clock, `wall`), else the shortest common window (1 s, 10 s, 1 min, 1 h, 1 day) that reset fits in
 /// (with 10 % of slack).
 fn infer_window(w: &RateLimitWindow, wall: SystemTime) -> Option<Window> {
     if let Some(len) = w.window.filter(|d| !d.is_zero()) {
