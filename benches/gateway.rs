@@ -20,7 +20,10 @@
 //!
 //! - `admit`: nothing is over quota, every request is admitted;
 //! - `half`: the even keys used their whole quota before the run, so half the requests are
-//!   rejected.
+//!   rejected;
+//! - `attack`: every other request comes from one key over its quota (a client hammering
+//!   its limit), the others from 5 000 keys under theirs: half the requests are rejected,
+//!   all of one key.
 //!
 //! Every key gets one request per batch; the admitted share of one batch is checked before
 //! and after each benchmark. The three tower-quota rows of a mix share one limiter: a run of
@@ -98,6 +101,21 @@ impl Work {
         Arc::new(Work {
             values,
             strings,
+            order,
+        })
+    }
+
+    /// The same keys under attack: every other request of a batch comes from key 0, over
+    /// its quota (a client hammering its limit), the others from 5 000 other keys.
+    fn attacked(&self) -> Arc<Work> {
+        let others = self.order.iter().copied().filter(|&k| k != 0);
+        let order = others
+            .take(KEYS / 2)
+            .flat_map(|k| [0, k])
+            .collect::<Vec<u32>>();
+        Arc::new(Work {
+            values: self.values.clone(),
+            strings: self.strings.clone(),
             order,
         })
     }
@@ -285,7 +303,7 @@ fn check(peer: &str, mix: &str, when: &str, admitted: usize) {
     let share = admitted as f64 / BATCH as f64;
     eprintln!("{peer}/{mix}, {when}: {admitted} of {BATCH} admitted ({share:.3})");
     let expected = match mix {
-        "half" if peer != "bare_service" => BATCH / 2,
+        "half" | "attack" if peer != "bare_service" => BATCH / 2,
         _ => BATCH,
     };
     assert_eq!(admitted, expected, "{peer}/{mix}, {when}");
@@ -299,8 +317,11 @@ fn gateway(c: &mut Criterion) {
     // An iteration is 10 000 requests: a few milliseconds.
     g.sample_size(20);
 
-    for mix in ["admit", "half"] {
+    let attacked = &Work::attacked(work);
+    for mix in ["admit", "half", "attack"] {
         let half = mix == "half";
+        let attack = mix == "attack";
+        let work = if attack { attacked } else { work };
 
         // No limiter: the cost of building requests and driving them.
         let bare = &ok_service();
@@ -311,6 +332,12 @@ fn gateway(c: &mut Criterion) {
         let limiter = &Limiter::new(tier());
         if half {
             exhaust_even_keys(&rt, limiter, work);
+        }
+        if attack {
+            let key = limiter.key_secret().key(work.values[0].as_bytes());
+            for _ in 0..PER_DAY {
+                limiter.try_acquire(key, 1).unwrap();
+            }
         }
         let svc = &quota_layer(limiter).layer(ok_service());
         bench_batch(&mut g, &rt, "tower_quota", mix, || batch(svc, work));
@@ -328,11 +355,18 @@ fn gateway(c: &mut Criterion) {
             .burst_size(PER_DAY)
             .finish()
             .unwrap();
+        let n = NonZeroU32::new(PER_DAY).unwrap();
         if half {
-            let n = NonZeroU32::new(PER_DAY).unwrap();
             for v in work.values.iter().step_by(2) {
                 config.limiter().check_key_n(v, n).unwrap().unwrap();
             }
+        }
+        if attack {
+            config
+                .limiter()
+                .check_key_n(&work.values[0], n)
+                .unwrap()
+                .unwrap();
         }
         let governed = &GovernorLayer::new(config).layer(ok_service());
         bench_batch(&mut g, &rt, "tower_governor", mix, || batch(governed, work));
@@ -344,10 +378,12 @@ fn gateway(c: &mut Criterion) {
         });
         let gov = &Arc::new(RateLimiter::keyed(gquota()));
         if half {
-            let n = NonZeroU32::new(PER_DAY).unwrap();
             for k in work.strings.iter().step_by(2) {
                 gov.check_key_n(k, n).unwrap().unwrap();
             }
+        }
+        if attack {
+            gov.check_key_n(&work.strings[0], n).unwrap().unwrap();
         }
         bench_batch(&mut g, &rt, "governor_keyed", mix, || {
             batch_governor(gov, work)

@@ -314,3 +314,54 @@ async fn frozen_and_failing_closed_every_call_ends_with_a_typed_error() {
     let used = limiter.snapshot(key).await.unwrap().windows[0].used;
     assert!((2..=3).contains(&used), "{used}");
 }
+
+/// A key's hash holds the state of every quota it was used with; its time to live never
+/// shrinks when the key is used under fewer quotas (its tier without a pace that ended, or
+/// without a learned quota), so the other quota's calendar count (kept in the hash, not in a
+/// log of its own) outlives the shorter TTL and still counts when the full tier comes back.
+/// Real time: 2.5 s, past the 2 s the update alone would keep the hash for.
+#[tokio::test]
+async fn a_key_used_under_fewer_quotas_keeps_the_others_state() {
+    use tower_quota::limit::store::{Update, UpdateRequest};
+    use tower_quota::limit::Key;
+    if !available("a_key_used_under_fewer_quotas_keeps_the_others_state") {
+        return;
+    }
+    let server = RedisServer::start();
+    let store = RedisStore::builder(secret())
+        .prefix(prefix())
+        .time_source(TimeSource::Caller)
+        .on_fault(FaultPolicy::FailClosed)
+        .timeout(Duration::from_secs(5))
+        .open(&server.url())
+        .unwrap();
+    const DAY: u64 = 86_400 * S;
+    let one = [QuotaSpec::rolling(1, 3, S)];
+    let two = [QuotaSpec::rolling(1, 3, S), QuotaSpec::calendar(2, 5, DAY)];
+    let key = Key::of("beyond");
+    let t0 = 20_000 * DAY + DAY / 2;
+    let admitted = store
+        .acquire(AcquireRequest::new(key, &two, &[1, 3], t0))
+        .await
+        .unwrap();
+    assert_eq!(admitted, Decision::Admitted);
+    let u = [Update::Remaining {
+        quota: 0,
+        remaining: 0,
+        reset: Some(700_000_000),
+    }];
+    store
+        .update(UpdateRequest::new(key, &one, &u, t0 + 275_000_000))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let again = store
+        .acquire(AcquireRequest::new(key, &two, &[1, 3], t0 + 2_100_000_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        Decision::NotBefore(20_001 * DAY),
+        "the day's 3 of 5 still count"
+    );
+}

@@ -636,9 +636,20 @@ impl KeyWindows {
             };
             idle = idle.max(e);
         }
-        // State beyond the specs (quotas of another configuration) has logs too.
+        // State beyond the specs (the quotas of another tier of the key: a pace that ended,
+        // a learned quota) still counts when that tier comes back: the key is not idle
+        // while it does. Its window is the one it was last used with (twice, as a sweep
+        // compacts it); a calendar count, whose period is not kept, is held a day.
         for w in windows.get(specs.len()..).unwrap_or_default() {
-            logs = logs.max(w.log_expires_at());
+            let log = w.log_expires_at();
+            logs = logs.max(log);
+            idle = idle.max(log);
+            if let Some(e) = w.ext.as_deref().filter(|e| e.learned_limit.is_some()) {
+                idle = idle.max(t.now.saturating_add(e.window.saturating_mul(2)));
+            }
+            if w.used > 0 && log == 0 {
+                idle = idle.max(t.now.saturating_add(CALENDAR_BEYOND_SPECS_NS));
+            }
         }
         (idle, logs)
     }
@@ -686,6 +697,10 @@ impl KeyWindows {
 
 #[cfg(test)]
 mod tests;
+
+/// How long a calendar count of a quota the key's current tier does not name is held (its
+/// period is not kept): a day, the longest calendar window a tier learns.
+const CALENDAR_BEYOND_SPECS_NS: u64 = 86_400 * 1_000_000_000;
 
 /// The margin a key's state is kept for, when its last use had `margin` on a window of
 /// `window_ns`: the largest a learned margin may grow to before the next use (a twentieth of

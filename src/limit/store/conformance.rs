@@ -24,7 +24,8 @@
 //! The checks: exact rolling logs, weights, the margin, several quotas at once, calendar
 //! periods on the wall clock, blocks, the server's remaining counts and limits, quotas found
 //! by id whatever their order, separate keys, costs that never fit, bucketed logs, snapshots,
-//! atomicity under concurrent admissions, and the window invariant — *never more than N units
+//! state of quotas a key's tier no longer names, atomicity under concurrent admissions, and
+//! the window invariant — *never more than N units
 //! in any interval of length W, for every quota at once, and every wait exactly as long as
 //! needed* — on seeded random traffic against several weighted quotas.
 
@@ -65,6 +66,9 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("atomic_admissions", |s| Box::pin(atomic_admissions(s))),
     ("window_invariant", |s| Box::pin(window_invariant(s))),
     ("adjust", |s| Box::pin(adjust(s))),
+    ("state_beyond_the_quotas", |s| {
+        Box::pin(state_beyond_the_quotas(s))
+    }),
 ];
 
 /// Runs every check in [`CHECKS`], each on a store from `fresh`. Panics on the first failure.
@@ -611,6 +615,59 @@ pub async fn quotas_found_by_id(store: &dyn Store) {
         "quotas_found_by_id",
         acquire(store, k, &[a, b], &[1, 1], T0 + 60 * S).await,
         Decision::Admitted
+    );
+}
+
+/// A key's state of a quota its current tier does not name (another tier of the key: a pace
+/// that ended, a learned quota) still counts when that tier comes back: a key admitted under
+/// two quotas and then used under one of them is not forgotten while the other's log holds
+/// admissions. (The in-memory store once dropped such a key as idle, and admitted 3 more
+/// into a window of 5 that held 3.)
+pub async fn state_beyond_the_quotas(store: &dyn Store) {
+    let k = key("beyond");
+    let one = [rolling(1, 3, S)];
+    let two = [rolling(1, 3, S), rolling(2, 5, 3 * S)];
+    assert_eq!(
+        acquire(store, k, &two, &[1, 3], T0).await,
+        Decision::Admitted
+    );
+    let u = [Update::Remaining {
+        quota: 0,
+        remaining: 0,
+        reset: Some(700 * MS),
+    }];
+    update(store, k, &one, &u, T0 + 275 * MS).await;
+    // Other keys' traffic in between (a sweep passes).
+    for i in 0..8 {
+        let other = key(&format!("beyond-{i}"));
+        acquire(store, other, &one, &[1], T0 + 2 * S).await;
+    }
+    assert_eq!(
+        acquire(store, k, &two, &[1, 3], T0 + 2_100 * MS).await,
+        Decision::NotBefore(T0 + 3 * S),
+        "the second quota's 3 of 5 still count"
+    );
+    assert_eq!(
+        acquire(store, k, &two, &[1, 3], T0 + 3 * S).await,
+        Decision::Admitted
+    );
+
+    // The same with a day's count beside the rolling quota.
+    let k = key("beyond-day");
+    let day = [rolling(1, 3, S), QuotaSpec::calendar(3, 5, DAY)];
+    assert_eq!(
+        acquire(store, k, &day, &[1, 3], T0).await,
+        Decision::Admitted
+    );
+    update(store, k, &one, &u, T0 + 275 * MS).await;
+    for i in 0..8 {
+        let other = key(&format!("beyond-day-{i}"));
+        acquire(store, other, &one, &[1], T0 + 2 * S).await;
+    }
+    assert_eq!(
+        acquire(store, k, &day, &[1, 3], T0 + 2_100 * MS).await,
+        Decision::NotBefore(T0 + DAY / 2),
+        "the day's 3 of 5 still count"
     );
 }
 

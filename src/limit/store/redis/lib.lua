@@ -262,6 +262,12 @@ local function save(q, st, now, wall, margin)
   end
   redis.call('HSET', KEYS[1], unpack(h))
   local ms = math.ceil(math.max(idle - now, 0) / 1000) + 1000
+  -- Never shorter than it was: the fields of quotas this tier does not name (another tier of
+  -- the key: a pace that ended, a learned quota) count until then.
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > ms then
+    ms = ttl
+  end
   redis.call('PEXPIRE', KEYS[1], ms)
   for _, x in ipairs(q) do
     -- An empty log is no key at all.
