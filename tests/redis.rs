@@ -49,16 +49,18 @@ async fn conformance_on_a_single_node() {
     }
     let server = RedisServer::start();
     let url = server.url();
-    conformance::run(|| {
-        RedisStore::builder(secret())
-            .prefix(prefix())
-            .time_source(TimeSource::Caller)
-            .on_fault(FaultPolicy::FailClosed)
-            .timeout(Duration::from_secs(5))
-            .open(&url)
-            .unwrap()
-    })
-    .await;
+    conformance::run(|| caller_clocked(&url)).await;
+}
+
+/// A store on `url` deciding on the caller's clock, failing closed, with a fresh prefix.
+fn caller_clocked(url: &str) -> RedisStore {
+    RedisStore::builder(secret())
+        .prefix(prefix())
+        .time_source(TimeSource::Caller)
+        .on_fault(FaultPolicy::FailClosed)
+        .timeout(Duration::from_secs(5))
+        .open(url)
+        .unwrap()
 }
 
 #[tokio::test]
@@ -328,13 +330,7 @@ async fn a_key_used_under_fewer_quotas_keeps_the_others_state() {
         return;
     }
     let server = RedisServer::start();
-    let store = RedisStore::builder(secret())
-        .prefix(prefix())
-        .time_source(TimeSource::Caller)
-        .on_fault(FaultPolicy::FailClosed)
-        .timeout(Duration::from_secs(5))
-        .open(&server.url())
-        .unwrap();
+    let store = caller_clocked(&server.url());
     const DAY: u64 = 86_400 * S;
     let one = [QuotaSpec::rolling(1, 3, S)];
     let two = [QuotaSpec::rolling(1, 3, S), QuotaSpec::calendar(2, 5, DAY)];

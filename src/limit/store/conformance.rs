@@ -624,51 +624,36 @@ pub async fn quotas_found_by_id(store: &dyn Store) {
 /// admissions. (The in-memory store once dropped such a key as idle, and admitted 3 more
 /// into a window of 5 that held 3.)
 pub async fn state_beyond_the_quotas(store: &dyn Store) {
-    let k = key("beyond");
     let one = [rolling(1, 3, S)];
-    let two = [rolling(1, 3, S), rolling(2, 5, 3 * S)];
-    assert_eq!(
-        acquire(store, k, &two, &[1, 3], T0).await,
-        Decision::Admitted
-    );
     let u = [Update::Remaining {
         quota: 0,
         remaining: 0,
         reset: Some(700 * MS),
     }];
-    update(store, k, &one, &u, T0 + 275 * MS).await;
-    // Other keys' traffic in between (a sweep passes).
-    for i in 0..8 {
-        let other = key(&format!("beyond-{i}"));
-        acquire(store, other, &one, &[1], T0 + 2 * S).await;
+    // Beside the rolling quota of `one`, a rolling one of 5 per 3 s, and a day's count.
+    let fuller = [
+        ("beyond", rolling(2, 5, 3 * S), T0 + 3 * S),
+        ("beyond-day", QuotaSpec::calendar(3, 5, DAY), T0 + DAY / 2),
+    ];
+    for (name, other, free_at) in fuller {
+        let k = key(name);
+        let full = [rolling(1, 3, S), other];
+        let admitted = acquire(store, k, &full, &[1, 3], T0).await;
+        assert_eq!(admitted, Decision::Admitted, "{name}");
+        update(store, k, &one, &u, T0 + 275 * MS).await;
+        // Other keys' traffic in between (a sweep passes).
+        for i in 0..8 {
+            let other = key(&format!("{name}-{i}"));
+            acquire(store, other, &one, &[1], T0 + 2 * S).await;
+        }
+        assert_eq!(
+            acquire(store, k, &full, &[1, 3], T0 + 2_100 * MS).await,
+            Decision::NotBefore(free_at),
+            "{name}: the other quota's 3 of 5 still count"
+        );
+        let later = acquire(store, k, &full, &[1, 3], free_at).await;
+        assert_eq!(later, Decision::Admitted, "{name}");
     }
-    assert_eq!(
-        acquire(store, k, &two, &[1, 3], T0 + 2_100 * MS).await,
-        Decision::NotBefore(T0 + 3 * S),
-        "the second quota's 3 of 5 still count"
-    );
-    assert_eq!(
-        acquire(store, k, &two, &[1, 3], T0 + 3 * S).await,
-        Decision::Admitted
-    );
-
-    // The same with a day's count beside the rolling quota.
-    let k = key("beyond-day");
-    let day = [rolling(1, 3, S), QuotaSpec::calendar(3, 5, DAY)];
-    assert_eq!(
-        acquire(store, k, &day, &[1, 3], T0).await,
-        Decision::Admitted
-    );
-    update(store, k, &one, &u, T0 + 275 * MS).await;
-    for i in 0..8 {
-        let other = key(&format!("beyond-day-{i}"));
-        acquire(store, other, &one, &[1], T0 + 2 * S).await;
-    }
-    assert_eq!(
-        acquire(store, k, &day, &[1, 3], T0 + 2_100 * MS).await,
-        Decision::NotBefore(T0 + DAY / 2),
-        "the day's 3 of 5 still count"
-    );
 }
 
 /// Keys never share state.
