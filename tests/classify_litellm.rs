@@ -66,33 +66,46 @@ async fn the_key_limiters_headers_fill_the_local_window() {
 }
 
 /// A refusal of the key's parallel requests is no window's: a slot frees when a request
-/// ends. The limiter neither blocks the key for the constant `retry-after: 60` beside it,
-/// nor widens its margin, nor paces the key, however many come; the retry layer backs off.
+/// ends. The limiter neither blocks the key for the constant `retry-after: 60` beside it nor
+/// widens its margin; it paces the key to the proxy's limit (1, which the message names)
+/// per round trip (a second before any is sampled), for a minute from the last such
+/// refusal: requests go out about as others end. Then bursts come back.
 #[tokio::test(start_paused = true)]
-async fn a_parallel_request_refusal_leaves_the_windows_alone() {
+async fn a_parallel_request_refusal_paces_the_key_to_the_round_trip() {
+    use tower_quota::headers::{Dimension, IN_FLIGHT};
     for name in ["key_parallel_chat", "legacy_parallel_chat"] {
         let f = Fixture::load(name).expect("fixture");
         for (who, c) in f.classify() {
             assert_eq!(c.class(), QuotaClass::RateLimited, "[{name}] {who}");
             assert_eq!(c.retry_after(), None, "[{name}] {who}");
+            let in_flight = c.rate_limit().get(&Dimension::Named(IN_FLIGHT.into()));
+            assert_eq!(in_flight.and_then(|w| w.limit), Some(1), "[{name}] {who}");
             let tier = Tier::new("litellm-key").with_quota(Quota::per_minute(60));
             let limiter = Limiter::new(tier.clone()).with_mode(Mode::Reject);
             let key = Key::of("sk-parallel");
-            for _ in 0..5 {
+            for _ in 0..3 {
                 limiter.acquire(key, 1).await.unwrap();
-                if let Some(learning) = limiter.learn(key, &tier, &c, LearnOptions::default()) {
-                    learning.await;
-                }
-                tokio::time::advance(Duration::from_millis(200)).await;
             }
-            // Neither blocked nor paced: the rest of the minute's 60 go at once.
-            for i in 5..60 {
+            if let Some(learning) = limiter.learn(key, &tier, &c, LearnOptions::default()) {
+                learning.await;
+            }
+            // Not blocked for a minute: one now, the next a round trip later.
+            assert!(limiter.try_acquire(key, 1).is_ok(), "[{name}] {who}");
+            assert!(
+                limiter.try_acquire(key, 1).is_err(),
+                "[{name}] {who}: paced"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(limiter.try_acquire(key, 1).is_ok(), "[{name}] {who}");
+            assert_eq!(limiter.learned_margin(), Duration::ZERO, "[{name}] {who}");
+            // A minute on, bursts again.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            for i in 0..3 {
                 assert!(
                     limiter.try_acquire(key, 1).is_ok(),
                     "[{name}] {who}: request {i} refused"
                 );
             }
-            assert_eq!(limiter.learned_margin(), Duration::ZERO, "[{name}] {who}");
         }
     }
 }

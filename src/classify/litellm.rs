@@ -187,6 +187,20 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         // the limiter's window (v3: a constant; legacy: the clock minute's end), not when.
         c.set_retry_after(None);
         c.set_reset_after(None);
+        // How many may be in flight, when the message says: v3 "Limit type:
+        // max_parallel_requests. Current limit: 1", legacy ", max_parallel_requests: 1".
+        let limit = if contains_ci(message, "limit type: max_parallel_requests") {
+            after(message, "Current limit: ")
+        } else {
+            after(message, ", max_parallel_requests: ")
+        };
+        if let Some(Some(limit)) = limit.filter(|l| l.is_some_and(|l| l > 0)) {
+            let mut w = RateLimitWindow::new(Dimension::Named(crate::headers::IN_FLIGHT.into()));
+            w.limit = Some(limit);
+            w.remaining = Some(0);
+            c.rate_limit_mut()
+                .merge(RateLimitInfo::from_windows(vec![w]));
+        }
         return true;
     }
     if c.retry_after().is_none() && c.class() == QuotaClass::RateLimited {

@@ -297,6 +297,12 @@ pub enum Dimension {
     Named(Box<str>),
 }
 
+/// The name of the window ([`Dimension::Named`]) in which a refusal of the requests in
+/// flight at once ([`Scope::InFlight`](crate::classify::Scope::InFlight)) reports how many
+/// may be, when the server says (LiteLLM's `max_parallel_requests`): its `limit`, with
+/// nothing `remaining`.
+pub const IN_FLIGHT: &str = "in-flight";
+
 /// One rate-limit window as the server reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

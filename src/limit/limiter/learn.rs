@@ -107,6 +107,11 @@ impl Limiter {
         if !taught {
             self.watch_bucket(key, store_key, tier, classification, options);
         }
+        if classification.class() == QuotaClass::RateLimited
+            && classification.scope() == Scope::InFlight
+        {
+            self.pace_in_flight(key, store_key, tier, classification);
+        }
         let updates = self.updates(key, tier, &in_force, classification, options);
         let block = updates
             .iter()
@@ -357,9 +362,41 @@ impl Limiter {
         if self
             .shared
             .learned
-            .bucket_pace(store_key, &own, bucket, now + window)
+            .pace_to(store_key, &own, bucket, now + window)
         {
             tracing::info!(key = %key, tier = own.name(), capacity, limit, spacing_ms = spacing.as_millis() as u64, "rate limit: the server counts in a bucket smaller than its window, pacing the key");
+        }
+    }
+
+    /// A refusal of the requests in flight at once (LiteLLM's `max_parallel_requests`): the
+    /// key is paced to that many (the server's figure, else one) per round trip (the 95th
+    /// percentile of those sampled, else a second), for a minute from the last such refusal:
+    /// its requests then go out about as others end, rather than being refused and backed
+    /// off. A slot frees when a request ends, so a rate that keeps no more than that many in
+    /// any round trip keeps no more in flight, but for the slowest answers.
+    fn pace_in_flight(&self, key: Key, store_key: Key, configured: &Tier, c: &Classification) {
+        let limit = c
+            .rate_limit()
+            .get(&crate::headers::Dimension::Named(
+                crate::headers::IN_FLIGHT.into(),
+            ))
+            .and_then(|w| w.limit)
+            .filter(|&l| l > 0)
+            .unwrap_or(1);
+        let trip = self
+            .shared
+            .margin
+            .round_trip()
+            .map_or(IN_FLIGHT_TRIP, Duration::from_nanos)
+            .max(Duration::from_millis(1));
+        let own = self.shared.learned.own(store_key, configured);
+        let until = Instant::now() + IN_FLIGHT_PACE;
+        if self
+            .shared
+            .learned
+            .pace_to(store_key, &own, Quota::new(limit, trip), until)
+        {
+            tracing::info!(key = %key, tier = own.name(), limit, round_trip_ms = trip.as_millis() as u64, "rate limit: too many requests in flight, pacing the key to the round trip");
         }
     }
 
@@ -589,6 +626,12 @@ struct BucketWatch {
     seen: u32,
 }
 
+/// How long a key is paced after a refusal of its requests in flight (renewed by each).
+const IN_FLIGHT_PACE: Duration = Duration::from_secs(60);
+
+/// The round trip assumed for that pace before any is sampled.
+const IN_FLIGHT_TRIP: Duration = Duration::from_secs(1);
+
 /// The responses of a window that must say the bucket is small before the key is paced.
 const BUCKET_WITNESSES: u32 = 3;
 
@@ -601,8 +644,9 @@ struct Paced {
     until: Instant,
     hold: Duration,
     windows: u32,
-    /// Paced to the server's bucket (see `Limiter::watch_bucket`), not after refusals.
-    bucket: bool,
+    /// Paced to what the server said of its count (its bucket, see `Limiter::watch_bucket`;
+    /// its concurrency), not after refusals.
+    from_server: bool,
 }
 
 /// The longest a key is paced after refusals that keep coming, in windows.
@@ -718,7 +762,7 @@ impl Learned {
                 until,
                 hold,
                 windows,
-                bucket: false,
+                from_server: false,
             },
         );
         self.any.store(true, Ordering::Release);
@@ -772,15 +816,16 @@ impl Learned {
         (watch.seen >= BUCKET_WITNESSES && small).then_some(watch.most.max(1))
     }
 
-    /// Paces `store_key` to the server's bucket until `until`: `own` plus `bucket`. A pace
-    /// after refusals still in force is left as it is (one request per spacing: no
-    /// burstier than any bucket). Returns whether the key was not paced to a bucket before.
-    fn bucket_pace(&self, store_key: Key, own: &Tier, bucket: Quota, until: Instant) -> bool {
+    /// Paces `store_key` to what the server said of its count until `until`: `own` plus
+    /// `bucket` (a quota of its bucket, or of its concurrency). A pace after refusals still
+    /// in force is left as it is (one request per spacing: no burstier). Returns whether the
+    /// key was not paced so before.
+    fn pace_to(&self, store_key: Key, own: &Tier, bucket: Quota, until: Instant) -> bool {
         let mut maps = self.lock(store_key);
         let now = Instant::now();
         let fresh = match maps.paced.get(&store_key.0) {
-            Some(p) if p.tier.is_some() && p.until > now && !p.bucket => return false,
-            Some(p) => !(p.bucket && p.until > now),
+            Some(p) if p.tier.is_some() && p.until > now && !p.from_server => return false,
+            Some(p) => !(p.from_server && p.until > now),
             None => true,
         };
         if fresh && maps.paced.len() >= MAX_SHARD_KEYS && !maps.paced.contains_key(&store_key.0) {
@@ -794,7 +839,7 @@ impl Learned {
                 until,
                 hold,
                 windows: 1,
-                bucket: true,
+                from_server: true,
             },
         );
         self.any.store(true, Ordering::Release);
