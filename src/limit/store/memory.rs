@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasherDefault;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
@@ -61,9 +61,45 @@ pub struct MemoryStore {
 }
 
 /// A shard behind its lock, and the refusals it remembers, read without the lock.
+#[repr(C)]
 struct ShardCell {
+    /// How many slots hold a refusal to recall (written under the lock): when none does, an
+    /// admission does not probe them. Beside the lock, on the line the lock needs anyway.
+    live: AtomicU32,
     shard: Mutex<Shard>,
     refusals: Refusals,
+}
+
+impl ShardCell {
+    /// [`Refusals::recall`], when any slot holds a refusal.
+    #[inline]
+    fn recall(&self, req: &AcquireRequest<'_>) -> Option<u64> {
+        if self.live.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.refusals.recall(req)
+    }
+
+    /// [`Refusals::remember`], counting the slots that hold a refusal (under the lock).
+    #[inline]
+    fn remember(&self, key: u64, r: Refused<'_, '_>) {
+        self.count(self.refusals.remember(key, r));
+    }
+
+    /// [`Refusals::forget`], counting (under the lock).
+    #[inline]
+    fn forget(&self, key: u64) {
+        self.count(self.refusals.forget(key));
+    }
+
+    #[inline]
+    fn count(&self, delta: i32) {
+        if delta != 0 {
+            let live = self.live.load(Ordering::Relaxed);
+            self.live
+                .store(live.saturating_add_signed(delta), Ordering::Relaxed);
+        }
+    }
 }
 
 /// One shard: the keys' state in a dense array that the CLOCK hand walks, and an index from
@@ -104,6 +140,7 @@ impl MemoryStore {
         MemoryStore {
             shards: (0..SHARDS)
                 .map(|_| ShardCell {
+                    live: AtomicU32::new(0),
                     shard: Mutex::default(),
                     refusals: Refusals::default(),
                 })
@@ -143,7 +180,7 @@ impl MemoryStore {
             let mut i = 0;
             while i < shard.slots.len() {
                 if shard.times[i].idle_at <= now {
-                    shard.remove(i, &s.refusals);
+                    shard.remove(i, s);
                 } else {
                     let windows = &mut shard.slots[i].windows;
                     windows.compact(now);
@@ -205,12 +242,12 @@ impl MemoryStore {
         let cell = self.cell(key);
         let mut guard = lock(&cell.shard);
         let shard = &mut *guard;
-        shard.step(t.now, SWEEP_STEP, &cell.refusals);
+        shard.step(t.now, SWEEP_STEP, cell);
         let i = match shard.index.get(&key.0) {
             Some(&i) => i as usize,
             None => {
                 if shard.slots.len() >= self.per_shard() {
-                    shard.evict_one(t.now, &cell.refusals);
+                    shard.evict_one(t.now, cell);
                 }
                 shard.push(key.0)
             }
@@ -218,8 +255,8 @@ impl MemoryStore {
         let windows = &mut shard.slots[i].windows;
         let (out, moved) = f(windows);
         match refused(&out, moved) {
-            Some(r) => cell.refusals.remember(key.0, r),
-            None => cell.refusals.forget(key.0),
+            Some(r) => cell.remember(key.0, r),
+            None => cell.forget(key.0),
         }
         if moved {
             let (idle_at, compact_at) = windows.expiry(quotas, t, margin);
@@ -267,14 +304,14 @@ impl Shard {
 
     /// Drops the key at `i` (and the refusal remembered for it); the last key takes its place
     /// (and its mark).
-    fn remove(&mut self, i: usize, refusals: &Refusals) {
+    fn remove(&mut self, i: usize, cell: &ShardCell) {
         let last = self.slots.len() - 1;
         let mark = self.marked(last);
         self.set_mark(last, false);
         let gone = self.slots.swap_remove(i);
         self.times.swap_remove(i);
         self.index.remove(&gone.key);
-        refusals.forget(gone.key);
+        cell.forget(gone.key);
         if i < last {
             self.set_mark(i, mark);
             self.index.insert(self.slots[i].key, i as u32);
@@ -288,14 +325,14 @@ impl Shard {
     /// the expired log entries of those): a dropped key's place goes to the last one, often
     /// a new key, which the hand passes next.
     #[inline]
-    fn step(&mut self, now: u64, n: usize, refusals: &Refusals) {
+    fn step(&mut self, now: u64, n: usize, cell: &ShardCell) {
         let (mut dropped, mut passed) = (0, 0);
         while dropped < n && passed < (2 * n).min(self.slots.len()) {
             let i = self.hand;
             let times = self.times[i];
             if times.idle_at <= now {
                 // The last key (often the newest) moves in under the hand: looked at next.
-                self.remove(i, refusals);
+                self.remove(i, cell);
                 dropped += 1;
             } else {
                 if times.compact_at != 0 && times.compact_at <= now {
@@ -314,11 +351,11 @@ impl Shard {
 
     /// Makes room for one key: the first idle or unmarked key under the hand goes (marks are
     /// cleared as the hand passes: two turns at most).
-    fn evict_one(&mut self, now: u64, refusals: &Refusals) {
+    fn evict_one(&mut self, now: u64, cell: &ShardCell) {
         for _ in 0..self.slots.len().saturating_mul(2).saturating_add(1) {
             let i = self.hand;
             if self.times[i].idle_at <= now {
-                self.remove(i, refusals);
+                self.remove(i, cell);
                 return;
             }
             if self.marked(i) {
@@ -327,7 +364,7 @@ impl Shard {
                 continue;
             }
             let key = self.slots[i].key;
-            self.remove(i, refusals);
+            self.remove(i, cell);
             tracing::debug!(key = %Key(key), "rate limit: the store is full, evicted the least recently used key");
             return;
         }
@@ -492,23 +529,25 @@ impl Refusals {
     /// remembers it. Keys refused once in a while, many to a slot, so mostly read the slot,
     /// and a key refused again and again keeps it, answered from memory from its third
     /// refusal on.
+    /// Returns the change in the slots holding a refusal (-1, 0 or 1).
     #[inline]
-    fn remember(&self, key: u64, r: Refused<'_, '_>) {
+    fn remember(&self, key: u64, r: Refused<'_, '_>) -> i32 {
         let Some(req) = r.req else {
             return self.forget(key);
         };
         let slot = self.slot(key);
+        let held = slot.at.load(Ordering::Relaxed);
         if !self.holds(key) {
             // A refusal still remembered is the slot's key's while it keeps coming through
             // the lock (every `RECALL_FOR_NS`); a slot only taken, for a millisecond.
             let taken = slot.taken.load(Ordering::Relaxed);
-            let held = if slot.at.load(Ordering::Relaxed) > req.now {
+            let hold = if held > req.now {
                 2 * RECALL_FOR_NS
             } else {
                 SLOT_HELD_NS
             };
-            if taken != 0 && req.now.saturating_sub(taken) < held {
-                return;
+            if taken != 0 && req.now.saturating_sub(taken) < hold {
+                return 0;
             }
             self.write(slot, |slot| {
                 slot.key.store(key, Ordering::Relaxed);
@@ -516,7 +555,7 @@ impl Refusals {
                 slot.taken.store(req.now, Ordering::Relaxed);
             });
             self.keys.0[Self::index(key)].store(key, Ordering::Relaxed);
-            return;
+            return -i32::from(held != 0);
         }
         let Some((specs, costs, margin)) = refused_admission(req) else {
             return self.forget(key);
@@ -529,19 +568,22 @@ impl Refusals {
             slot.margin.store(margin, Ordering::Relaxed);
             slot.taken.store(req.now, Ordering::Relaxed);
         });
+        i32::from(held == 0)
     }
 
     /// Forgets the refusal remembered for `key`, if any (under the shard's lock).
+    /// Returns the change in the slots holding a refusal (-1 or 0).
     #[inline]
-    fn forget(&self, key: u64) {
+    fn forget(&self, key: u64) -> i32 {
         if !self.holds(key) {
-            return;
+            return 0;
         }
         let slot = self.slot(key);
         if slot.at.load(Ordering::Relaxed) == 0 {
-            return;
+            return 0;
         }
         self.write(slot, |slot| slot.at.store(0, Ordering::Relaxed));
+        -1
     }
 
     /// A write to `slot` under the sequence lock.
@@ -639,7 +681,7 @@ impl MemoryStore {
             wall: req.wall,
         };
         if self.remember_refusals {
-            if let Some(at) = self.cell(req.key).refusals.recall(req) {
+            if let Some(at) = self.cell(req.key).recall(req) {
                 return Decision::NotBefore(at);
             }
         }
@@ -803,6 +845,11 @@ mod tests {
                         remembering.evict_idle(at);
                         plain.evict_idle(at);
                     }
+                }
+                // Each shard counts the slots that hold a refusal to recall.
+                for cell in remembering.shards.iter() {
+                    let holding = cell.refusals.slots.iter().filter(|s| s.at.load(Ordering::Relaxed) != 0).count();
+                    prop_assert_eq!(cell.live.load(Ordering::Relaxed) as usize, holding, "step {}", i);
                 }
             }
         }
