@@ -76,6 +76,11 @@ impl Limiter {
     /// it holds. When three answers of a window or more say it holds no more than three
     /// quarters of the limit, the key is paced for a window to bursts of that size, at the
     /// window's rate.
+    ///
+    /// A refusal of the requests in flight at once ([`Scope::InFlight`]) teaches the windows
+    /// nothing and blocks nothing but for a delay the server gave; the key is paced for a
+    /// minute to as many as the server allows in flight (its
+    /// [`IN_FLIGHT`](crate::headers::IN_FLIGHT) window, else one) per round trip.
     pub fn learn(
         &self,
         key: Key,
