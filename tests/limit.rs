@@ -971,3 +971,43 @@ async fn a_refusal_repeating_the_tiers_own_limit_still_paces() {
     let gap = paced[1] - paced[0];
     assert!(gap >= SEC, "{gap:?}");
 }
+
+/// A refusal of the requests in flight paces the key to as many as its `in-flight` window
+/// says per round trip (a second before any is sampled), one when it says nothing; a
+/// refusal for more in flight than any tier allows is still one at least.
+#[tokio::test(start_paused = true)]
+async fn a_refusal_of_the_requests_in_flight_paces_to_its_limit() {
+    use tower_quota::headers::IN_FLIGHT;
+    use tower_quota::limit::LearnOptions;
+    let refusal = |limit: Option<u64>| {
+        let c = Classification::new(QuotaClass::RateLimited).with_scope(Scope::InFlight);
+        match limit {
+            Some(n) => {
+                let mut w = RateLimitWindow::new(Dimension::Named(IN_FLIGHT.into()));
+                w.limit = Some(n);
+                w.remaining = Some(0);
+                c.with_rate_limit(RateLimitInfo::from_windows(vec![w]))
+            }
+            None => c,
+        }
+    };
+    for (said, paced_to) in [(None, 1), (Some(0), 1), (Some(2), 2), (Some(3), 3)] {
+        let limiter = Limiter::new(tier(100, Duration::from_secs(60))).with_mode(Mode::Reject);
+        let key = Key::of("k");
+        assert!(limiter
+            .learn(key, limiter.tier(), &refusal(said), LearnOptions::default())
+            .is_none());
+        for i in 0..paced_to {
+            assert!(limiter.try_acquire(key, 1).is_ok(), "{said:?}: {i}");
+        }
+        assert!(
+            limiter.try_acquire(key, 1).is_err(),
+            "{said:?}: paced to {paced_to}"
+        );
+        tokio::time::sleep(SEC).await;
+        assert!(
+            limiter.try_acquire(key, 1).is_ok(),
+            "{said:?}: a round trip on"
+        );
+    }
+}

@@ -51,16 +51,15 @@ impl Classify for Auto {
             grpc::refine(&mut c, &parts.headers);
             return generic::finish(c);
         }
-        let v = json::parse(body);
-        if let Some(status) = v
-            .as_ref()
-            .and_then(|v| generic::error_status_in_success(parts, v))
-        {
-            c = generic::base_as(parts, status, now);
-        }
-        let recognised = match v {
-            Some(v) if litellm::matches(parts, &v) => litellm::refine(&mut c, parts, &v),
-            Some(v) => refine_provider(&mut c, parts, &v),
+        let recognised = match json::parse(body) {
+            Some(v) => {
+                generic::rebase_on_body_status(&mut c, parts, &v, now);
+                if litellm::matches(parts, &v) {
+                    litellm::refine(&mut c, parts, &v)
+                } else {
+                    refine_provider(&mut c, parts, &v)
+                }
+            }
             None => false,
         };
         if !recognised {

@@ -149,7 +149,9 @@ pub enum Scope {
     /// The requests in flight at once: a concurrency limit (LiteLLM's
     /// `max_parallel_requests`, OpenRouter's in-flight budget). A slot frees when a request
     /// ends, not at a time, so the refusal says nothing of the windows: a limiter neither
-    /// paces the key nor widens its margin for it, and applies only a delay the server gave.
+    /// widens its margin for it nor blocks the key but for a delay the server gave; it
+    /// paces the key to that many requests per round trip for a while (see
+    /// [`Limiter::learn`](crate::limit::Limiter::learn)).
     InFlight,
 }
 

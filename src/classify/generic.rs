@@ -137,6 +137,19 @@ pub(crate) fn error_status_in_success(
     (status.is_client_error() || status.is_server_error()).then_some(status)
 }
 
+/// Restarts `c` from the status a 2xx's body `v` names as its error, if it names one
+/// ([`error_status_in_success`]): what every body-reading classifier does before refining.
+pub(crate) fn rebase_on_body_status(
+    c: &mut Classification,
+    parts: &Parts,
+    v: &serde_json::Value,
+    now: SystemTime,
+) {
+    if let Some(status) = error_status_in_success(parts, v) {
+        *c = base_as(parts, status, now);
+    }
+}
+
 /// Derives what follows from the final class: a rate-limited response without an explicit
 /// delay waits for the reset of its exhausted window; an exhausted quota resets when its
 /// window does.

@@ -194,7 +194,7 @@ pub(crate) fn refine(c: &mut Classification, parts: &Parts, v: &Value) -> bool {
         } else {
             after(message, ", max_parallel_requests: ")
         };
-        if let Some(Some(limit)) = limit.filter(|l| l.is_some_and(|l| l > 0)) {
+        if let Some(limit) = limit.flatten().filter(|&l| l > 0) {
             let mut w = RateLimitWindow::new(Dimension::Named(crate::headers::IN_FLIGHT.into()));
             w.limit = Some(limit);
             w.remaining = Some(0);

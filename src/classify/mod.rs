@@ -114,9 +114,7 @@ fn classify_with(
 ) -> Classification {
     let mut c = generic::base(parts, now);
     let recognised = json::parse(body).is_some_and(|v| {
-        if let Some(status) = generic::error_status_in_success(parts, &v) {
-            c = generic::base_as(parts, status, now);
-        }
+        generic::rebase_on_body_status(&mut c, parts, &v, now);
         refine(&mut c, parts, &v)
     });
     if !recognised {

@@ -513,7 +513,12 @@ impl Simulator {
                     Period::Rolling(_) | Period::Bucket(_)
                         if account.tier.style != Style::OpenRouter =>
                     {
-                        let used = state.accounts[i].requests_used(limits, l, now);
+                        let (left, _) = state.accounts[i].requests_left(limits, l, now);
+                        let whole = match limit.period {
+                            Period::Bucket(_) => limit.burst(),
+                            _ => limit.admits,
+                        };
+                        let used = u64::from(whole).saturating_sub(left);
                         let mut answer = self.styled_429(
                             account.tier.style,
                             model,
@@ -820,15 +825,8 @@ impl Simulator {
             matches!(l.period, Period::Rolling(_) | Period::Bucket(_)) && l.models.matches(free)
         });
         let request_state = requests.map(|i| {
-            let l = &tier.limits[i];
-            let (left, full) = match l.period {
-                Period::Bucket(_) => state.bucket_use(&tier.limits, i, now),
-                _ => {
-                    let (used, full) = state.rolling_use(l, now);
-                    (u64::from(l.admits).saturating_sub(used), full - now)
-                }
-            };
-            (u64::from(l.requests), left, full)
+            let (left, full) = state.requests_left(&tier.limits, i, now);
+            (u64::from(tier.limits[i].requests), left, full)
         });
         let token_state = |l: usize| {
             let limit = &tier.token_limits[l];

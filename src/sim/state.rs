@@ -334,15 +334,21 @@ impl AccountState {
         inside.fold((0, now), |(n, last), e| (n + 1, last.max(e.at + w)))
     }
 
-    /// The requests a rolling or token-bucket limit counts as used at `now`: the admissions
-    /// in its window, or the tokens missing from its bucket.
-    pub(crate) fn requests_used(&self, limits: &[Limit], i: usize, now: Instant) -> u64 {
+    /// What a rolling or token-bucket limit has left at `now`, and how long until it is
+    /// whole again: the admissions its window has room for, or the tokens in its bucket.
+    pub(crate) fn requests_left(
+        &self,
+        limits: &[Limit],
+        i: usize,
+        now: Instant,
+    ) -> (u64, Duration) {
         let limit = &limits[i];
         match limit.period {
-            Period::Bucket(_) => {
-                u64::from(limit.burst()).saturating_sub(self.bucket_use(limits, i, now).0)
+            Period::Bucket(_) => self.bucket_use(limits, i, now),
+            _ => {
+                let (used, full) = self.rolling_use(limit, now);
+                (u64::from(limit.admits).saturating_sub(used), full - now)
             }
-            _ => self.rolling_use(limit, now).0,
         }
     }
 

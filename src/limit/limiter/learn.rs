@@ -742,15 +742,11 @@ impl Learned {
     ) -> u32 {
         let mut maps = self.lock(store_key);
         let now = Instant::now();
-        let recent = |p: &Paced| p.until.checked_add(p.hold).is_none_or(|end| end > now);
-        if maps.paced.len() >= MAX_SHARD_KEYS && !maps.paced.contains_key(&store_key.0) {
-            maps.paced.retain(|_, p| recent(p));
-            if maps.paced.len() >= MAX_SHARD_KEYS {
-                return 0;
-            }
+        if !room(&mut maps.paced, store_key, |p| p.recent(now)) {
+            return 0;
         }
         let windows = match maps.paced.get(&store_key.0) {
-            Some(p) if recent(p) => (p.windows * 2).clamp(1, MAX_PACED_WINDOWS),
+            Some(p) if p.recent(now) => (p.windows * 2).clamp(1, MAX_PACED_WINDOWS),
             _ => 0,
         };
         let hold = window.saturating_mul(windows.max(1)).saturating_add(margin);
@@ -789,11 +785,8 @@ impl Learned {
     ) -> Option<u64> {
         let mut maps = self.lock(store_key);
         let current = |w: &BucketWatch| w.since + w.window > now;
-        if maps.buckets.len() >= MAX_SHARD_KEYS && !maps.buckets.contains_key(&store_key.0) {
-            maps.buckets.retain(|_, w| current(w));
-            if maps.buckets.len() >= MAX_SHARD_KEYS {
-                return None;
-            }
+        if !room(&mut maps.buckets, store_key, current) {
+            return None;
         }
         let watch = maps
             .buckets
@@ -833,7 +826,7 @@ impl Learned {
             Some(p) => !(p.from_server && p.until > now),
             None => true,
         };
-        if fresh && maps.paced.len() >= MAX_SHARD_KEYS && !maps.paced.contains_key(&store_key.0) {
+        if !room(&mut maps.paced, store_key, |p| p.recent(now)) {
             return false;
         }
         let hold = until.saturating_duration_since(now);
@@ -862,6 +855,30 @@ impl Learned {
             .cloned()
             .unwrap_or_else(|| configured.clone())
     }
+}
+
+impl Paced {
+    /// Whether the pace still holds at `now`, or ended less than its hold ago (a refusal
+    /// then holds the next one longer).
+    fn recent(&self, now: Instant) -> bool {
+        self.until
+            .checked_add(self.hold)
+            .is_none_or(|end| end > now)
+    }
+}
+
+/// Whether `map` (one shard's) may hold `key`: it does, or it holds fewer than
+/// [`MAX_SHARD_KEYS`] once the entries no longer `live` are dropped.
+fn room<V>(
+    map: &mut HashMap<u64, V, BuildHasherDefault<KeyHasher>>,
+    key: Key,
+    live: impl Fn(&V) -> bool,
+) -> bool {
+    if map.len() < MAX_SHARD_KEYS || map.contains_key(&key.0) {
+        return true;
+    }
+    map.retain(|_, v| live(v));
+    map.len() < MAX_SHARD_KEYS
 }
 
 // === impl Learning ===
@@ -948,6 +965,29 @@ mod tests {
         learned.bucket_seen(k, 1, 50, window, now);
         learned.bucket_seen(k, 1, 50, window, now);
         assert_eq!(learned.bucket_seen(k, 1, 50, 2 * window, now), None);
+    }
+
+    /// The keys paced to what the server said are bounded like the others: a new key is
+    /// not paced while every one is recent, and they make room once past.
+    #[tokio::test(start_paused = true)]
+    async fn the_keys_paced_to_the_server_are_bounded() {
+        let learned = Learned::default();
+        let tier = Tier::new("t").with_quota(Quota::per_minute(60));
+        let quota = Quota::new(1, Duration::from_secs(1));
+        let in_shard: Vec<Key> = (1..=MAX_SHARD_KEYS as u64 + 1).map(Key).collect();
+        let until = Instant::now() + Duration::from_secs(1);
+        for &k in &in_shard[..MAX_SHARD_KEYS] {
+            assert!(learned.pace_to(k, &tier, quota.clone(), until));
+        }
+        let extra = in_shard[MAX_SHARD_KEYS];
+        assert!(!learned.pace_to(extra, &tier, quota.clone(), until));
+        assert_eq!(learned.in_force(extra, tier.clone()).quotas().len(), 1);
+        // Past their end and as long again: room.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let until = Instant::now() + Duration::from_secs(1);
+        assert!(learned.pace_to(extra, &tier, quota, until));
+        assert_eq!(learned.in_force(extra, tier.clone()).quotas().len(), 2);
+        assert_eq!(learned.lock(extra).paced.len(), 1);
     }
 
     /// The keys paced (and watched) are bounded per shard: while every one is recent a new

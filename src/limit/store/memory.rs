@@ -417,10 +417,12 @@ struct Refusals {
 #[repr(align(64))]
 struct SlotKeys([AtomicU64; REFUSAL_SLOTS]);
 
+/// A slot's state besides its key (in [`SlotKeys`]), all written under its sequence lock;
+/// one cache line.
 #[derive(Default)]
+#[repr(align(64))]
 struct RefusalSlot {
     seq: AtomicU64,
-    key: AtomicU64,
     /// The refusal's time; 0: nothing remembered.
     at: AtomicU64,
     /// A fingerprint of the quotas (see [`specs_fingerprint`]).
@@ -436,11 +438,12 @@ struct RefusalSlot {
 #[derive(Clone, Copy)]
 struct Refused<'r, 'a> {
     at: u64,
-    req: Option<&'r AcquireRequest<'a>>,
+    req: &'r AcquireRequest<'a>,
 }
 
-/// What a remembered refusal holds besides its time, if it may be remembered at all: no
-/// calendar window, two quotas at most.
+/// What a remembered refusal holds of its admission, and what an admission must match to
+/// be answered from it: the quotas' fingerprint, the costs, the margin. `None` for one that
+/// is never remembered: a calendar window, more than two quotas.
 #[inline]
 fn refused_admission(req: &AcquireRequest<'_>) -> Option<(u64, [u64; 2], u64)> {
     if req.quotas.len() > 2
@@ -481,8 +484,8 @@ impl Refusals {
         &self.slots[Self::index(key)]
     }
 
-    /// Whether the slot of `key` is `key`'s (without the sequence lock: a yes is checked
-    /// under it).
+    /// Whether the slot of `key` is `key`'s (a slot's key is written under its sequence
+    /// lock: a reader checks it again within).
     #[inline]
     fn holds(&self, key: u64) -> bool {
         self.keys.0[Self::index(key)].load(Ordering::Relaxed) == key
@@ -497,7 +500,7 @@ impl Refusals {
         }
         let slot = self.slot(req.key.0);
         let seq = slot.seq.load(Ordering::Acquire);
-        if seq & 1 == 1 || slot.key.load(Ordering::Relaxed) != req.key.0 {
+        if seq & 1 == 1 || !self.holds(req.key.0) {
             return None;
         }
         let at = slot.at.load(Ordering::Relaxed);
@@ -515,11 +518,7 @@ impl Refusals {
         // The same admission (a larger cost or margin is refused too, but until later).
         let holds = req.now < at
             && req.now.saturating_sub(taken) < RECALL_FOR_NS
-            && req.margin == margin
-            && req.costs.len() == req.quotas.len()
-            && req.costs.len() <= 2
-            && req.costs.iter().zip(costs).all(|(&c, then)| c == then)
-            && specs_fingerprint(req.quotas) == specs;
+            && refused_admission(req) == Some((specs, costs, margin));
         holds.then_some(at)
     }
 
@@ -532,9 +531,7 @@ impl Refusals {
     /// Returns the change in the slots holding a refusal (-1, 0 or 1).
     #[inline]
     fn remember(&self, key: u64, r: Refused<'_, '_>) -> i32 {
-        let Some(req) = r.req else {
-            return self.forget(key);
-        };
+        let req = r.req;
         let slot = self.slot(key);
         let held = slot.at.load(Ordering::Relaxed);
         if !self.holds(key) {
@@ -550,11 +547,10 @@ impl Refusals {
                 return 0;
             }
             self.write(slot, |slot| {
-                slot.key.store(key, Ordering::Relaxed);
+                self.keys.0[Self::index(key)].store(key, Ordering::Relaxed);
                 slot.at.store(0, Ordering::Relaxed);
                 slot.taken.store(req.now, Ordering::Relaxed);
             });
-            self.keys.0[Self::index(key)].store(key, Ordering::Relaxed);
             return -i32::from(held != 0);
         }
         let Some((specs, costs, margin)) = refused_admission(req) else {
@@ -693,7 +689,7 @@ impl MemoryStore {
             |w| w.decide(req.quotas, req.costs, t, req.margin),
             |decision, moved| match *decision {
                 Decision::NotBefore(at) if !moved && self.remember_refusals => {
-                    Some(Refused { at, req: Some(req) })
+                    Some(Refused { at, req })
                 }
                 _ => None,
             },
