@@ -2,8 +2,10 @@
 //! versus the bare service; and 10 000 waiters on one key (CPU while waiting, wake-ups per
 //! admission, memory per key).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::pin::pin;
@@ -49,6 +51,77 @@ fn now<F: Future>(f: F) -> F::Output {
     }
 }
 
+/// The least any limiter that keeps an exact log on tokio's clock does for one admission:
+/// a clock read, an uncontended `std` mutex, a map lookup with a one-multiply hash, and one
+/// ring of timestamps checked and written. No tier, cost, margin, learned state, eviction or
+/// second quota: the floor under `try_acquire_exact_log`, measured in the same run.
+struct Floor {
+    epoch: tokio::time::Instant,
+    window_ns: u64,
+    logs: std::sync::Mutex<HashMap<u64, FloorLog, BuildHasherDefault<MulHasher>>>,
+}
+
+struct FloorLog {
+    ring: Vec<u64>,
+    head: usize,
+}
+
+impl Floor {
+    fn new(limit: usize, window_ns: u64) -> Floor {
+        let mut logs = HashMap::default();
+        logs.insert(
+            42,
+            FloorLog {
+                ring: vec![0; limit],
+                head: 0,
+            },
+        );
+        Floor {
+            epoch: tokio::time::Instant::now(),
+            window_ns,
+            logs: std::sync::Mutex::new(logs),
+        }
+    }
+
+    fn admit(&self, key: u64) -> bool {
+        let now = tokio::time::Instant::now().saturating_duration_since(self.epoch);
+        let now = now.as_secs() * 1_000_000_000 + u64::from(now.subsec_nanos()) + self.window_ns;
+        let mut logs = self.logs.lock().unwrap();
+        let Some(log) = logs.get_mut(&key) else {
+            return false;
+        };
+        let oldest = log.ring[log.head];
+        if oldest + self.window_ns > now {
+            return false;
+        }
+        log.ring[log.head] = now;
+        log.head = if log.head + 1 == log.ring.len() {
+            0
+        } else {
+            log.head + 1
+        };
+        true
+    }
+}
+
+/// A hasher of one `u64`: one multiply (the store's own is as cheap).
+#[derive(Default)]
+struct MulHasher(u64);
+
+impl Hasher for MulHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// An exact (small-N) rolling window that a benchmark loop never fills: 1000 per µs.
 fn exact() -> Quota {
     Quota::new(1000, Duration::from_micros(1))
@@ -85,6 +158,10 @@ fn one_key(c: &mut Criterion) {
     let strict = Limiter::new(Tier::new("strict").with_quota(Quota::per_minute(20)));
     g.bench_function("try_acquire_20_per_minute_full", |b| {
         b.iter(|| black_box(strict.try_acquire(black_box(key), 1)).is_ok())
+    });
+    let floor = Floor::new(1000, 1_000);
+    g.bench_function("floor_clock_lock_map_log", |b| {
+        b.iter(|| floor.admit(black_box(42)))
     });
     g.bench_function("tokio_instant_now", |b| b.iter(tokio::time::Instant::now));
     g.bench_function("std_instant_now", |b| b.iter(std::time::Instant::now));
