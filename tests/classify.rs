@@ -608,6 +608,36 @@ mod bad_input {
         );
     }
 
+    /// Found by the `classify` fuzz target: LiteLLM's key limiter names its reset in the
+    /// message ("Limit resets at: …"), and a date centuries away was a delay past
+    /// `MAX_DELAY`. Every delay a classifier sets is capped in one place now.
+    #[test]
+    fn a_reset_date_centuries_away_in_a_message_saturates() {
+        for body in [
+            r#"{"error":{"message":"Rate limit exceeded for api_key: ab. Limit type: requests. Current limit: 1, Remaining: 0. Limit resets at: 4048-11-21 23:01:00 UTC","type":"None","param":"None","code":"429"}}"#,
+            r#"{"error":{"message":"x. Limit resets at: 9999-12-31 23:59:59 UTC","type":"None","param":"None","code":"910"}}"#,
+        ] {
+            let p = parts_with(429, vec![]);
+            for (who, c) in [
+                ("Auto", Auto.classify_at(&p, body.as_bytes(), now())),
+                (
+                    "LiteLlm",
+                    tc::LiteLlm.classify_at(&p, body.as_bytes(), now()),
+                ),
+            ] {
+                assert_eq!(c.class(), QuotaClass::RateLimited, "{who}: {body}");
+                assert_eq!(c.retry_after(), Some(MAX_DELAY), "{who}: {body}");
+            }
+        }
+        let c = Classification::new(QuotaClass::RateLimited)
+            .with_retry_after(Duration::MAX)
+            .with_reset_after(Duration::MAX);
+        assert_eq!(
+            (c.retry_after(), c.reset_after()),
+            (Some(MAX_DELAY), Some(MAX_DELAY))
+        );
+    }
+
     #[test]
     fn non_utf8_and_duplicated_headers() {
         let garbage = HeaderValue::from_bytes(b"\xff\xfe12").unwrap();

@@ -40,6 +40,11 @@ pub const NAMES: &[&str] = &[
     "x-litellm-attempted-retries",
     "openai-organization",
     "x-request-id",
+    // The server's clock (absolute resets are read on it) and LiteLLM's v3 key limiter.
+    "date",
+    "rate_limit_type",
+    "reset_at",
+    "llm_provider-retry-after-ms",
 ];
 
 /// Vendor families whose names are built from parts.
@@ -56,6 +61,7 @@ const DIMENSIONS: &[&str] = &[
     "input-tokens",
     "output-tokens",
     "images",
+    "max_parallel_requests",
     "",
 ];
 
@@ -138,6 +144,8 @@ pub enum Value {
     Dict(Vec<(u8, i64)>),
     /// `true`, `false` and their cases.
     Bool(u8),
+    /// A word servers send as a value (LiteLLM's `rate_limit_type`, …).
+    Word(u8),
     /// Surrounding whitespace around another value.
     Padded(Box<Value>),
 }
@@ -154,6 +162,15 @@ const GO_UNITS: &[&str] = &["h", "m", "s", "ms", "us", "µs", "μs", "ns", "d", 
 const SFV_NAMES: &[&str] = &["burst", "daily", "default", "tokens", "a b", "x"];
 const SFV_PARAMS: &[&str] = &["q", "w", "r", "t", "pk", "qu"];
 const DICT_KEYS: &[&str] = &["limit", "remaining", "reset", "policy"];
+const WORD_VALUES: &[&str] = &[
+    "max_parallel_requests",
+    "MAX_PARALLEL_REQUESTS",
+    "requests",
+    "tokens",
+    "rpm",
+    "tpm",
+    "budget_exceeded",
+];
 
 impl Value {
     /// The value's bytes, written for the wall-clock time `now`.
@@ -234,6 +251,7 @@ impl Value {
             Value::Bool(b) => pick(&["true", "false", "TRUE", "False", "yes", ""], *b)
                 .to_owned()
                 .into_bytes(),
+            Value::Word(w) => pick(WORD_VALUES, *w).to_owned().into_bytes(),
             Value::Padded(v) => {
                 let mut out = b" \t".to_vec();
                 out.extend(v.bytes(now));

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use crate::headers::RateLimitInfo;
+use crate::headers::{RateLimitInfo, MAX_DELAY};
 
 /// What kind of outcome a response is, as far as quotas and retries are concerned.
 ///
@@ -359,15 +359,16 @@ impl Classification {
         self
     }
 
-    /// Sets the delay the server asked for.
+    /// Sets the delay the server asked for (at most [`MAX_DELAY`]).
     pub fn with_retry_after(mut self, delay: Duration) -> Self {
-        self.retry_after = Some(delay);
+        self.retry_after = Some(delay.min(MAX_DELAY));
         self
     }
 
-    /// Sets how long after the classification the exhausted quota resets.
+    /// Sets how long after the classification the exhausted quota resets (at most
+    /// [`MAX_DELAY`]).
     pub fn with_reset_after(mut self, reset: Duration) -> Self {
-        self.reset_after = Some(reset);
+        self.reset_after = Some(reset.min(MAX_DELAY));
         self
     }
 
@@ -446,11 +447,13 @@ impl Classification {
     pub(crate) fn set_class(&mut self, class: QuotaClass) {
         self.class = class;
     }
+    /// Every delay a classifier sets passes here or through `with_retry_after`: none is
+    /// longer than [`MAX_DELAY`], whatever the server wrote (a reset date centuries away).
     pub(crate) fn set_retry_after(&mut self, delay: Option<Duration>) {
-        self.retry_after = delay;
+        self.retry_after = delay.map(|d| d.min(MAX_DELAY));
     }
     pub(crate) fn set_reset_after(&mut self, reset: Option<Duration>) {
-        self.reset_after = reset;
+        self.reset_after = reset.map(|d| d.min(MAX_DELAY));
     }
     pub(crate) fn set_scope(&mut self, scope: Scope) {
         self.scope = scope;
