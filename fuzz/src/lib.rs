@@ -687,6 +687,14 @@ const STRINGS: &[&str] = &[
     "please wait 2 minutes",
     "Budget has been exceeded! Current cost: 10.5, Max budget: 10.0",
     "You exceeded your current quota, please check your plan and billing details.",
+    // LiteLLM's key limiter (v3, older, legacy) and OpenRouter's data policy.
+    "Rate limit exceeded for api_key: ab. Limit type: max_parallel_requests. Current limit: 1, Remaining: 0. Limit resets at: 2024-11-21 23:01:00 UTC",
+    "Rate limit exceeded for api_key: ab. Limit type: requests. Current limit: 2, Remaining: 0. Limit resets at: 2024-11-21 23:01:00 UTC",
+    "Max parallel request limit reached. Hit limit for api_key: ab. current max_parallel_requests: 1, max_parallel_requests: 1",
+    "LiteLLM Rate Limit Handler for rate limit type = key. Crossed TPM / RPM / Max Parallel Request Limit. current rpm: 1, rpm limit: 20, current tpm: 0, tpm limit: None, current max_parallel_requests: 1, max_parallel_requests: 1",
+    "No endpoints found matching your data policy (Free model publication). Configure: https://openrouter.ai/settings/privacy",
+    "privacy_restricted",
+    "model_deprecated",
 ];
 
 /// A JSON value built from the providers' keys and strings, or anything else.
