@@ -102,7 +102,9 @@ use reqwest_middleware::{Middleware, Next};
 use tokio::time::Instant;
 
 use crate::classify::{self, Auto, Classification, Classify, PeekBody, QuotaClassifyLayer};
-use crate::limit::{AcquireError, Limiter, RateLimitLayer, RequestHead, Tier, UsageHook};
+use crate::limit::{
+    AcquireError, InFlightSlot, Limiter, RateLimitLayer, RequestHead, Tier, UsageHook,
+};
 use crate::retry::attempts::{Attempts, Then};
 use crate::retry::{Decide, Shared, Standard};
 use crate::QuotaLayer;
@@ -226,17 +228,18 @@ where
                 extensions,
             };
             let then = 'attempt: {
-                let learn = match self.rate_limit.policy.admission(&head) {
+                let (learn, place) = match self.rate_limit.policy.admission(&head) {
                     Some((admit, mut learn)) => match admit.decide().await {
-                        Ok(()) => {
+                        Ok(place) => {
                             if let Some(learn) = &mut learn {
                                 learn.waited();
+                                learn.placed = place.is_some();
                             }
-                            learn
+                            (learn, place)
                         }
                         Err(e) => break 'attempt run.error(acquire_error(e), replayable),
                     },
-                    None => None,
+                    None => (None, None),
                 };
                 let admitted = Instant::now();
                 if let Some(learn) = &learn {
@@ -247,7 +250,8 @@ where
                     Err(e) => break 'attempt run.error(e, replayable),
                 };
                 let hook = learn.as_ref().and_then(|l| l.hook.clone());
-                let (mut response, at) = self.classify(response, hook).await;
+                // The body holds the request's place in flight until it ends.
+                let (mut response, at) = self.classify(response, hook, place).await;
                 url = Some(at);
                 if let Some(learn) = learn {
                     let classification = response
@@ -280,6 +284,7 @@ impl<C: Classify, D> QuotaMiddleware<C, D> {
         &self,
         response: Response,
         usage: Option<UsageHook>,
+        place: Option<InFlightSlot>,
     ) -> (http::Response<PeekBody<::reqwest::Body>>, ::reqwest::Url) {
         let url = response.url().clone();
         let response = http::Response::<::reqwest::Body>::from(response);
@@ -291,6 +296,7 @@ impl<C: Classify, D> QuotaMiddleware<C, D> {
             layer.clock.clone(),
             true,
             usage,
+            place,
         );
         match classified.await {
             Ok(response) => (response, url),

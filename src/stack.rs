@@ -262,6 +262,13 @@ impl<C, D> QuotaLayer<C, D> {
         self.map_rate_limit(|r| r.with_max_wait(max_wait))
     }
 
+    /// Caps every key at `max` requests in flight at once (see
+    /// [`Limiter::with_max_in_flight`]): a LiteLLM key's `max_parallel_requests`.
+    pub fn with_max_in_flight(self, max: impl Into<Option<u32>>) -> QuotaLayer<C, D> {
+        let max = max.into();
+        self.map_rate_limit(|r| r.with_max_in_flight(max))
+    }
+
     /// Sets the least margin (see [`RateLimitLayer::with_margin`]).
     pub fn with_margin(self, margin: Duration) -> QuotaLayer<C, D> {
         self.map_rate_limit(|r| r.with_margin(margin))

@@ -65,14 +65,24 @@ async fn the_key_limiters_headers_fill_the_local_window() {
     }
 }
 
-/// A refusal of the key's parallel requests is no window's: a slot frees when a request
+/// A refusal of the key's parallel requests is no window's: a place frees when a request
 /// ends. The limiter neither blocks the key for the constant `retry-after: 60` beside it nor
-/// widens its margin; it paces the key to the proxy's limit (1, which the message names)
-/// per round trip (a second before any is sampled), for a minute from the last such
-/// refusal: requests go out about as others end. Then bursts come back.
+/// widens its margin; it caps the key at the proxy's limit (1, which the message names) for
+/// a minute from the last such refusal: through the layers, a second request waits (here,
+/// in reject mode, is refused) until the first one's body ends. Then bursts come back.
 #[tokio::test(start_paused = true)]
-async fn a_parallel_request_refusal_paces_the_key_to_the_round_trip() {
+async fn a_parallel_request_refusal_caps_the_key() {
+    use http_body_util::{BodyExt, Full};
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
     use tower_quota::headers::{Dimension, IN_FLIGHT};
+    use tower_quota::limit::{RateLimited, Reason, RequestHead};
+    use tower_quota::{QuotaClassifyLayer, RateLimitLayer};
+    type Req = http::Request<Full<bytes::Bytes>>;
+    // An upstream that answers in a second.
+    let ok = service_fn(|_req: Req| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from("{}"))))
+    });
     for name in ["key_parallel_chat", "legacy_parallel_chat"] {
         let f = Fixture::load(name).expect("fixture");
         for (who, c) in f.classify() {
@@ -82,30 +92,43 @@ async fn a_parallel_request_refusal_paces_the_key_to_the_round_trip() {
             assert_eq!(in_flight.and_then(|w| w.limit), Some(1), "[{name}] {who}");
             let tier = Tier::new("litellm-key").with_quota(Quota::per_minute(60));
             let limiter = Limiter::new(tier.clone()).with_mode(Mode::Reject);
-            let key = Key::of("sk-parallel");
-            for _ in 0..3 {
-                limiter.acquire(key, 1).await.unwrap();
-            }
+            let svc = ServiceBuilder::new()
+                .layer(RateLimitLayer::with_limiter(limiter.clone()))
+                .layer(QuotaClassifyLayer::default())
+                .service(ok);
+            let req = || Req::new(Full::default());
+            // The layer's one global key.
+            let key = tower_quota::limit::KeyBy::Global
+                .key_with(&RequestHead::of(&req()), limiter.key_secret());
+            // A request on the wire when the refusal teaches the cap: the server's one
+            // place is its own until it is answered, though it holds none of ours.
+            let on_the_wire = tokio::spawn(svc.clone().oneshot(req()));
+            tokio::time::sleep(Duration::from_millis(100)).await;
             if let Some(learning) = limiter.learn(key, &tier, &c, LearnOptions::default()) {
                 learning.await;
             }
-            // Not blocked for a minute: one now, the next a round trip later.
-            assert!(limiter.try_acquire(key, 1).is_ok(), "[{name}] {who}");
-            assert!(
-                limiter.try_acquire(key, 1).is_err(),
-                "[{name}] {who}: paced"
-            );
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            assert!(limiter.try_acquire(key, 1).is_ok(), "[{name}] {who}");
+            let refused = svc.clone().oneshot(req()).await.unwrap_err();
+            let refused = refused.downcast_ref::<RateLimited>().expect("RateLimited");
+            assert_eq!(refused.reason(), Reason::InFlight, "[{name}] {who}");
+            on_the_wire.await.unwrap().unwrap();
+            // Not blocked for a minute: one now, and the next once its body has ended.
+            let first = svc.clone().oneshot(req()).await.unwrap();
+            let refused = svc.clone().oneshot(req()).await.unwrap_err();
+            let refused = refused.downcast_ref::<RateLimited>().expect("RateLimited");
+            assert_eq!(refused.reason(), Reason::InFlight, "[{name}] {who}");
+            first.into_body().collect().await.unwrap();
+            let second = svc.clone().oneshot(req()).await.unwrap();
             assert_eq!(limiter.learned_margin(), Duration::ZERO, "[{name}] {who}");
             // A minute on, bursts again.
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            for i in 0..3 {
-                assert!(
-                    limiter.try_acquire(key, 1).is_ok(),
-                    "[{name}] {who}: request {i} refused"
-                );
-            }
+            tokio::time::sleep(Duration::from_secs(61)).await;
+            let burst: Vec<_> = [
+                svc.clone().oneshot(req()).await,
+                svc.clone().oneshot(req()).await,
+            ]
+            .into_iter()
+            .collect();
+            assert!(burst.iter().all(Result::is_ok), "[{name}] {who}");
+            drop((second, burst));
         }
     }
 }

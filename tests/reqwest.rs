@@ -334,3 +334,49 @@ async fn keys_and_tiers_read_the_middleware_extensions() {
     assert_eq!(sim.stats().requests, 5);
     server.shutdown().await;
 }
+
+/// The middleware holds a request's place among its key's requests in flight until the
+/// response body ends, as the tower layers do: with a cap of 1 in reject mode, a second
+/// request is refused while the first's body is unread, and goes once it is read.
+#[tokio::test]
+async fn a_place_in_flight_is_held_until_the_body_is_read() {
+    let sim = Simulator::builder()
+        .key("sk-a", SimTier::openrouter_free())
+        .build();
+    let (addr, server) = sim.serve(([127, 0, 0, 1], 0)).await.unwrap();
+    let layer = QuotaLayer::new(Tier::new("free").with_quota(Quota::per_minute(20)))
+        .key_by(KeyBy::ApiKey)
+        .with_mode(tower_quota::limit::Mode::Reject)
+        .with_max_in_flight(1);
+    let client = client(layer);
+    let first = completion(&client, addr, "sk-a", FREE_MODEL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let refused = completion(&client, addr, "sk-a", FREE_MODEL)
+        .send()
+        .await
+        .unwrap_err();
+    let limited = match &refused {
+        reqwest_middleware::Error::Middleware(e) => e.downcast_ref::<RateLimited>(),
+        _ => None,
+    }
+    .unwrap_or_else(|| panic!("not the limiter's: {refused}"));
+    assert_eq!(limited.reason(), tower_quota::limit::Reason::InFlight);
+    // Read to its end, the first body frees the place.
+    assert!(!first.bytes().await.unwrap().is_empty());
+    let second = completion(&client, addr, "sk-a", FREE_MODEL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    drop(second);
+    // Dropped unread, too.
+    let third = completion(&client, addr, "sk-a", FREE_MODEL)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(third.status(), 200);
+    server.shutdown().await;
+}

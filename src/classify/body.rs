@@ -10,6 +10,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::limit::InFlightSlot;
 use crate::tokens::{OnUsage, UsageBody, UsageScanner};
 
 pin_project! {
@@ -24,6 +25,9 @@ pin_project! {
     pub struct PeekBody<B: Body> {
         #[pin]
         inner: Inner<B>,
+        // The request's place among its key's requests in flight: freed when the body ends
+        // (its last frame or an error polled) or is dropped.
+        place: Option<InFlightSlot>,
     }
 }
 
@@ -54,6 +58,7 @@ impl<B: Body> PeekBody<B> {
     pub fn new(body: B) -> Self {
         PeekBody {
             inner: Inner::Direct { body },
+            place: None,
         }
     }
 
@@ -64,6 +69,7 @@ impl<B: Body> PeekBody<B> {
             inner: Inner::Tapped {
                 body: Box::pin(UsageBody::new(body, scanner, on_usage)),
             },
+            place: None,
         }
     }
 
@@ -83,7 +89,14 @@ impl<B: Body> PeekBody<B> {
                     body: (!ended).then_some(body),
                 }),
             },
+            place: None,
         }
+    }
+
+    /// Holds `place` until the body ends or is dropped.
+    pub(crate) fn holding(mut self, place: Option<InFlightSlot>) -> Self {
+        self.place = place;
+        self
     }
 }
 
@@ -95,23 +108,28 @@ impl<B: Body> Body for PeekBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match self.project().inner.project() {
+        let this = self.project();
+        let frame = match this.inner.project() {
             InnerProj::Direct { body } => body.poll_frame(cx),
             InnerProj::Tapped { body } => body.as_mut().poll_frame(cx),
             InnerProj::Peeked { peeked } => {
                 if let Some(frame) = peeked.buffered.pop_front() {
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                if let Some(err) = peeked.error.take() {
+                    Poll::Ready(Some(Ok(frame)))
+                } else if let Some(err) = peeked.error.take() {
                     peeked.body = None;
-                    return Poll::Ready(Some(Err(err)));
-                }
-                match &mut peeked.body {
-                    Some(body) => body.as_mut().poll_frame(cx),
-                    None => Poll::Ready(None),
+                    Poll::Ready(Some(Err(err)))
+                } else {
+                    match &mut peeked.body {
+                        Some(body) => body.as_mut().poll_frame(cx),
+                        None => Poll::Ready(None),
+                    }
                 }
             }
+        };
+        if this.place.is_some() && matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            *this.place = None;
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -150,8 +150,9 @@ pub enum Scope {
     /// `max_parallel_requests`, OpenRouter's in-flight budget). A slot frees when a request
     /// ends, not at a time, so the refusal says nothing of the windows: a limiter neither
     /// widens its margin for it nor blocks the key but for a delay the server gave; it
-    /// paces the key to that many requests per round trip for a while (see
-    /// [`Limiter::learn`](crate::limit::Limiter::learn)).
+    /// caps the key at that many requests in flight for a while, each holding its place
+    /// until its response ends (see [`Limiter::learn`](crate::limit::Limiter::learn) and
+    /// [`Limiter::with_max_in_flight`](crate::limit::Limiter::with_max_in_flight)).
     InFlight,
 }
 

@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 
 use super::{body::PeekBody, Classification, Classify, QuotaClass};
 use crate::clock::WallClock;
-use crate::limit::UsageHook;
+use crate::limit::{InFlightSlot, UsageHook};
 use crate::tokens::UsageScanner;
 
 /// At most this many frames are held while peeking, whatever their size: a body trickling in
@@ -34,6 +34,8 @@ pin_project! {
         attach_plain: bool,
         // A token reservation to correct to the usage the response reports.
         usage: Option<UsageHook>,
+        // The request's place among its key's requests in flight, for the body to hold.
+        place: Option<InFlightSlot>,
     }
 }
 
@@ -59,8 +61,9 @@ impl<F, B: Body, C> ResponseFuture<F, B, C> {
     /// gets one only if `attach_plain` (the reqwest middleware, which reads it back at once,
     /// always asks). `usage`, a token reservation, is corrected to the usage the response
     /// reports: a success's body is read for it as it streams through; a 4xx (refused before
-    /// any generation) gives the whole reservation back; any other answer keeps it. Built
-    /// in one go: the future is moved once, not once per setting.
+    /// any generation) gives the whole reservation back; any other answer keeps it. `place`,
+    /// the request's place among its key's requests in flight, is held by the body until it
+    /// ends or is dropped. Built in one go: the future is moved once, not once per setting.
     pub(crate) fn new(
         future: F,
         classifier: C,
@@ -68,6 +71,7 @@ impl<F, B: Body, C> ResponseFuture<F, B, C> {
         clock: WallClock,
         attach_plain: bool,
         usage: Option<UsageHook>,
+        place: Option<InFlightSlot>,
     ) -> Self {
         ResponseFuture {
             state: State::Inner { future },
@@ -76,6 +80,7 @@ impl<F, B: Body, C> ResponseFuture<F, B, C> {
             clock,
             attach_plain,
             usage,
+            place,
         }
     }
 }
@@ -100,7 +105,8 @@ where
                             attach(&mut parts, c, *this.attach_plain);
                             this.state.set(State::Done);
                             let scanner = UsageScanner::for_headers(&parts.headers);
-                            let body = PeekBody::tapped(body, scanner, hook.on_usage());
+                            let body = PeekBody::tapped(body, scanner, hook.on_usage())
+                                .holding(this.place.take());
                             return Poll::Ready(Ok(Response::from_parts(parts, body)));
                         }
                         if parts.status.is_client_error() {
@@ -116,7 +122,8 @@ where
                             parts.extensions.insert(c);
                         }
                         this.state.set(State::Done);
-                        return Poll::Ready(Ok(Response::from_parts(parts, PeekBody::new(body))));
+                        let body = PeekBody::new(body).holding(held(this.place, &parts));
+                        return Poll::Ready(Ok(Response::from_parts(parts, body)));
                     }
                     if *this.max_body == 0
                         || body.is_end_stream()
@@ -125,7 +132,8 @@ where
                         let c = this.classifier.classify_at(&parts, &[], this.clock.now());
                         attach(&mut parts, c, *this.attach_plain);
                         this.state.set(State::Done);
-                        return Poll::Ready(Ok(Response::from_parts(parts, PeekBody::new(body))));
+                        let body = PeekBody::new(body).holding(held(this.place, &parts));
+                        return Poll::Ready(Ok(Response::from_parts(parts, body)));
                     }
                     let peek = Peek {
                         parts,
@@ -169,13 +177,23 @@ where
                         .classify_at(&parts, &prefix, this.clock.now());
                     attach(&mut parts, c, *this.attach_plain);
                     this.state.set(State::Done);
-                    let body = PeekBody::peeked(frames, error, body, ended);
+                    let body = PeekBody::peeked(frames, error, body, ended)
+                        .holding(held(this.place, &parts));
                     return Poll::Ready(Ok(Response::from_parts(parts, body)));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
             }
         }
     }
+}
+
+/// The request's place among its key's requests in flight, for the body of a response with
+/// `parts` to hold until it ends: a success's (the server counts the request until it has
+/// sent it all, a stream's last event included); an error answer frees it at once — the
+/// server is done with the request, and a retry layer that keeps the refusal while it
+/// retries must not wait on the place the refusal holds.
+fn held(place: &mut Option<InFlightSlot>, parts: &Parts) -> Option<InFlightSlot> {
+    place.take().filter(|_| parts.status.is_success())
 }
 
 /// Appends the start of `data` to `prefix`, up to `cap` bytes in all, without consuming it.

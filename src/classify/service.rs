@@ -8,7 +8,7 @@ use tower_service::Service;
 
 use super::{future::ResponseFuture, Classify, PeekBody};
 use crate::clock::WallClock;
-use crate::limit::UsageHook;
+use crate::limit::{InFlightSlot, UsageHook};
 
 /// Classifies every response of the inner service; made by
 /// [`QuotaClassifyLayer`](crate::QuotaClassifyLayer).
@@ -64,6 +64,9 @@ where
         let attach_plain = self.classifier.attach_plain_success();
         // A token reservation the rate limiter above left for this layer (not for the client).
         let usage = request.extensions_mut().remove::<UsageHook>();
+        // The request's place among its key's requests in flight, which the rate limiter
+        // above left for the response body to hold until it ends.
+        let place = request.extensions_mut().remove::<InFlightSlot>();
         ResponseFuture::new(
             self.inner.call(request),
             self.classifier.clone(),
@@ -71,6 +74,7 @@ where
             self.clock.clone(),
             attach_plain,
             usage,
+            place,
         )
     }
 }

@@ -23,6 +23,10 @@ pub enum Reason {
     MaxWait,
     /// The key's queue in this process already held `max_queue` waiters.
     QueueFull,
+    /// Reject mode, and every place among the key's requests in flight at once was taken
+    /// ([`Limiter::with_max_in_flight`](super::Limiter::with_max_in_flight), or a cap learned
+    /// from the server).
+    InFlight,
 }
 
 /// A request was not admitted: in reject mode because it was not admissible at once, in wait
@@ -81,6 +85,7 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::MaxWait => "max_wait",
             Reason::QueueFull => "queue_full",
+            Reason::InFlight => "in_flight",
         }
     }
 }
@@ -97,6 +102,9 @@ impl fmt::Display for RateLimited {
             Reason::Rejected => f.write_str(": not admissible now")?,
             Reason::MaxWait => f.write_str(": the wait would exceed max_wait")?,
             Reason::QueueFull => f.write_str(": too many requests already wait on this key")?,
+            Reason::InFlight => {
+                f.write_str(": as many requests of this key as it may have are in flight")?
+            }
         }
         if let Some(d) = self.retry_after {
             write!(f, "; admissible in {:.3}s", d.as_secs_f64())?;

@@ -13,13 +13,14 @@ use tower_service::Service;
 use tokio::time::Instant;
 use tower::util::Oneshot;
 
+use super::in_flight::InFlightSlot;
 use super::key::Key;
 use super::layer::Policy;
 use super::limiter::{Acquire, Foreseen, Learning, Limiter};
 use super::quota::Tier;
 use super::reconcile::UsageHook;
 use super::BoxError;
-use crate::classify::{Classification, Classify, Generic, QuotaClass};
+use crate::classify::{Classification, Classify, Generic, QuotaClass, Scope};
 
 /// What a front end needs to learn from an admitted attempt's response: made with the
 /// admission (`Policy::admission`), used once by [`observe`](Learn::observe).
@@ -36,6 +37,9 @@ pub(crate) struct Learn {
     /// The number of the latest block learned when the attempt was admitted
     /// ([`Limiter::blocks_learned`]): whether its refusal was foreseen.
     pub(crate) blocks: u64,
+    /// Whether the attempt holds a place among its key's requests in flight: one that
+    /// holds none, answered, gives back a place of a cap learned while it was on the wire.
+    pub(crate) placed: bool,
 }
 
 impl Learn {
@@ -107,6 +111,11 @@ impl Learn {
         if let Some(at) = admitted {
             self.limiter().observe_round_trip(at);
         }
+        let refused_in_flight = classification.class() == QuotaClass::RateLimited
+            && classification.scope() == Scope::InFlight;
+        if !self.placed && !refused_in_flight {
+            self.limiter().in_flight().repay(self.key);
+        }
         let foreseen = classification.class() == QuotaClass::RateLimited
             && self.limiter().foresaw(self.key, self.tier(), self.blocks);
         let learning = self.limiter().learn_answer(
@@ -131,6 +140,10 @@ pin_project! {
         learn: Option<Learn>,
         // When the request was admitted: the round trip feeds the learned margin.
         admitted: Option<Instant>,
+        // The request's place among its key's requests in flight (a capped key's), held
+        // until the response's head; the body holds it on when a classification layer
+        // below took the clone in the request's extensions.
+        place: Option<InFlightSlot>,
     }
 }
 
@@ -222,7 +235,14 @@ where
             state: State::call(inner, req),
             learn,
             admitted: now,
+            place: None,
         }
+    }
+
+    /// Holds `place` until the response's head.
+    pub(crate) fn holding(mut self, place: Option<InFlightSlot>) -> Self {
+        self.place = place;
+        self
     }
 
     pub(crate) fn waiting(
@@ -241,6 +261,7 @@ where
             },
             learn,
             admitted: None,
+            place: None,
         }
     }
 
@@ -249,6 +270,7 @@ where
             state: State::Failed { err: Some(err) },
             learn: None,
             admitted: None,
+            place: None,
         }
     }
 }
@@ -278,13 +300,31 @@ where
                     }
                     // Only now, admitted, does the request reserve the inner service's
                     // readiness: a wait never holds a slot of a `Buffer` or a pool.
-                    let Waiting { inner, req, .. } = *waiting.take().expect("checked above");
+                    let Waiting {
+                        mut acquire,
+                        inner,
+                        req,
+                    } = *waiting.take().expect("checked above");
+                    *this.place = acquire.take_place();
+                    if let Some(l) = this.learn.as_mut() {
+                        l.placed = this.place.is_some();
+                    }
+                    let req = super::service::hold(req, this.place);
                     let fut = Box::pin(Oneshot::new(inner, req));
                     this.state.set(State::Readying { fut });
                     continue;
                 }
-                StateProj::Readying { fut } => ready!(fut.as_mut().poll(cx)).map_err(Into::into)?,
-                StateProj::Calling { fut } => ready!(fut.poll(cx)).map_err(Into::into)?,
+                StateProj::Readying { fut } => {
+                    let out = ready!(fut.as_mut().poll(cx));
+                    // The head is here (or the call failed): the body holds the place on.
+                    *this.place = None;
+                    out.map_err(Into::into)?
+                }
+                StateProj::Calling { fut } => {
+                    let out = ready!(fut.poll(cx));
+                    *this.place = None;
+                    out.map_err(Into::into)?
+                }
                 StateProj::Learning { fut, out } => {
                     ready!(fut.poll(cx));
                     return Poll::Ready(Ok(out.take().expect("polled after completion")));

@@ -11,6 +11,7 @@ use tower_layer::Layer;
 use super::cost::{Cost, DEFAULT_MAX_TOKENS};
 use super::error::AcquireError;
 use super::future::Learn;
+use super::in_flight::{InFlightSlot, Slot};
 use super::key::{KeyBy, KeySecret, RequestHead};
 use super::limiter::{Acquire, LearnOptions, Limiter, Mode};
 use super::quota::Tier;
@@ -84,19 +85,44 @@ impl Policy {
                 self.reconcile,
             )
         });
-        // Most requests are decided at once, without a future.
-        let admit = match self.limiter.admit_now(key, tier, &cost) {
-            Some(decided) => Admit::Now(decided),
-            None => Admit::Wait(self.limiter.acquire_tier(key, tier.clone(), cost)),
+        // A capped key's request takes a place among its requests in flight first (one
+        // atomic load when no key is capped).
+        let admit = match self.limiter.try_slot(key) {
+            Slot::Full(_) if self.limiter.mode() == Mode::Reject => {
+                Admit::Now(Err(self.limiter.in_flight_refusal(key, tier)), None)
+            }
+            Slot::Full(sem) => Admit::Wait(
+                self.limiter
+                    .acquire_tier(key, tier.clone(), cost)
+                    .after_place(sem),
+            ),
+            slot => {
+                let place = match slot {
+                    Slot::Held(place) => Some(place),
+                    _ => None,
+                };
+                // Most requests are decided at once, without a future.
+                match self.limiter.admit_now(key, tier, &cost) {
+                    Some(Ok(at)) => Admit::Now(Ok(at), place),
+                    Some(Err(e)) => Admit::Now(Err(e), None),
+                    None => Admit::Wait(
+                        self.limiter
+                            .acquire_tier(key, tier.clone(), cost)
+                            .holding(place),
+                    ),
+                }
+            }
         };
         // Nothing to learn from a request that is not sent.
-        let sent = !matches!(admit, Admit::Now(Err(_)));
+        let sent = !matches!(admit, Admit::Now(Err(_), _));
+        let placed = matches!(admit, Admit::Now(Ok(_), Some(_)));
         let learn = (self.learn && sent).then(|| Learn {
             blocks: self.limiter.blocks_learned(),
             policy: Arc::clone(self),
             key,
             tier: selected,
             hook,
+            placed,
         });
         Some((admit, learn))
     }
@@ -127,20 +153,25 @@ impl Policy {
 
 /// A request's admission: decided at once, or a future to await.
 pub(crate) enum Admit {
-    /// Decided without waiting; an admission carries the time it was decided at.
-    Now(Result<Instant, AcquireError>),
-    /// To wait for.
+    /// Decided without waiting; an admission carries the time it was decided at, and the
+    /// place it took among its key's requests in flight (a capped key's).
+    Now(Result<Instant, AcquireError>, Option<InFlightSlot>),
+    /// To wait for ([`Acquire::take_place`] then hands over the place).
     Wait(Acquire),
 }
 
 #[cfg(feature = "reqwest-middleware")]
 impl Admit {
     /// The decision, waited for if it must be (the reqwest middleware's; the tower service
-    /// polls the `Acquire` in its own future).
-    pub(crate) async fn decide(self) -> Result<(), AcquireError> {
+    /// polls the `Acquire` in its own future), with the place in flight to hold until the
+    /// response ends.
+    pub(crate) async fn decide(self) -> Result<Option<InFlightSlot>, AcquireError> {
         match self {
-            Admit::Now(decided) => decided.map(drop),
-            Admit::Wait(acquire) => acquire.await,
+            Admit::Now(decided, place) => decided.map(|_| place),
+            Admit::Wait(mut acquire) => {
+                (&mut acquire).await?;
+                Ok(acquire.take_place())
+            }
         }
     }
 }
@@ -267,6 +298,14 @@ impl RateLimitLayer {
     pub fn with_max_wait(self, max_wait: impl Into<Option<Duration>>) -> RateLimitLayer {
         let max_wait = max_wait.into();
         self.map_limiter(|l| l.with_max_wait(max_wait))
+    }
+
+    /// Caps every key at `max` requests in flight at once (default: none but the caps
+    /// learned from refusals of the requests in flight); see
+    /// [`Limiter::with_max_in_flight`].
+    pub fn with_max_in_flight(self, max: impl Into<Option<u32>>) -> RateLimitLayer {
+        let max = max.into();
+        self.map_limiter(|l| l.with_max_in_flight(max))
     }
 
     /// The old name of `with_max_wait(None)`.

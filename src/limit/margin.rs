@@ -56,9 +56,6 @@ pub(crate) struct Margin {
     learned: AtomicU64,
     /// The round trips' spread ([`UNKNOWN`] before enough are seen), read on admissions.
     spread: AtomicU64,
-    /// Their 95th percentile ([`UNKNOWN`] before enough are seen): how long a request is in
-    /// flight, for a concurrency limit.
-    high: AtomicU64,
     /// What the last surprise calls for, decayed, read on admissions.
     surprise: AtomicU64,
     /// Whether the samples are full (then sampling thins out).
@@ -87,7 +84,6 @@ impl Margin {
             learn,
             learned: AtomicU64::new(0),
             spread: AtomicU64::new(UNKNOWN),
-            high: AtomicU64::new(UNKNOWN),
             surprise: AtomicU64::new(0),
             full: AtomicBool::new(false),
             sampled: AtomicU64::new(0),
@@ -119,13 +115,6 @@ impl Margin {
         };
         let surprise = self.surprise.load(Ordering::Relaxed).min(shortest_ns / 20);
         from_trips.max(surprise).min(MAX_LEARNED_NS).max(self.floor)
-    }
-
-    /// The 95th percentile of the round trips sampled (admission to response head), once 8
-    /// are seen.
-    pub(crate) fn round_trip(&self) -> Option<u64> {
-        let high = self.high.load(Ordering::Relaxed);
-        (high != UNKNOWN).then_some(high)
     }
 
     /// The learned part alone, uncapped.
@@ -187,9 +176,6 @@ impl Margin {
                 hi
             };
             s.spread = hi - lo;
-            if len >= MIN_SAMPLES {
-                self.high.store(hi, Ordering::Relaxed);
-            }
         }
         self.publish(&mut s, now);
     }

@@ -90,6 +90,7 @@ mod cost;
 mod error;
 mod future;
 mod gate;
+mod in_flight;
 mod key;
 mod layer;
 mod limiter;
@@ -104,6 +105,7 @@ mod window;
 pub use cost::{Cost, DEFAULT_MAX_TOKENS};
 pub use error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 pub use future::ResponseFuture;
+pub(crate) use in_flight::InFlightSlot;
 pub use key::{Key, KeyBy, KeySecret, Model, RequestHead, ShortSecret};
 pub use layer::RateLimitLayer;
 pub use limiter::{

@@ -10,6 +10,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
+use super::in_flight::InFlightSlot;
 use super::key::RequestHead;
 use super::layer::{Admit, Policy};
 use super::limiter::Limiter;
@@ -85,14 +86,24 @@ where
             req.extensions_mut().insert(hook);
         }
         match admit {
-            Admit::Now(Ok(at)) => ResponseFuture::calling(inner, req, learn, Some(at)),
-            Admit::Now(Err(e)) => ResponseFuture::failed(e.into_box()),
+            Admit::Now(Ok(at), place) => {
+                ResponseFuture::calling(inner, hold(req, &place), learn, Some(at)).holding(place)
+            }
+            Admit::Now(Err(e), _) => ResponseFuture::failed(e.into_box()),
             Admit::Wait(mut acquire) => {
                 // Decide now if the store can, with a no-op waker (a pending `Acquire`
                 // re-registers the real waker when the response future polls it).
                 let mut cx = Context::from_waker(Waker::noop());
                 match Pin::new(&mut acquire).poll(&mut cx) {
-                    Poll::Ready(Ok(())) => ResponseFuture::calling(inner, req, learn, None),
+                    Poll::Ready(Ok(())) => {
+                        let place = acquire.take_place();
+                        let mut learn = learn;
+                        if let Some(l) = learn.as_mut() {
+                            l.placed = place.is_some();
+                        }
+                        ResponseFuture::calling(inner, hold(req, &place), learn, None)
+                            .holding(place)
+                    }
                     Poll::Ready(Err(e)) => ResponseFuture::failed(e.into_box()),
                     Poll::Pending => ResponseFuture::waiting(acquire, inner, req, learn),
                 }
@@ -108,4 +119,14 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
             .field("policy", &*self.policy)
             .finish()
     }
+}
+
+/// Hands a clone of the request's place among its key's requests in flight to the
+/// classification layer below (in the request's extensions), which keeps it in the response
+/// body until the body ends; the response future keeps its own until the response's head.
+pub(crate) fn hold<B>(mut req: Request<B>, place: &Option<InFlightSlot>) -> Request<B> {
+    if let Some(place) = place {
+        req.extensions_mut().insert(place.clone());
+    }
+    req
 }

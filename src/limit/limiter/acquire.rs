@@ -2,6 +2,8 @@
 //! answer, the wait.
 
 use super::*;
+use crate::limit::in_flight::{wait_for_place, InFlightSlot, PlaceWait};
+use std::task::ready;
 
 // === impl Acquire ===
 
@@ -34,6 +36,10 @@ pub struct Acquire {
     deadline: Option<Instant>,
     state: State,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The wait for a place among the key's requests in flight, first.
+    place_wait: Option<PlaceWait>,
+    /// The place, held (taken at once, or waited for).
+    place: Option<InFlightSlot>,
 }
 
 impl Acquire {
@@ -51,7 +57,30 @@ impl Acquire {
             deadline: None,
             state: State::Start,
             sleep: None,
+            place_wait: None,
+            place: None,
         }
+    }
+
+    /// Holds `place` (taken at once) until the front end takes it.
+    pub(crate) fn holding(mut self, place: Option<InFlightSlot>) -> Acquire {
+        self.place = place;
+        self
+    }
+
+    /// Waits for a place on `sem` (the key's, all taken) before the windows: up to
+    /// `max_wait`, in order among the key's waiters.
+    pub(crate) fn after_place(mut self, sem: Arc<tokio::sync::Semaphore>) -> Acquire {
+        let max_wait = self.limiter.shared.config.max_wait;
+        let caps = Arc::clone(&self.limiter.shared.in_flight);
+        self.place_wait = Some(wait_for_place(caps, self.key, sem, max_wait));
+        self
+    }
+
+    /// The place among the key's requests in flight this admission holds, for the front end
+    /// to hold until the response ends.
+    pub(crate) fn take_place(&mut self) -> Option<InFlightSlot> {
+        self.place.take()
     }
 
     /// The (hashed) key.
@@ -235,6 +264,17 @@ impl Future for Acquire {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        if let Some(wait) = this.place_wait.as_mut() {
+            let place = ready!(wait.as_mut().poll(cx));
+            this.place_wait = None;
+            match place {
+                Some(place) => this.place = Some(place),
+                None => {
+                    this.state = State::Done;
+                    return Poll::Ready(Err(this.limited(Reason::MaxWait, None)));
+                }
+            }
+        }
         loop {
             match std::mem::replace(&mut this.state, State::Done) {
                 State::Start => {

@@ -78,9 +78,11 @@ impl Limiter {
     /// window's rate.
     ///
     /// A refusal of the requests in flight at once ([`Scope::InFlight`]) teaches the windows
-    /// nothing and blocks nothing but for a delay the server gave; the key is paced for a
-    /// minute to as many as the server allows in flight (its
-    /// [`IN_FLIGHT`](crate::headers::IN_FLIGHT) window, else one) per round trip.
+    /// nothing and blocks nothing but for a delay the server gave; the key is capped for a
+    /// minute to as many requests in flight as the server allows (its
+    /// [`IN_FLIGHT`](crate::headers::IN_FLIGHT) window, else one): the layers make each
+    /// request wait for a place (or refuse it, in reject mode) and hold it until the
+    /// response ends ([`with_max_in_flight`](Self::with_max_in_flight)).
     pub fn learn(
         &self,
         key: Key,
@@ -115,7 +117,7 @@ impl Limiter {
         if classification.class() == QuotaClass::RateLimited
             && classification.scope() == Scope::InFlight
         {
-            self.pace_in_flight(key, store_key, tier, classification);
+            self.cap_in_flight(key, classification);
         }
         let updates = self.updates(key, tier, &in_force, classification, options);
         let block = updates
@@ -373,13 +375,10 @@ impl Limiter {
         }
     }
 
-    /// A refusal of the requests in flight at once (LiteLLM's `max_parallel_requests`): the
-    /// key is paced to that many (the server's figure, else one) per round trip (the 95th
-    /// percentile of those sampled, else a second), for a minute from the last such refusal:
-    /// its requests then go out about as others end, rather than being refused and backed
-    /// off. A slot frees when a request ends, so a rate that keeps no more than that many in
-    /// any round trip keeps no more in flight, but for the slowest answers.
-    fn pace_in_flight(&self, key: Key, store_key: Key, configured: &Tier, c: &Classification) {
+    /// A refusal of the requests in flight caps `key` for a minute (renewed by each such
+    /// refusal) to the number the server names, else one: the layers hold each request's
+    /// place until its response ends.
+    fn cap_in_flight(&self, key: Key, c: &Classification) {
         let limit = c
             .rate_limit()
             .get(&crate::headers::Dimension::Named(
@@ -387,21 +386,13 @@ impl Limiter {
             ))
             .and_then(|w| w.limit)
             .filter(|&l| l > 0)
-            .unwrap_or(1);
-        let trip = self
-            .shared
-            .margin
-            .round_trip()
-            .map_or(IN_FLIGHT_TRIP, Duration::from_nanos)
-            .max(Duration::from_millis(1));
-        let own = self.shared.learned.own(store_key, configured);
-        let until = Instant::now() + IN_FLIGHT_PACE;
+            .map_or(1, |l| u32::try_from(l).unwrap_or(u32::MAX));
         if self
             .shared
-            .learned
-            .pace_to(store_key, &own, Quota::new(limit, trip), until)
+            .in_flight
+            .cap(key, limit, Instant::now() + IN_FLIGHT_CAP)
         {
-            tracing::info!(key = %key, tier = own.name(), limit, round_trip_ms = trip.as_millis() as u64, "rate limit: too many requests in flight, pacing the key to the round trip");
+            tracing::info!(key = %key, limit, "rate limit: too many requests in flight, capping the key");
         }
     }
 
@@ -631,11 +622,8 @@ struct BucketWatch {
     seen: u32,
 }
 
-/// How long a key is paced after a refusal of its requests in flight (renewed by each).
-const IN_FLIGHT_PACE: Duration = Duration::from_secs(60);
-
-/// The round trip assumed for that pace before any is sampled.
-const IN_FLIGHT_TRIP: Duration = Duration::from_secs(1);
+/// How long a key is capped after a refusal of its requests in flight (renewed by each).
+const IN_FLIGHT_CAP: Duration = Duration::from_secs(60);
 
 /// The responses of a window that must say the bucket is small before the key is paced.
 const BUCKET_WITNESSES: u32 = 3;

@@ -22,6 +22,7 @@ use tokio::time::{Instant, Sleep};
 use super::cost::Cost;
 use super::error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 use super::gate::{Gates, Joined};
+use super::in_flight::{InFlight, Slot};
 use super::key::{Key, KeyHasher, KeySecret};
 use super::margin::Margin;
 use super::quota::{counts_tokens, dur_ns, smallcosts::Costs, Quota, Tier, Window};
@@ -81,6 +82,7 @@ struct Config {
     mode: Mode,
     clock: WallClock,
     key_secret: KeySecret,
+    max_in_flight: Option<u32>,
 }
 
 struct Shared {
@@ -97,6 +99,8 @@ struct Shared {
     learned: Learned,
     /// The blocks learned, numbered: which refusals were foreseen.
     blocks: foresee::Blocks,
+    /// The keys' caps on requests in flight at once, learned or configured.
+    in_flight: Arc<InFlight>,
     /// The limiter's clock: `wall_epoch + (tokio::time::Instant::now() - epoch)`, in
     /// nanoseconds since the Unix epoch. Monotonic and follows tokio's paused clock; every
     /// time that crosses the store is on it. Calendar periods read the wall clock itself,
@@ -164,6 +168,7 @@ impl Limiter {
             mode: Mode::Wait,
             clock: WallClock::system(),
             key_secret: KeySecret::per_process(),
+            max_in_flight: None,
         })
     }
 
@@ -183,6 +188,7 @@ impl Limiter {
                 ),
                 learned: Learned::default(),
                 blocks: foresee::Blocks::default(),
+                in_flight: Arc::new(InFlight::new(config.max_in_flight)),
                 replicas: (0..REPLICAS).map(|_| config.tier.replica()).collect(),
                 config,
                 gates: Gates::new(),
@@ -271,6 +277,49 @@ impl Limiter {
     /// learning never fails a request nor holds it long.
     pub fn with_learn_timeout(self, timeout: Duration) -> Limiter {
         self.reconfigure(|c| c.learn_timeout = timeout)
+    }
+
+    /// Caps every key at `max` requests in flight at once (`None`, the default: no cap but
+    /// the ones learned). A request takes a place before it is admitted to the windows and
+    /// holds it until its response ends: through the layers, until the response body ends
+    /// or is dropped (with [`QuotaClassifyLayer`](crate::QuotaClassifyLayer) below the
+    /// rate-limit layer, as in [`QuotaLayer`](crate::QuotaLayer) and the reqwest
+    /// middleware; else until the response's head arrives). In wait mode a request waits for
+    /// a place (in order, up to `max_wait`); in reject mode it is refused at once
+    /// ([`Reason::InFlight`]). [`acquire`](Self::acquire) and
+    /// [`try_acquire`](Self::try_acquire) admit to the windows alone: a place is the layers'.
+    ///
+    /// Set it to a LiteLLM key's `max_parallel_requests`. Without it, a refusal of the
+    /// requests in flight ([`Scope::InFlight`](crate::classify::Scope::InFlight)) caps the
+    /// key for a minute to the number the server names (else 1). The cap is this process's:
+    /// several processes sharing a key each hold their own.
+    ///
+    /// ```
+    /// use tower_quota::{Quota, Tier};
+    /// use tower_quota::limit::Limiter;
+    ///
+    /// let limiter = Limiter::new(Tier::new("litellm-key").with_quota(Quota::per_minute(60)))
+    ///     .with_max_in_flight(4);
+    /// assert_eq!(limiter.max_in_flight(), Some(4));
+    /// ```
+    pub fn with_max_in_flight(self, max: impl Into<Option<u32>>) -> Limiter {
+        let max = max.into().map(|m| m.max(1));
+        self.reconfigure(|c| c.max_in_flight = max)
+    }
+
+    /// The configured cap on each key's requests in flight at once.
+    pub fn max_in_flight(&self) -> Option<u32> {
+        self.shared.config.max_in_flight
+    }
+
+    /// Takes a place among `key`'s requests in flight, if the key is capped.
+    pub(crate) fn try_slot(&self, key: Key) -> Slot {
+        self.shared.in_flight.try_slot(key)
+    }
+
+    /// The keys' caps on requests in flight.
+    pub(crate) fn in_flight(&self) -> &Arc<InFlight> {
+        &self.shared.in_flight
     }
 
     /// Sets the mode. Default: [`Mode::Wait`].
@@ -473,6 +522,12 @@ impl Limiter {
 
     pub(crate) fn acquire_tier(&self, key: Key, tier: Tier, cost: Cost) -> Acquire {
         Acquire::new(self, key, tier, cost)
+    }
+
+    /// The refusal in reject mode of a request of `key` whose places in flight are all
+    /// taken: no time is known when one frees.
+    pub(crate) fn in_flight_refusal(&self, key: Key, tier: &Tier) -> AcquireError {
+        refusal(key, self.refusal_tier(tier), Reason::InFlight, None, None)
     }
 
     /// The refusal in reject mode of `key` under `tier`, at `now` (the store's clock, read
