@@ -233,7 +233,6 @@ where
                         Ok(place) => {
                             if let Some(learn) = &mut learn {
                                 learn.waited();
-                                learn.placed = place.is_some();
                             }
                             (learn, place)
                         }
@@ -250,6 +249,7 @@ where
                     Err(e) => break 'attempt run.error(e, replayable),
                 };
                 let hook = learn.as_ref().and_then(|l| l.hook.clone());
+                let placed = place.is_some();
                 // The body holds the request's place in flight until it ends.
                 let (mut response, at) = self.classify(response, hook, place).await;
                 url = Some(at);
@@ -258,7 +258,7 @@ where
                         .extensions()
                         .get::<Classification>()
                         .expect("the classifier attached one");
-                    let observed = learn.observe(Some(admitted), classification);
+                    let observed = learn.observe(Some(admitted), classification, placed);
                     if let Some(pending) = observed.mark(response.extensions_mut()) {
                         pending.await;
                     }

@@ -37,9 +37,6 @@ pub(crate) struct Learn {
     /// The number of the latest block learned when the attempt was admitted
     /// ([`Limiter::blocks_learned`]): whether its refusal was foreseen.
     pub(crate) blocks: u64,
-    /// Whether the attempt holds a place among its key's requests in flight: one that
-    /// holds none, answered, gives back a place of a cap learned while it was on the wire.
-    pub(crate) placed: bool,
 }
 
 impl Learn {
@@ -103,17 +100,21 @@ impl Learn {
     /// A rate-limited response is first checked against what was learned while it was on
     /// the wire (before it teaches anything itself): a [`Foreseen`] refusal, which
     /// [`Observed::mark`] marks.
+    ///
+    /// An attempt that held no place among its key's requests in flight (`placed` false)
+    /// gives back, answered, a place of a cap learned while it was on the wire.
     pub(crate) fn observe(
         self,
         admitted: Option<Instant>,
         classification: &Classification,
+        placed: bool,
     ) -> Observed {
         if let Some(at) = admitted {
             self.limiter().observe_round_trip(at);
         }
         let refused_in_flight = classification.class() == QuotaClass::RateLimited
             && classification.scope() == Scope::InFlight;
-        if !self.placed && !refused_in_flight {
+        if !placed && !refused_in_flight {
             self.limiter().in_flight().repay(self.key);
         }
         let foreseen = classification.class() == QuotaClass::RateLimited
@@ -140,10 +141,6 @@ pin_project! {
         learn: Option<Learn>,
         // When the request was admitted: the round trip feeds the learned margin.
         admitted: Option<Instant>,
-        // The request's place among its key's requests in flight (a capped key's), held
-        // until the response's head; the body holds it on when a classification layer
-        // below took the clone in the request's extensions.
-        place: Option<InFlightSlot>,
     }
 }
 
@@ -159,14 +156,20 @@ pin_project! {
             waiting: Option<Box<Waiting<S, B>>>,
         },
         // Admitted; a clone of the inner service that was not ready at once is driven ready
-        // (boxed: it holds the request).
+        // (boxed: it holds the request). The request's place among its key's requests in
+        // flight (a capped key's) is held here and in `Calling` until the response's head;
+        // the body holds it on when a classification layer below took the clone in the
+        // request's extensions. (In the variants, not beside them: the future of an
+        // uncapped request stays the size it was.)
         Readying {
             fut: Pin<Box<Oneshot<S, Request<B>>>>,
+            place: Option<InFlightSlot>,
         },
         // The inner service called.
         Calling {
             #[pin]
             fut: S::Future,
+            place: Option<InFlightSlot>,
         },
         Learning {
             #[pin]
@@ -194,16 +197,19 @@ where
     /// Calls `inner` (a clone of the layer's inner service) with `req` if it is ready at
     /// once (a poll with a no-op waker: a clone not ready registers the real waker when the
     /// response future drives it), else drives it ready in the response future.
-    fn call(mut inner: S, req: Request<B>) -> Self {
+    fn call(mut inner: S, mut req: Request<B>, place: Option<InFlightSlot>) -> Self {
+        hold(&mut req, &place);
         match inner.poll_ready(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Ok(())) => State::Calling {
                 fut: inner.call(req),
+                place,
             },
             Poll::Ready(Err(e)) => State::Failed {
                 err: Some(e.into()),
             },
             Poll::Pending => State::Readying {
                 fut: Box::pin(Oneshot::new(inner, req)),
+                place,
             },
         }
     }
@@ -221,6 +227,7 @@ where
         req: Request<B>,
         learn: Option<Learn>,
         admitted: Option<Instant>,
+        place: Option<InFlightSlot>,
     ) -> Self {
         // The clock is read only for what needs the time of admission, and only if the
         // admission did not read it.
@@ -232,17 +239,10 @@ where
             l.admitted(now);
         }
         ResponseFuture {
-            state: State::call(inner, req),
+            state: State::call(inner, req, place),
             learn,
             admitted: now,
-            place: None,
         }
-    }
-
-    /// Holds `place` until the response's head.
-    pub(crate) fn holding(mut self, place: Option<InFlightSlot>) -> Self {
-        self.place = place;
-        self
     }
 
     pub(crate) fn waiting(
@@ -261,7 +261,6 @@ where
             },
             learn,
             admitted: None,
-            place: None,
         }
     }
 
@@ -270,7 +269,6 @@ where
             state: State::Failed { err: Some(err) },
             learn: None,
             admitted: None,
-            place: None,
         }
     }
 }
@@ -285,7 +283,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let resp = match this.state.as_mut().project() {
+            let (resp, placed) = match this.state.as_mut().project() {
                 StateProj::Waiting { waiting } => {
                     let w = waiting.as_mut().expect("polled after completion");
                     if let Err(e) = ready!(Pin::new(&mut w.acquire).poll(cx)) {
@@ -303,27 +301,22 @@ where
                     let Waiting {
                         mut acquire,
                         inner,
-                        req,
+                        mut req,
                     } = *waiting.take().expect("checked above");
-                    *this.place = acquire.take_place();
-                    if let Some(l) = this.learn.as_mut() {
-                        l.placed = this.place.is_some();
-                    }
-                    let req = super::service::hold(req, this.place);
+                    let place = acquire.take_place();
+                    hold(&mut req, &place);
                     let fut = Box::pin(Oneshot::new(inner, req));
-                    this.state.set(State::Readying { fut });
+                    this.state.set(State::Readying { fut, place });
                     continue;
                 }
-                StateProj::Readying { fut } => {
-                    let out = ready!(fut.as_mut().poll(cx));
-                    // The head is here (or the call failed): the body holds the place on.
-                    *this.place = None;
-                    out.map_err(Into::into)?
+                // The head is here (or the call failed): the state moves on and its place
+                // goes with it; the body holds its own clone on.
+                StateProj::Readying { fut, place } => {
+                    let resp = ready!(fut.as_mut().poll(cx)).map_err(Into::into)?;
+                    (resp, place.is_some())
                 }
-                StateProj::Calling { fut } => {
-                    let out = ready!(fut.poll(cx));
-                    *this.place = None;
-                    out.map_err(Into::into)?
+                StateProj::Calling { fut, place } => {
+                    (ready!(fut.poll(cx)).map_err(Into::into)?, place.is_some())
                 }
                 StateProj::Learning { fut, out } => {
                     ready!(fut.poll(cx));
@@ -336,7 +329,7 @@ where
             let Some(learn) = this.learn.take() else {
                 return Poll::Ready(Ok(resp));
             };
-            let (resp, pending) = learn_from(learn, *this.admitted, resp);
+            let (resp, pending) = learn_from(learn, *this.admitted, resp, placed);
             match pending {
                 None => return Poll::Ready(Ok(resp)),
                 Some(fut) => this.state.set(State::Learning {
@@ -354,9 +347,12 @@ fn learn_from<RB>(
     learn: Learn,
     admitted: Option<Instant>,
     mut resp: Response<RB>,
+    placed: bool,
 ) -> (Response<RB>, Option<Learning>) {
     if let Some(c) = resp.extensions().get::<Classification>() {
-        let pending = learn.observe(admitted, c).mark(resp.extensions_mut());
+        let pending = learn
+            .observe(admitted, c, placed)
+            .mark(resp.extensions_mut());
         return (resp, pending);
     }
     // Nothing to learn from a success that carries no rate-limit header (the common case):
@@ -371,7 +367,9 @@ fn learn_from<RB>(
     }
     let (mut parts, body) = resp.into_parts();
     let c = Generic.classify_at(&parts, &[], learn.limiter().now_wall());
-    let pending = learn.observe(admitted, &c).mark(&mut parts.extensions);
+    let pending = learn
+        .observe(admitted, &c, placed)
+        .mark(&mut parts.extensions);
     (Response::from_parts(parts, body), pending)
 }
 
@@ -381,5 +379,15 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// Hands a clone of the request's place among its key's requests in flight to the
+/// classification layer below (in the request's extensions), which keeps it in the response
+/// body until the body ends; the response future keeps its own until the response's head.
+#[inline]
+fn hold<B>(req: &mut Request<B>, place: &Option<InFlightSlot>) {
+    if let Some(place) = place {
+        req.extensions_mut().insert(place.clone());
     }
 }

@@ -56,11 +56,10 @@ impl fmt::Debug for InFlightSlot {
 /// FIFO among the key's waiters; `None` when the wait ran out.
 pub(crate) type PlaceWait = std::pin::Pin<Box<dyn Future<Output = Option<InFlightSlot>> + Send>>;
 
-/// Waits for a place on `sem` (`key`'s, from [`Slot::Full`]), giving back the cap's debt
-/// when it falls due.
+/// Waits for a place on `sem` (a full key's, from [`Slot::Full`]), calling `settle` (the
+/// key's [`InFlight::settle`]) to give back the cap's debt when it falls due.
 pub(crate) fn wait_for_place(
-    caps: Arc<InFlight>,
-    key: Key,
+    settle: impl Fn() -> Option<Instant> + Send + 'static,
     sem: Arc<Semaphore>,
     max_wait: Option<Duration>,
 ) -> PlaceWait {
@@ -68,8 +67,7 @@ pub(crate) fn wait_for_place(
         let deadline = max_wait.and_then(|d| Instant::now().checked_add(d));
         let mut acquire = std::pin::pin!(sem.acquire_owned());
         loop {
-            let due = caps.settle(key);
-            let wake = match (due, deadline) {
+            let wake = match (settle(), deadline) {
                 (Some(d), Some(e)) => Some(d.min(e)),
                 (d, e) => d.or(e),
             };
@@ -185,11 +183,23 @@ impl InFlight {
             .unwrap_or_else(|e| e.into_inner())
     }
 
+    /// No key is capped.
+    #[inline]
+    pub(crate) fn none(&self) -> bool {
+        !self.any.load(Ordering::Acquire)
+    }
+
     /// Takes a place for one request of `key`, if the key is capped.
+    #[inline]
     pub(crate) fn try_slot(&self, key: Key) -> Slot {
         if !self.any.load(Ordering::Acquire) {
             return Slot::Uncapped;
         }
+        self.try_slot_capped(key)
+    }
+
+    #[inline(never)]
+    fn try_slot_capped(&self, key: Key) -> Slot {
         let now = Instant::now();
         let mut caps = self.lock(key);
         let sem = match caps.get_mut(&key.0) {
@@ -247,17 +257,23 @@ impl InFlight {
 
     /// A request of `key` that held no place was answered (it was sent before the key was
     /// capped): the server's place it took is free, one of the cap's debt given back.
+    #[inline]
     pub(crate) fn repay(&self, key: Key) {
         if !self.any.load(Ordering::Acquire) {
             return;
         }
+        self.repay_capped(key);
+    }
+
+    #[inline(never)]
+    fn repay_capped(&self, key: Key) {
         if let Some(cap) = self.lock(key).get_mut(&key.0) {
             cap.repay(1);
         }
     }
 
     /// Gives back a capped key's debt once it is due; when it is (or will be) due.
-    fn settle(&self, key: Key) -> Option<Instant> {
+    pub(crate) fn settle(&self, key: Key) -> Option<Instant> {
         let now = Instant::now();
         let mut caps = self.lock(key);
         let cap = caps.get_mut(&key.0)?;
@@ -356,7 +372,15 @@ mod tests {
         };
         // A waiter is woken when the debt falls due, though nobody else calls.
         let start = Instant::now();
-        let place = wait_for_place(Arc::clone(&f), a, sem, None).await;
+        let place = wait_for_place(
+            {
+                let f = Arc::clone(&f);
+                move || f.settle(a)
+            },
+            sem,
+            None,
+        )
+        .await;
         assert!(place.is_some());
         assert_eq!(start.elapsed(), DEBT_HOLD);
         // A waiter with a shorter bound gives up first.
@@ -365,11 +389,16 @@ mod tests {
             panic!("in debt")
         };
         let start = Instant::now();
-        assert!(
-            wait_for_place(Arc::clone(&f), a, sem, Some(Duration::from_secs(5)))
-                .await
-                .is_none()
-        );
+        assert!(wait_for_place(
+            {
+                let f = Arc::clone(&f);
+                move || f.settle(a)
+            },
+            sem,
+            Some(Duration::from_secs(5))
+        )
+        .await
+        .is_none());
         assert_eq!(start.elapsed(), Duration::from_secs(5));
     }
 

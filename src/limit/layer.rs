@@ -12,7 +12,7 @@ use super::cost::{Cost, DEFAULT_MAX_TOKENS};
 use super::error::AcquireError;
 use super::future::Learn;
 use super::in_flight::{InFlightSlot, Slot};
-use super::key::{KeyBy, KeySecret, RequestHead};
+use super::key::{Key, KeyBy, KeySecret, RequestHead};
 use super::limiter::{Acquire, LearnOptions, Limiter, Mode};
 use super::quota::Tier;
 use super::reconcile::{Reconcile, UsageHook};
@@ -85,46 +85,52 @@ impl Policy {
                 self.reconcile,
             )
         });
-        // A capped key's request takes a place among its requests in flight first (one
-        // atomic load when no key is capped).
-        let admit = match self.limiter.try_slot(key) {
-            Slot::Full(_) if self.limiter.mode() == Mode::Reject => {
-                Admit::Now(Err(self.limiter.in_flight_refusal(key, tier)), None)
+        // Most requests are decided at once, without a future; a capped key's takes a place
+        // among its requests in flight first (one atomic load when no key is capped).
+        let admit = if self.limiter.in_flight().none() {
+            match self.limiter.admit_now(key, tier, &cost) {
+                Some(decided) => Admit::Now(decided, None),
+                None => Admit::Wait(Box::new(self.limiter.acquire_tier(key, tier.clone(), cost))),
             }
-            Slot::Full(sem) => Admit::Wait(
-                self.limiter
-                    .acquire_tier(key, tier.clone(), cost)
-                    .after_place(sem),
-            ),
-            slot => {
-                let place = match slot {
-                    Slot::Held(place) => Some(place),
-                    _ => None,
-                };
-                // Most requests are decided at once, without a future.
-                match self.limiter.admit_now(key, tier, &cost) {
-                    Some(Ok(at)) => Admit::Now(Ok(at), place),
-                    Some(Err(e)) => Admit::Now(Err(e), None),
-                    None => Admit::Wait(
-                        self.limiter
-                            .acquire_tier(key, tier.clone(), cost)
-                            .holding(place),
-                    ),
-                }
-            }
+        } else {
+            self.admit_capped(key, tier, cost)
         };
         // Nothing to learn from a request that is not sent.
         let sent = !matches!(admit, Admit::Now(Err(_), _));
-        let placed = matches!(admit, Admit::Now(Ok(_), Some(_)));
         let learn = (self.learn && sent).then(|| Learn {
             blocks: self.limiter.blocks_learned(),
             policy: Arc::clone(self),
             key,
             tier: selected,
             hook,
-            placed,
         });
         Some((admit, learn))
+    }
+
+    /// The admission of a request when some key is capped: a place first (at once, waited
+    /// for, or refused in reject mode), then the windows.
+    #[inline(never)]
+    fn admit_capped(&self, key: Key, tier: &Tier, cost: Cost) -> Admit {
+        let place = match self.limiter.try_slot(key) {
+            Slot::Uncapped => None,
+            Slot::Held(place) => Some(place),
+            Slot::Full(_) if self.limiter.mode() == Mode::Reject => {
+                let refused = self.limiter.in_flight_refusal(key, tier);
+                return Admit::Now(Err(refused), None);
+            }
+            Slot::Full(sem) => {
+                let acquire = self.limiter.acquire_tier(key, tier.clone(), cost);
+                return Admit::Wait(Box::new(acquire.after_place(sem)));
+            }
+        };
+        match self.limiter.admit_now(key, tier, &cost) {
+            Some(Ok(at)) => Admit::Now(Ok(at), place),
+            Some(Err(e)) => Admit::Now(Err(e), None),
+            None => {
+                let acquire = self.limiter.acquire_tier(key, tier.clone(), cost);
+                Admit::Wait(Box::new(acquire.holding(place)))
+            }
+        }
     }
 
     /// Whether the request body's facts can matter: a tier selector or a key that may read
@@ -156,8 +162,10 @@ pub(crate) enum Admit {
     /// Decided without waiting; an admission carries the time it was decided at, and the
     /// place it took among its key's requests in flight (a capped key's).
     Now(Result<Instant, AcquireError>, Option<InFlightSlot>),
-    /// To wait for ([`Acquire::take_place`] then hands over the place).
-    Wait(Acquire),
+    /// To wait for ([`Acquire::take_place`] then hands over the place). Boxed: the slow
+    /// path (a wait, or a network store) pays for it, and the admission decided at once,
+    /// moved on every request, stays small.
+    Wait(Box<Acquire>),
 }
 
 #[cfg(feature = "reqwest-middleware")]

@@ -10,7 +10,6 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::in_flight::InFlightSlot;
 use super::key::RequestHead;
 use super::layer::{Admit, Policy};
 use super::limiter::Limiter;
@@ -75,10 +74,11 @@ where
         Poll::Ready(Ok(()))
     }
 
+    #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
         let Some((admit, learn)) = self.policy.admission(&RequestHead::of(&req)) else {
-            return ResponseFuture::calling(inner, req, None, None);
+            return ResponseFuture::calling(inner, req, None, None, None);
         };
         // The classification layer below takes it, to correct a token reservation to the
         // usage the response reports.
@@ -87,7 +87,7 @@ where
         }
         match admit {
             Admit::Now(Ok(at), place) => {
-                ResponseFuture::calling(inner, hold(req, &place), learn, Some(at)).holding(place)
+                ResponseFuture::calling(inner, req, learn, Some(at), place)
             }
             Admit::Now(Err(e), _) => ResponseFuture::failed(e.into_box()),
             Admit::Wait(mut acquire) => {
@@ -97,15 +97,10 @@ where
                 match Pin::new(&mut acquire).poll(&mut cx) {
                     Poll::Ready(Ok(())) => {
                         let place = acquire.take_place();
-                        let mut learn = learn;
-                        if let Some(l) = learn.as_mut() {
-                            l.placed = place.is_some();
-                        }
-                        ResponseFuture::calling(inner, hold(req, &place), learn, None)
-                            .holding(place)
+                        ResponseFuture::calling(inner, req, learn, None, place)
                     }
                     Poll::Ready(Err(e)) => ResponseFuture::failed(e.into_box()),
-                    Poll::Pending => ResponseFuture::waiting(acquire, inner, req, learn),
+                    Poll::Pending => ResponseFuture::waiting(*acquire, inner, req, learn),
                 }
             }
         }
@@ -119,14 +114,4 @@ impl<S: fmt::Debug> fmt::Debug for RateLimit<S> {
             .field("policy", &*self.policy)
             .finish()
     }
-}
-
-/// Hands a clone of the request's place among its key's requests in flight to the
-/// classification layer below (in the request's extensions), which keeps it in the response
-/// body until the body ends; the response future keeps its own until the response's head.
-pub(crate) fn hold<B>(mut req: Request<B>, place: &Option<InFlightSlot>) -> Request<B> {
-    if let Some(place) = place {
-        req.extensions_mut().insert(place.clone());
-    }
-    req
 }

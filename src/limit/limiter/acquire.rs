@@ -72,8 +72,9 @@ impl Acquire {
     /// `max_wait`, in order among the key's waiters.
     pub(crate) fn after_place(mut self, sem: Arc<tokio::sync::Semaphore>) -> Acquire {
         let max_wait = self.limiter.shared.config.max_wait;
-        let caps = Arc::clone(&self.limiter.shared.in_flight);
-        self.place_wait = Some(wait_for_place(caps, self.key, sem, max_wait));
+        let (limiter, key) = (self.limiter.clone(), self.key);
+        let settle = move || limiter.shared.in_flight.settle(key);
+        self.place_wait = Some(wait_for_place(settle, sem, max_wait));
         self
     }
 

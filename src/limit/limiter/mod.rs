@@ -100,7 +100,7 @@ struct Shared {
     /// The blocks learned, numbered: which refusals were foreseen.
     blocks: foresee::Blocks,
     /// The keys' caps on requests in flight at once, learned or configured.
-    in_flight: Arc<InFlight>,
+    in_flight: InFlight,
     /// The limiter's clock: `wall_epoch + (tokio::time::Instant::now() - epoch)`, in
     /// nanoseconds since the Unix epoch. Monotonic and follows tokio's paused clock; every
     /// time that crosses the store is on it. Calendar periods read the wall clock itself,
@@ -188,7 +188,7 @@ impl Limiter {
                 ),
                 learned: Learned::default(),
                 blocks: foresee::Blocks::default(),
-                in_flight: Arc::new(InFlight::new(config.max_in_flight)),
+                in_flight: InFlight::new(config.max_in_flight),
                 replicas: (0..REPLICAS).map(|_| config.tier.replica()).collect(),
                 config,
                 gates: Gates::new(),
@@ -313,12 +313,14 @@ impl Limiter {
     }
 
     /// Takes a place among `key`'s requests in flight, if the key is capped.
+    #[inline]
     pub(crate) fn try_slot(&self, key: Key) -> Slot {
         self.shared.in_flight.try_slot(key)
     }
 
     /// The keys' caps on requests in flight.
-    pub(crate) fn in_flight(&self) -> &Arc<InFlight> {
+    #[inline]
+    pub(crate) fn in_flight(&self) -> &InFlight {
         &self.shared.in_flight
     }
 
