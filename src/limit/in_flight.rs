@@ -429,6 +429,24 @@ mod tests {
         assert!(matches!(f.try_slot(a), Slot::Full(_)));
     }
 
+    /// A server naming an absurd limit (LiteLLM's "no limit" is i64::MAX) caps at u32::MAX
+    /// places, owed and given back like any other.
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_limit_is_a_large_cap_not_a_panic() {
+        let f = InFlight::new(None);
+        let a = Key::of("a");
+        assert!(f.cap(a, u32::MAX, Instant::now() + Duration::from_secs(60)));
+        assert_eq!(f.limit(a), Some(u32::MAX));
+        assert!(matches!(f.try_slot(a), Slot::Full(_)), "owed");
+        tokio::time::advance(DEBT_HOLD).await;
+        let places: Vec<_> = (0..100).map(|_| held(f.try_slot(a))).collect();
+        assert_eq!(places.len(), 100);
+        // Zero is one.
+        let b = Key::of("b");
+        assert!(f.cap(b, 0, Instant::now() + Duration::from_secs(60)));
+        assert_eq!(f.limit(b), Some(1));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_caps_are_bounded() {
         let f = InFlight::new(None);

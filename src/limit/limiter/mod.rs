@@ -279,8 +279,8 @@ impl Limiter {
         self.reconfigure(|c| c.learn_timeout = timeout)
     }
 
-    /// Caps every key at `max` requests in flight at once (`None`, the default: no cap but
-    /// the ones learned). A request takes a place before it is admitted to the windows and
+    /// Caps every key at `max` requests in flight at once (at least 1; `None`, the default:
+    /// no cap but the ones learned). A request takes a place before it is admitted to the windows and
     /// holds it until its response ends: through the layers, until the response body ends
     /// or is dropped (with [`QuotaClassifyLayer`](crate::QuotaClassifyLayer) below the
     /// rate-limit layer, as in [`QuotaLayer`](crate::QuotaLayer) and the reqwest
@@ -301,6 +301,7 @@ impl Limiter {
     /// let limiter = Limiter::new(Tier::new("litellm-key").with_quota(Quota::per_minute(60)))
     ///     .with_max_in_flight(4);
     /// assert_eq!(limiter.max_in_flight(), Some(4));
+    /// assert_eq!(limiter.with_max_in_flight(0).max_in_flight(), Some(1));
     /// ```
     pub fn with_max_in_flight(self, max: impl Into<Option<u32>>) -> Limiter {
         let max = max.into().map(|m| m.max(1));
