@@ -52,9 +52,12 @@ impl fmt::Debug for InFlightSlot {
     }
 }
 
-/// The wait for a place of a full key, up to `max_wait` (`None`: as long as it takes):
-/// FIFO among the key's waiters; `None` when the wait ran out.
-pub(crate) type PlaceWait = std::pin::Pin<Box<dyn Future<Output = Option<InFlightSlot>> + Send>>;
+/// The wait for a place of a full key, up to `max_wait` (`None`: as long as it takes),
+/// FIFO among the key's waiters: the place; `None` when the key's cap ended or was replaced
+/// while it waited (its semaphore closed: the request goes on without a place); `Err` when
+/// the wait ran out.
+pub(crate) type PlaceWait =
+    std::pin::Pin<Box<dyn Future<Output = Result<Option<InFlightSlot>, ()>> + Send>>;
 
 /// Waits for a place on `sem` (a full key's, from [`Slot::Full`]), calling `settle` (the
 /// key's [`InFlight::settle`]) to give back the cap's debt when it falls due.
@@ -74,13 +77,13 @@ pub(crate) fn wait_for_place(
             let permit = match wake {
                 Some(at) => match tokio::time::timeout_at(at, acquire.as_mut()).await {
                     Ok(permit) => permit,
-                    Err(_) if deadline.is_some_and(|e| Instant::now() >= e) => return None,
+                    Err(_) if deadline.is_some_and(|e| Instant::now() >= e) => return Err(()),
                     Err(_) => continue,
                 },
                 None => acquire.as_mut().await,
             };
-            // The semaphores are never closed.
-            return permit.ok().map(InFlightSlot::new);
+            // Closed: the cap is gone (ended, or replaced by another limit).
+            return Ok(permit.ok().map(InFlightSlot::new));
         }
     })
 }
@@ -145,6 +148,14 @@ impl Cap {
 
     fn ended(&self, now: Instant) -> bool {
         self.until.is_some_and(|u| u <= now)
+    }
+}
+
+impl Drop for Cap {
+    /// A cap dropped (ended, replaced by another limit, or evicted) lets its waiters go:
+    /// nothing would give them back a place it owes.
+    fn drop(&mut self) {
+        self.sem.close();
     }
 }
 
@@ -381,7 +392,7 @@ mod tests {
             None,
         )
         .await;
-        assert!(place.is_some());
+        assert!(matches!(place, Ok(Some(_))));
         assert_eq!(start.elapsed(), DEBT_HOLD);
         // A waiter with a shorter bound gives up first.
         assert!(f.cap(a, 2, Instant::now() + Duration::from_secs(60)));
@@ -398,8 +409,39 @@ mod tests {
             Some(Duration::from_secs(5))
         )
         .await
-        .is_none());
+        .is_err());
         assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    /// A waiter on a cap that is replaced (another limit) or ends goes on without a place
+    /// at once, rather than wait on places nobody will give back.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_on_a_cap_replaced_or_ended_goes_on() {
+        let f = Arc::new(InFlight::new(None));
+        let a = Key::of("a");
+        let wait = |f: &Arc<InFlight>, sem| {
+            let f = Arc::clone(f);
+            tokio::spawn(wait_for_place(move || f.settle(a), sem, None))
+        };
+        assert!(f.cap(a, 1, Instant::now() + Duration::from_secs(60)));
+        let Slot::Full(sem) = f.try_slot(a) else {
+            panic!("in debt")
+        };
+        let waiter = wait(&f, sem);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            f.cap(a, 2, Instant::now() + Duration::from_secs(60)),
+            "replaced"
+        );
+        assert!(matches!(waiter.await.unwrap(), Ok(None)));
+        // Once the cap has ended, the next look at the key drops it and closes its
+        // semaphore: whoever still waits on it goes on.
+        let Slot::Full(sem) = f.try_slot(a) else {
+            panic!("in debt")
+        };
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(matches!(f.try_slot(a), Slot::Uncapped));
+        assert!(sem.is_closed());
     }
 
     #[tokio::test(start_paused = true)]

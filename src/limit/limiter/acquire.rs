@@ -269,8 +269,8 @@ impl Future for Acquire {
             let place = ready!(wait.as_mut().poll(cx));
             this.place_wait = None;
             match place {
-                Some(place) => this.place = Some(place),
-                None => {
+                Ok(place) => this.place = place,
+                Err(()) => {
                     this.state = State::Done;
                     return Poll::Ready(Err(this.limited(Reason::MaxWait, None)));
                 }
