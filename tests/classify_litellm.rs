@@ -118,7 +118,20 @@ async fn a_parallel_request_refusal_caps_the_key() {
             assert_eq!(refused.reason(), Reason::InFlight, "[{name}] {who}");
             first.into_body().collect().await.unwrap();
             let second = svc.clone().oneshot(req()).await.unwrap();
-            assert_eq!(limiter.learned_margin(), Duration::ZERO, "[{name}] {who}");
+            // Nor does it widen the margin (a limiter in wait mode, which learns one): the
+            // same refusal of the key's own windows, twice, does.
+            let waits = Limiter::new(tier.clone());
+            let twice = |c: &tower_quota::classify::Classification| {
+                for _ in 0..2 {
+                    assert!(waits
+                        .learn(key, &tier, c, LearnOptions::default())
+                        .is_none());
+                }
+            };
+            twice(&c);
+            assert_eq!(waits.learned_margin(), Duration::ZERO, "[{name}] {who}");
+            twice(&c.clone().with_scope(tower_quota::classify::Scope::Account));
+            assert!(waits.learned_margin() > Duration::ZERO, "[{name}] {who}");
             // A minute on, bursts again.
             tokio::time::sleep(Duration::from_secs(61)).await;
             let burst: Vec<_> = [

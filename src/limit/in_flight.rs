@@ -106,13 +106,14 @@ struct Cap {
 }
 
 impl Cap {
-    fn new(limit: u32, until: Option<Instant>) -> Cap {
+    /// The configured cap: every place free, for good.
+    fn configured(limit: u32, now: Instant) -> Cap {
         Cap {
             sem: Arc::new(Semaphore::new(limit as usize)),
             limit,
-            until,
+            until: None,
             debt: 0,
-            debt_until: Instant::now(),
+            debt_until: now,
         }
     }
 
@@ -200,17 +201,9 @@ impl InFlight {
         !self.any.load(Ordering::Acquire)
     }
 
-    /// Takes a place for one request of `key`, if the key is capped.
-    #[inline]
+    /// Takes a place for one request of `key`, if the key is capped (the caller checked
+    /// [`none`](Self::none) first: this takes the shard's lock).
     pub(crate) fn try_slot(&self, key: Key) -> Slot {
-        if !self.any.load(Ordering::Acquire) {
-            return Slot::Uncapped;
-        }
-        self.try_slot_capped(key)
-    }
-
-    #[inline(never)]
-    fn try_slot_capped(&self, key: Key) -> Slot {
         let now = Instant::now();
         let mut caps = self.lock(key);
         let sem = match caps.get_mut(&key.0) {
@@ -226,7 +219,7 @@ impl InFlight {
                 if !room(&mut caps, now) {
                     return Slot::Uncapped;
                 }
-                let cap = Cap::new(limit, None);
+                let cap = Cap::configured(limit, now);
                 let sem = Arc::clone(&cap.sem);
                 caps.insert(key.0, cap);
                 sem

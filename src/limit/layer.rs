@@ -111,7 +111,7 @@ impl Policy {
     /// for, or refused in reject mode), then the windows.
     #[inline(never)]
     fn admit_capped(&self, key: Key, tier: &Tier, cost: Cost) -> Admit {
-        let place = match self.limiter.try_slot(key) {
+        let place = match self.limiter.in_flight().try_slot(key) {
             Slot::Uncapped => None,
             Slot::Held(place) => Some(place),
             Slot::Full(_) if self.limiter.mode() == Mode::Reject => {

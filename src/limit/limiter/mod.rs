@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use super::cost::Cost;
 use super::error::{AcquireError, CostExceedsLimit, RateLimited, Reason};
 use super::gate::{Gates, Joined};
-use super::in_flight::{InFlight, Slot};
+use super::in_flight::InFlight;
 use super::key::{Key, KeyHasher, KeySecret};
 use super::margin::Margin;
 use super::quota::{counts_tokens, dur_ns, smallcosts::Costs, Quota, Tier, Window};
@@ -311,12 +311,6 @@ impl Limiter {
     /// The configured cap on each key's requests in flight at once.
     pub fn max_in_flight(&self) -> Option<u32> {
         self.shared.config.max_in_flight
-    }
-
-    /// Takes a place among `key`'s requests in flight, if the key is capped.
-    #[inline]
-    pub(crate) fn try_slot(&self, key: Key) -> Slot {
-        self.shared.in_flight.try_slot(key)
     }
 
     /// The keys' caps on requests in flight.
